@@ -1,0 +1,24 @@
+"""The code location: `dg dev`, `dagster dev -m sync_pipeline.definitions` and the tests load `defs`."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from sync_pipeline.defs.resources import build_resources
+from sync_pipeline.defs.schedules import build_schedule, sync_job
+from sync_pipeline.defs.sync_assets import build_entity_assets
+from sync_pipeline.entities import TAMHR_ENTITIES
+from sync_pipeline.settings import Settings, load_settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """Assets, job, schedule and resources for one settings file."""
+    return dg.Definitions(
+        assets=build_entity_assets(TAMHR_ENTITIES, settings),
+        jobs=[sync_job],
+        schedules=[build_schedule(settings.schedule)],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions(load_settings())

@@ -1,0 +1,32 @@
+"""Resources for a deployment: secrets only through `EnvVar`, everything else from the settings."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from sync_pipeline.resources.api_client import HttpSyncApiClient
+from sync_pipeline.resources.database import SyncDatabase
+from sync_pipeline.settings import Settings
+
+DATABASE_URL_ENV_VARS = {
+    "default_db": "SYNC_DEFAULT_DB_URL",
+    "ess_db": "SYNC_ESS_DB_URL",
+    "log_db": "SYNC_LOG_DB_URL",
+}
+API_KEY_ENV_VAR = "SYNC_API_KEY"
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The three databases and the API client, keyed as the assets require them."""
+    databases: dict[str, dg.ConfigurableResource] = {
+        key: SyncDatabase(url=dg.EnvVar(env_var)) for key, env_var in DATABASE_URL_ENV_VARS.items()
+    }
+    return {
+        **databases,
+        "sync_api": HttpSyncApiClient(
+            api_key=dg.EnvVar(API_KEY_ENV_VAR),
+            api_key_header=settings.api.api_key_header,
+            timeout_seconds=settings.api.timeout_seconds,
+            verify_tls=settings.api.verify_tls,
+        ),
+    }

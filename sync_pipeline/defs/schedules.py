@@ -1,0 +1,28 @@
+"""The job over the sync group and the nightly schedule that runs it."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from sync_pipeline.defs.sync_assets import GROUP
+from sync_pipeline.settings import ScheduleSettings
+
+JOB_NAME = "tamhr_sync_job"
+SCHEDULE_NAME = "tamhr_sync_nightly"
+
+sync_job = dg.define_asset_job(
+    JOB_NAME,
+    selection=dg.AssetSelection.groups(GROUP),
+    description="Users → ActualOrg → ActualEntity → OrgObject → EventsCalendar.",
+)
+
+
+def build_schedule(schedule: ScheduleSettings) -> dg.ScheduleDefinition:
+    """The nightly schedule; cron and time zone come from the settings file."""
+    return dg.ScheduleDefinition(
+        name=SCHEDULE_NAME,
+        job=sync_job,
+        cron_schedule=schedule.cron,
+        execution_timezone=schedule.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING if schedule.enabled else dg.DefaultScheduleStatus.STOPPED,
+    )

@@ -1,0 +1,109 @@
+"""One asset per entity spec, chained in spec order so the dependency edges enforce the sync order.
+
+No `from __future__ import annotations` here: Dagster reads the `context` annotation at runtime.
+"""
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from sync_pipeline.engine.entity_sync import EntitySyncPlan, EntitySyncReport, sync_entity
+from sync_pipeline.engine.scheduler_log import SchedulerLogWriter
+from sync_pipeline.engine.tracking import TrackingStore
+from sync_pipeline.entities import EntitySpec
+from sync_pipeline.resources.api_client import SyncApiClient
+from sync_pipeline.resources.database import SyncDatabase
+from sync_pipeline.settings import Settings
+from sync_pipeline.tables import source_table
+
+GROUP = "tamhr_sync"
+CHECK_NAME = "all_records_delivered"
+
+
+def entity_plan(spec: EntitySpec, settings: Settings) -> EntitySyncPlan:
+    """Bind an entity spec to this deployment's table, key, endpoint and batch size."""
+    where = settings.entities[spec.name]
+    return EntitySyncPlan(
+        spec=spec,
+        table=source_table(spec, where),
+        key_column=where.key_column,
+        endpoint_url=settings.endpoint_url(spec.name),
+        batch_size=settings.batch_size_for(spec.name),
+    )
+
+
+def report_metadata(report: EntitySyncReport) -> dict[str, object]:
+    """The figures shown on each materialization; `dagster/row_count` is what the receiver now holds."""
+    return {
+        "rows_found": report.rows_found,
+        "already_tracked": report.already_tracked,
+        "sent": report.sent,
+        "failed": report.failed,
+        "batches_ok": report.batches_ok,
+        "batches_failed": report.batches_failed,
+        "duration_seconds": round(report.duration_seconds, 3),
+        "dagster/row_count": report.already_tracked + report.sent,
+    }
+
+
+def report_result(report: EntitySyncReport, asset_key: dg.AssetKey) -> dg.MaterializeResult:
+    """The materialization plus a non-blocking ERROR check, so later entities still run."""
+    problem = report.stopped_because or report.first_batch_error
+    check = dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=CHECK_NAME,
+        passed=report.succeeded,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "batches_failed": report.batches_failed,
+            "failed": report.failed,
+            "stopped_early": report.stopped_because is not None,
+            **({"first_error": problem} if problem else {}),
+        },
+        description=None if report.succeeded else problem,
+    )
+    return dg.MaterializeResult(metadata=report_metadata(report), check_results=[check])
+
+
+def build_entity_asset(spec: EntitySpec, settings: Settings, upstream: dg.AssetKey | None) -> dg.AssetsDefinition:
+    """The asset that syncs one entity; reads its source through the resource named in the spec."""
+    plan = entity_plan(spec, settings)
+    log_columns = settings.scheduler_log.columns()
+
+    @dg.asset(
+        name=spec.asset_name,
+        group_name=GROUP,
+        deps=[upstream] if upstream else None,
+        required_resource_keys={spec.source_db, "log_db", "sync_api"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                CHECK_NAME,
+                asset=spec.asset_name,
+                description="Every batch was acknowledged and the entity ran to the end.",
+            )
+        ],
+        kinds={"sql", "api"},
+        description=f"Pushes untracked {spec.name} records from {plan.table.fullname} to the API.",
+        metadata={"endpoint": plan.endpoint_url, "source_table": plan.table.fullname, "batch_size": plan.batch_size},
+    )
+    def sync_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        source: SyncDatabase = getattr(context.resources, spec.source_db)
+        log_db: SyncDatabase = context.resources.log_db
+        api: SyncApiClient = context.resources.sync_api
+        tracking = TrackingStore(log_db.get_engine(), SchedulerLogWriter(log_columns))
+        report = sync_entity(plan, source.get_engine(), tracking, api, context.log)
+        context.log.info(
+            f"{spec.name}: found {report.rows_found}, already tracked {report.already_tracked}, "
+            f"sent {report.sent}, failed {report.failed} in {report.duration_seconds:.1f}s"
+        )
+        return report_result(report, context.asset_key)
+
+    return sync_asset
+
+
+def build_entity_assets(specs: Sequence[EntitySpec], settings: Settings) -> list[dg.AssetsDefinition]:
+    """All entity assets, each depending on the one before it."""
+    assets: list[dg.AssetsDefinition] = []
+    for spec in specs:
+        assets.append(build_entity_asset(spec, settings, assets[-1].key if assets else None))
+    return assets

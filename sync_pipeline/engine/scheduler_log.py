@@ -1,0 +1,66 @@
+"""SchedulerLog rows: one per batch API call, in the shape the existing TAMHR table has."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from sync_pipeline.tables import scheduler_log_table
+
+SUCCESS = "Success"
+FAILURE = "Failure"
+MAX_EXCEPTION_MESSAGE = 4000
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """What one batch call did: enough to write its SchedulerLog row and count it."""
+
+    endpoint_url: str
+    batch_size: int
+    http_status: int | None
+    duration_ms: int
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """A call succeeded when it got a 2xx and nothing else went wrong."""
+        return self.error is None
+
+
+class SchedulerLogWriter:
+    """Builds and writes SchedulerLog rows; the constant columns come from the settings."""
+
+    def __init__(self, constants: Mapping[str, str]) -> None:
+        self._constants = dict(constants)
+
+    def row(self, entity: str, call: ApiCall, now: dt.datetime | None = None) -> dict[str, Any]:
+        """The SchedulerLog row for one call: new GUID ID, UTC CreatedOn, JSON details."""
+        details: dict[str, Any] = {
+            "EndpointUrl": call.endpoint_url,
+            "BatchSize": call.batch_size,
+            "HttpResponseCode": call.http_status,
+            "DurationMs": call.duration_ms,
+        }
+        if call.error is not None:
+            details["ExceptionMessage"] = call.error[:MAX_EXCEPTION_MESSAGE]
+        return {
+            **self._constants,
+            "ID": uuid.uuid4(),
+            "Activity": f"Sync Batch: {entity}",
+            "Status": SUCCESS if call.ok else FAILURE,
+            "AdditionalInformation": json.dumps(details, ensure_ascii=False),
+            "CreatedOn": (now or dt.datetime.now(dt.UTC)).replace(tzinfo=None),
+            "RowStatus": True,
+            "ExceptionMessage": None if call.error is None else call.error[:MAX_EXCEPTION_MESSAGE],
+        }
+
+    def write(self, conn: sa.Connection, entity: str, call: ApiCall) -> None:
+        """Insert the call's row on `conn`, inside whatever transaction the caller holds."""
+        conn.execute(sa.insert(scheduler_log_table), self.row(entity, call))

@@ -1,0 +1,76 @@
+"""TB_R_SYNC_TRACKING: which records the API has acknowledged.
+
+Tracking rows are written only after a 2xx, in the same transaction as the call's SchedulerLog
+row, so the two never disagree. Lookups are per page of source keys, chunked under SQL Server's
+2100-parameter limit, so memory stays flat however many records were sent before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+
+import sqlalchemy as sa
+
+from sync_pipeline.engine.db_errors import describe_db_error
+from sync_pipeline.engine.scheduler_log import ApiCall, SchedulerLogWriter
+from sync_pipeline.tables import tracking_table
+
+MAX_IDS_PER_LOOKUP = 2000
+"""IDs in one `IN (...)`: with EntityType that is 2001 parameters, under SQL Server's 2100."""
+
+
+class TrackingUnavailable(Exception):
+    """The Log database could not be read or written; nothing more can be sent safely."""
+
+
+def chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    """Consecutive slices of at most `size` items."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class TrackingStore:
+    """Reads and writes the Log database on behalf of one sync run."""
+
+    def __init__(self, engine: sa.Engine, log_writer: SchedulerLogWriter) -> None:
+        self._engine = engine
+        self._log_writer = log_writer
+        self._lookup = (
+            sa.select(tracking_table.c.EntityId)
+            .where(tracking_table.c.EntityType == sa.bindparam("entity_type"))
+            .where(tracking_table.c.EntityId.in_(sa.bindparam("entity_ids", expanding=True)))
+        )
+
+    def tracked_among(self, entity: str, entity_ids: Sequence[str]) -> set[str]:
+        """Those of `entity_ids` already tracked for `entity`."""
+        try:
+            with self._engine.connect() as conn:
+                found: set[str] = set()
+                for chunk in chunks(entity_ids, MAX_IDS_PER_LOOKUP):
+                    params = {"entity_type": entity, "entity_ids": list(chunk)}
+                    found.update(conn.execute(self._lookup, params).scalars())
+                return found
+        except sa.exc.SQLAlchemyError as exc:
+            raise TrackingUnavailable(f"cannot read {tracking_table.name}: {describe_db_error(exc)}") from exc
+
+    def record_delivered(self, entity: str, entity_ids: Sequence[str], call: ApiCall) -> None:
+        """Track an acknowledged batch and log its call, atomically."""
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        rows = [{"EntityType": entity, "EntityId": entity_id, "SyncTimestamp": now} for entity_id in entity_ids]
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(sa.insert(tracking_table), rows)
+                self._log_writer.write(conn, entity, call)
+        except sa.exc.SQLAlchemyError as exc:
+            raise TrackingUnavailable(
+                f"batch of {len(rows)} was delivered but could not be tracked: {describe_db_error(exc)}"
+            ) from exc
+
+    def record_failed(self, entity: str, call: ApiCall) -> None:
+        """Log a failed call; nothing is tracked, so its records go again next run."""
+        try:
+            with self._engine.begin() as conn:
+                self._log_writer.write(conn, entity, call)
+        except sa.exc.SQLAlchemyError as exc:
+            raise TrackingUnavailable(f"cannot write SchedulerLog: {describe_db_error(exc)}") from exc

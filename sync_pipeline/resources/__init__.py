@@ -1,0 +1,1 @@
+"""Dagster resources: the three databases and the third-party API client."""

@@ -1,0 +1,81 @@
+"""The third-party API client resource: a keep-alive `requests.Session` that posts JSON batches."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import dagster as dg
+import requests
+from pydantic import Field, PrivateAttr
+
+from sync_pipeline.engine.api import ApiCallFailed, ApiResponse, ApiUnreachable
+
+USER_AGENT = "sync_pipeline/0.1"
+
+
+class SyncApiClient(dg.ConfigurableResource, ABC):
+    """Posts a batch to an endpoint; the real client talks HTTP, test fakes keep what they get."""
+
+    @abstractmethod
+    def post_batch(self, url: str, body: bytes) -> ApiResponse:
+        """POST a JSON array; raise `ApiUnreachable`/`ApiCallFailed` when no HTTP answer came back."""
+
+
+class HttpSyncApiClient(SyncApiClient):
+    """The real client: one keep-alive session per run, the API key in a configurable header."""
+
+    api_key: str = Field(
+        description="Sent in `api_key_header`; always given as EnvVar('SYNC_API_KEY').",
+        json_schema_extra={"dagster__is_secret": True},
+    )
+    api_key_header: str = "X-API-Key"
+    timeout_seconds: float = 30.0
+    verify_tls: bool = True
+    _session: requests.Session | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Open the session that every batch of the run reuses."""
+        self._session = self._new_session()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Close the session's pooled connections."""
+        if self._session is not None:
+            self._session.close()
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.verify = self.verify_tls
+        session.headers.update(
+            {
+                "Content-Type": "application/json; charset=utf-8",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+                self.api_key_header: self.api_key,
+            }
+        )
+        return session
+
+    def post_batch(self, url: str, body: bytes) -> ApiResponse:
+        """POST the batch; transport errors become the engine's own exceptions, without secrets."""
+        if self._session is None:
+            self._session = self._new_session()
+        try:
+            response = self._session.post(url, data=body, timeout=self.timeout_seconds)
+        except requests.ConnectionError as exc:  # includes ConnectTimeout
+            if _is_mid_response(exc):
+                raise ApiCallFailed(_safe_reason(exc)) from None
+            raise ApiUnreachable(_safe_reason(exc)) from None
+        except requests.RequestException as exc:
+            raise ApiCallFailed(_safe_reason(exc)) from None
+        return ApiResponse(response.status_code, response.text[:500])
+
+
+def _is_mid_response(exc: requests.RequestException) -> bool:
+    """A connection dropped after the request went out is a failed call, not an unreachable host."""
+    text = str(exc)
+    return "RemoteDisconnected" in text or "Connection aborted" in text
+
+
+def _safe_reason(exc: requests.RequestException) -> str:
+    """The exception's class and message; requests never puts request headers (the key) in it."""
+    return f"{type(exc).__name__}: {str(exc)[:300]}"

@@ -1,0 +1,71 @@
+"""A SQLAlchemy-backed database resource, used three times: default_db, ess_db and log_db."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+from pydantic import Field, PrivateAttr
+
+INSERT_ROWS_PER_STATEMENT = 500
+"""Rows per multi-row INSERT where SQLAlchemy batches executemany into VALUES lists: with the
+tracking table's three columns that is 1500 parameters, under SQL Server's 2100 and 1000-row caps."""
+
+
+def create_sync_engine(url: str) -> sa.Engine:
+    """An engine with the settings every sync database needs, whatever the dialect.
+
+    Row values stay out of error messages (`hide_parameters`), dropped connections are noticed
+    before use, and on SQL Server pyodbc's `fast_executemany` makes tracking inserts bulk.
+    """
+    options: dict[str, Any] = {
+        "hide_parameters": True,
+        "pool_pre_ping": True,
+        "insertmanyvalues_page_size": INSERT_ROWS_PER_STATEMENT,
+    }
+    if sa.make_url(url).get_backend_name() == "mssql":
+        options["fast_executemany"] = True
+    return sa.create_engine(url, **options)
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password masked, also inside pyodbc's `odbc_connect=` string."""
+    parsed = sa.make_url(url)
+    odbc = parsed.query.get("odbc_connect")
+    if isinstance(odbc, str):
+        parts = [
+            f"{key}=***" if key.strip().upper() in ("PWD", "PASSWORD") else f"{key}={value}"
+            for key, _, value in (part.partition("=") for part in odbc.split(";") if part)
+        ]
+        parsed = parsed.update_query_dict({"odbc_connect": ";".join(parts)})
+    return parsed.render_as_string(hide_password=True)
+
+
+class SyncDatabase(dg.ConfigurableResource):
+    """One database the sync reads or writes; its URL is a secret and comes from an env var."""
+
+    url: str = Field(
+        description="SQLAlchemy URL, e.g. mssql+pyodbc://...; always given as an EnvVar.",
+        json_schema_extra={"dagster__is_secret": True},
+    )
+    _engine: sa.Engine | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Create the engine once per run; its pool is shared by every asset using it."""
+        self._engine = create_sync_engine(self.url)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Close the pool's connections at the end of the run."""
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def get_engine(self) -> sa.Engine:
+        """The run's engine (created on first use outside a run, e.g. in a direct call)."""
+        if self._engine is None:
+            self._engine = create_sync_engine(self.url)
+        return self._engine
+
+    def describe(self) -> str:
+        """The URL with the password masked: safe for logs and metadata."""
+        return masked_url(self.url)

@@ -1,0 +1,212 @@
+"""The one YAML settings file: everything about a deployment that is not a secret.
+
+Secrets (database URLs, the API key) never live here; they come from environment variables through
+Dagster `EnvVar`. The file is found through `SYNC_PIPELINE_SETTINGS`; without it the packaged
+`default_settings.yaml` (the embedded demo) is used. Invalid settings fail when definitions load,
+with the setting's name, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import zoneinfo
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urljoin, urlsplit
+
+import dagster as dg
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sync_pipeline.entities import ENTITIES_BY_NAME, TAMHR_ENTITIES
+
+SETTINGS_ENV_VAR = "SYNC_PIPELINE_SETTINGS"
+DEFAULT_SETTINGS_PATH = Path(__file__).with_name("default_settings.yaml")
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SettingsError(ValueError):
+    """Raised when the settings file is missing, unreadable or holds an invalid value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def check_http_url(value: str) -> str:
+    """Accept only http(s) URLs without credentials in them (secrets belong in env vars)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials; the API key comes from SYNC_API_KEY")
+    return value
+
+
+class ApiSettings(_Strict):
+    """Where the third-party API is and how it is called."""
+
+    base_url: str
+    api_key_header: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$")] = "X-API-Key"
+    timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    verify_tls: bool = True
+
+    _base_url = field_validator("base_url")(check_http_url)
+
+
+class ScheduleSettings(_Strict):
+    """When the nightly run starts."""
+
+    cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+    enabled: bool = True
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_is_valid(cls, value: str) -> str:
+        try:
+            dg.ScheduleDefinition(name="validate", cron_schedule=value, target=dg.AssetSelection.all())
+        except dg.DagsterInvalidDefinitionError:
+            raise ValueError("must be a standard 5-field cron expression, e.g. '0 3 * * *'") from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_is_known(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone name, e.g. 'UTC' or 'Asia/Jakarta'") from None
+        return value
+
+
+class SchedulerLogSettings(_Strict):
+    """The constant columns of every SchedulerLog row this job writes."""
+
+    application_name: Annotated[str, Field(min_length=1, max_length=100)] = "TAMHR"
+    log_id: Annotated[str, Field(min_length=1, max_length=100)] = "SYNC_PIPELINE"
+    log_category: Annotated[str, Field(min_length=1, max_length=100)] = "Scheduler"
+    application_module: Annotated[str, Field(min_length=1, max_length=100)] = "ThirdPartySync"
+    created_by: Annotated[str, Field(min_length=1, max_length=100)] = "sync_pipeline"
+    ip_host_name: Annotated[str, Field(min_length=1, max_length=100)] = Field(
+        default_factory=socket.gethostname
+    )
+
+    def columns(self) -> dict[str, str]:
+        """The SchedulerLog columns these settings fill, by column name."""
+        return {
+            "ApplicationName": self.application_name,
+            "LogID": self.log_id,
+            "LogCategory": self.log_category,
+            "ApplicationModule": self.application_module,
+            "IPHostName": self.ip_host_name,
+            "CreatedBy": self.created_by,
+        }
+
+
+class EntitySettings(_Strict):
+    """Where one entity lives in this deployment and where it is sent."""
+
+    table: str
+    key_column: str = "Id"
+    endpoint: Annotated[str, Field(min_length=1)]
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] | None = None
+
+    @field_validator("table")
+    @classmethod
+    def _table_is_qualified_name(cls, value: str) -> str:
+        if not all(_IDENTIFIER.match(part) for part in value.split(".")) or value.count(".") > 1:
+            raise ValueError("must be a table name, optionally with its schema: 'dbo.TB_M_USER'")
+        return value
+
+    @property
+    def schema_name(self) -> str | None:
+        """The schema part of `table`, if one was given."""
+        return self.table.rpartition(".")[0] or None
+
+    @property
+    def table_name(self) -> str:
+        """The table part of `table`, without its schema."""
+        return self.table.rpartition(".")[2]
+
+
+class Settings(_Strict):
+    """The whole settings file."""
+
+    api: ApiSettings
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 3000
+    schedule: ScheduleSettings = ScheduleSettings()
+    scheduler_log: SchedulerLogSettings = Field(default_factory=SchedulerLogSettings)
+    entities: dict[str, EntitySettings]
+
+    @model_validator(mode="after")
+    def _entities_match_specs(self) -> Settings:
+        unknown = sorted(set(self.entities) - set(ENTITIES_BY_NAME))
+        if unknown:
+            raise ValueError(f"unknown entity {unknown[0]!r}; known entities: {', '.join(ENTITIES_BY_NAME)}")
+        missing = [spec.name for spec in TAMHR_ENTITIES if spec.name not in self.entities]
+        if missing:
+            raise ValueError(f"every entity needs settings; missing: {', '.join(missing)}")
+        for name, entity in self.entities.items():
+            spec = ENTITIES_BY_NAME[name]
+            if entity.key_column not in {f.name for f in spec.fields}:
+                raise ValueError(
+                    f"entities.{name}.key_column: {entity.key_column!r} is not a field of {name}; "
+                    f"allowed: {', '.join(f.name for f in spec.fields)}"
+                )
+            try:
+                check_http_url(self.endpoint_url(name))
+            except ValueError as exc:
+                raise ValueError(f"entities.{name}.endpoint: {entity.endpoint!r} {exc}") from None
+        return self
+
+    def endpoint_url(self, entity: str) -> str:
+        """The absolute URL an entity is POSTed to: its endpoint, relative to `api.base_url`."""
+        return urljoin(self.api.base_url, self.entities[entity].endpoint)
+
+    def batch_size_for(self, entity: str) -> int:
+        """The entity's own batch size when it has one, else the global one."""
+        return self.entities[entity].batch_size or self.batch_size
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{location}: is required but missing"
+    if error["type"] == "extra_forbidden":
+        return f"{location}: is not a known setting"
+    return f"{location}: {message} (got {error['input']!r})"
+
+
+def parse_settings(raw: object, source: str = "settings") -> Settings:
+    """Validate an already-parsed YAML document, turning pydantic's errors into readable ones."""
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{source}: must be a YAML mapping at the top level")
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        details = "\n  ".join(_describe(error) for error in exc.errors())
+        raise SettingsError(f"{source} is invalid:\n  {details}") from None
+
+
+def settings_path() -> Path:
+    """The settings file in force: `$SYNC_PIPELINE_SETTINGS`, else the packaged demo defaults."""
+    configured = os.environ.get(SETTINGS_ENV_VAR)
+    return Path(configured) if configured else DEFAULT_SETTINGS_PATH
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read and validate the settings file; every problem is reported with the setting's name."""
+    path = path or settings_path()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read settings file {path} ({SETTINGS_ENV_VAR}): {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"settings file {path} is not valid YAML: {exc}") from None
+    return parse_settings(raw, source=f"settings file {path}")

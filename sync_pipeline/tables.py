@@ -1,0 +1,84 @@
+"""SQLAlchemy Core tables: the Log database's two tables and each entity's source table.
+
+Types are chosen for SQL Server first (NVARCHAR, DATETIME2, UNIQUEIDENTIFIER) and mapped to the
+nearest equivalent elsewhere, so the same `Table` objects query production and the local
+PostgreSQL, MariaDB and SQLite databases the demo and the tests use.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mssql, mysql
+
+from sync_pipeline.entities import EntitySpec, FieldType
+from sync_pipeline.settings import EntitySettings
+
+TRACKING_TABLE_NAME = "TB_R_SYNC_TRACKING"
+SCHEDULER_LOG_TABLE_NAME = "SchedulerLog"
+
+DateTime2 = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql").with_variant(mysql.DATETIME(fsp=6), "mysql")
+"""A timestamp with sub-second precision everywhere: DATETIME2 on SQL Server, DATETIME(6) on MariaDB."""
+
+log_metadata = sa.MetaData()
+
+tracking_table = sa.Table(
+    TRACKING_TABLE_NAME,
+    log_metadata,
+    sa.Column("Id", sa.Integer, sa.Identity(start=1, increment=1), primary_key=True),
+    sa.Column("EntityType", sa.Unicode(100), nullable=False),
+    sa.Column("EntityId", sa.Unicode(255), nullable=False),
+    sa.Column("SyncTimestamp", DateTime2, nullable=False),
+    sa.Index("UQ_TB_R_SYNC_TRACKING_EntityType_EntityId", "EntityType", "EntityId", unique=True),
+)
+"""What was already sent: one row per (EntityType, EntityId), written only after a 2xx."""
+
+scheduler_log_table = sa.Table(
+    SCHEDULER_LOG_TABLE_NAME,
+    log_metadata,
+    sa.Column("ID", sa.Uuid, primary_key=True),
+    sa.Column("ApplicationName", sa.Unicode(100), nullable=False),
+    sa.Column("LogID", sa.Unicode(100), nullable=False),
+    sa.Column("LogCategory", sa.Unicode(100), nullable=False),
+    sa.Column("Activity", sa.Unicode(255), nullable=False),
+    sa.Column("ApplicationModule", sa.Unicode(100), nullable=False),
+    sa.Column("IPHostName", sa.Unicode(100), nullable=False),
+    sa.Column("Status", sa.Unicode(20), nullable=False),
+    sa.Column("AdditionalInformation", sa.UnicodeText, nullable=True),
+    sa.Column("CreatedBy", sa.Unicode(100), nullable=False),
+    sa.Column("CreatedOn", DateTime2, nullable=False),
+    sa.Column("ModifiedBy", sa.Unicode(100), nullable=True),
+    sa.Column("ModifiedOn", DateTime2, nullable=True),
+    sa.Column("RowStatus", sa.Boolean, nullable=False),
+    sa.Column("ExceptionMessage", sa.UnicodeText, nullable=True),
+)
+"""The existing TAMHR scheduler log: one row per batch API call."""
+
+
+def _column_type(field_type: FieldType, length: int | None) -> sa.types.TypeEngine[object]:
+    if field_type is FieldType.TEXT:
+        return sa.Unicode(length) if length else sa.UnicodeText()
+    return {
+        FieldType.GUID: sa.Uuid(as_uuid=True),
+        FieldType.INT: sa.Integer(),
+        FieldType.DECIMAL: sa.Numeric(18, 4, asdecimal=True),
+        FieldType.DATETIME: DateTime2,
+        FieldType.BOOL: sa.Boolean(),
+    }[field_type]
+
+
+def source_table(spec: EntitySpec, where: EntitySettings, metadata: sa.MetaData | None = None) -> sa.Table:
+    """The entity's source table as this deployment names it, with the model's fields as columns."""
+    return sa.Table(
+        where.table_name,
+        metadata if metadata is not None else sa.MetaData(),
+        *(
+            sa.Column(
+                field.name,
+                _column_type(field.type, field.length),
+                primary_key=field.name == where.key_column,
+                nullable=field.nullable,
+            )
+            for field in spec.fields
+        ),
+        schema=where.schema_name,
+    )
