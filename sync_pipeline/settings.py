@@ -92,9 +92,7 @@ class SchedulerLogSettings(_Strict):
     log_category: Annotated[str, Field(min_length=1, max_length=100)] = "Scheduler"
     application_module: Annotated[str, Field(min_length=1, max_length=100)] = "ThirdPartySync"
     created_by: Annotated[str, Field(min_length=1, max_length=100)] = "sync_pipeline"
-    ip_host_name: Annotated[str, Field(min_length=1, max_length=100)] = Field(
-        default_factory=socket.gethostname
-    )
+    ip_host_name: Annotated[str, Field(min_length=1, max_length=100)] = Field(default_factory=socket.gethostname)
 
     def columns(self) -> dict[str, str]:
         """The SchedulerLog columns these settings fill, by column name."""

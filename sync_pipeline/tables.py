@@ -7,6 +7,8 @@ PostgreSQL, MariaDB and SQLite databases the demo and the tests use.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql, mysql
 
@@ -18,6 +20,9 @@ SCHEDULER_LOG_TABLE_NAME = "SchedulerLog"
 
 DateTime2 = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql").with_variant(mysql.DATETIME(fsp=6), "mysql")
 """A timestamp with sub-second precision everywhere: DATETIME2 on SQL Server, DATETIME(6) on MariaDB."""
+
+LongText = sa.UnicodeText().with_variant(mssql.NVARCHAR(), "mssql")  # no length: NVARCHAR(max)
+"""Unbounded text: NVARCHAR(MAX) on SQL Server (not the deprecated NTEXT), TEXT elsewhere."""
 
 log_metadata = sa.MetaData()
 
@@ -43,27 +48,28 @@ scheduler_log_table = sa.Table(
     sa.Column("ApplicationModule", sa.Unicode(100), nullable=False),
     sa.Column("IPHostName", sa.Unicode(100), nullable=False),
     sa.Column("Status", sa.Unicode(20), nullable=False),
-    sa.Column("AdditionalInformation", sa.UnicodeText, nullable=True),
+    sa.Column("AdditionalInformation", LongText, nullable=True),
     sa.Column("CreatedBy", sa.Unicode(100), nullable=False),
     sa.Column("CreatedOn", DateTime2, nullable=False),
     sa.Column("ModifiedBy", sa.Unicode(100), nullable=True),
     sa.Column("ModifiedOn", DateTime2, nullable=True),
     sa.Column("RowStatus", sa.Boolean, nullable=False),
-    sa.Column("ExceptionMessage", sa.UnicodeText, nullable=True),
+    sa.Column("ExceptionMessage", LongText, nullable=True),
 )
 """The existing TAMHR scheduler log: one row per batch API call."""
 
 
-def _column_type(field_type: FieldType, length: int | None) -> sa.types.TypeEngine[object]:
+def _column_type(field_type: FieldType, length: int | None) -> sa.types.TypeEngine[Any]:
     if field_type is FieldType.TEXT:
-        return sa.Unicode(length) if length else sa.UnicodeText()
-    return {
+        return sa.Unicode(length) if length else LongText
+    types: dict[FieldType, sa.types.TypeEngine[Any]] = {
         FieldType.GUID: sa.Uuid(as_uuid=True),
         FieldType.INT: sa.Integer(),
         FieldType.DECIMAL: sa.Numeric(18, 4, asdecimal=True),
         FieldType.DATETIME: DateTime2,
         FieldType.BOOL: sa.Boolean(),
-    }[field_type]
+    }
+    return types[field_type]
 
 
 def source_table(spec: EntitySpec, where: EntitySettings, metadata: sa.MetaData | None = None) -> sa.Table:

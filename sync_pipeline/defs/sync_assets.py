@@ -32,7 +32,7 @@ def entity_plan(spec: EntitySpec, settings: Settings) -> EntitySyncPlan:
     )
 
 
-def report_metadata(report: EntitySyncReport) -> dict[str, object]:
+def report_metadata(report: EntitySyncReport) -> dict[str, dg.RawMetadataValue]:
     """The figures shown on each materialization; `dagster/row_count` is what the receiver now holds."""
     return {
         "rows_found": report.rows_found,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from sync_pipeline.engine.api import ApiCallFailed, ApiUnreachable, BatchPoster
-from sync_pipeline.engine.entity_ids import InvalidEntityId
 from sync_pipeline.engine.batching import Batch, ScanCounts, untracked_batches
+from sync_pipeline.engine.entity_ids import InvalidEntityId
 from sync_pipeline.engine.payload import PayloadError, RecordBuilder, encode_batch
 from sync_pipeline.engine.scheduler_log import ApiCall
 from sync_pipeline.engine.source_pages import SourceUnavailable, read_pages

@@ -8,22 +8,15 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
 
-INSERT_ROWS_PER_STATEMENT = 500
-"""Rows per multi-row INSERT where SQLAlchemy batches executemany into VALUES lists: with the
-tracking table's three columns that is 1500 parameters, under SQL Server's 2100 and 1000-row caps."""
-
 
 def create_sync_engine(url: str) -> sa.Engine:
     """An engine with the settings every sync database needs, whatever the dialect.
 
     Row values stay out of error messages (`hide_parameters`), dropped connections are noticed
-    before use, and on SQL Server pyodbc's `fast_executemany` makes tracking inserts bulk.
+    before use, and on SQL Server pyodbc's `fast_executemany` makes tracking inserts one bulk
+    executemany (one row's parameters per execution, so the 2100-parameter limit is never near).
     """
-    options: dict[str, Any] = {
-        "hide_parameters": True,
-        "pool_pre_ping": True,
-        "insertmanyvalues_page_size": INSERT_ROWS_PER_STATEMENT,
-    }
+    options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
     if sa.make_url(url).get_backend_name() == "mssql":
         options["fast_executemany"] = True
     return sa.create_engine(url, **options)

@@ -1,0 +1,31 @@
+# The two commands README.md promises: `make demo` (set up, run the job on the embedded default)
+# and `make test` (set up, lint, type-check, run every test). Both build .venv on first use.
+VENV ?= .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.demo/dagster_home
+
+.PHONY: setup demo ui test lint dagster-home
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+dagster-home:
+	mkdir -p "$(DAGSTER_HOME)" && cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+
+demo: setup dagster-home
+	$(BIN)/sync-pipeline demo
+
+ui: setup dagster-home
+	$(BIN)/sync-pipeline ui
+
+lint: setup
+	$(BIN)/ruff check sync_pipeline sync_pipeline_tests
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,156 @@
+"""The embedded default end to end: seed SQLite, start the receiver, run the job, print a summary."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+import yaml
+
+from sync_pipeline.definitions import build_definitions
+from sync_pipeline.defs.resources import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
+from sync_pipeline.defs.schedules import JOB_NAME
+from sync_pipeline.defs.sync_assets import CHECK_NAME
+from sync_pipeline.demo.receiver import ReceivingApi
+from sync_pipeline.demo.seed import create_log_tables, seed_entity
+from sync_pipeline.entities import TAMHR_ENTITIES
+from sync_pipeline.resources.database import create_sync_engine
+from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, SETTINGS_ENV_VAR, load_settings
+
+DEMO_ROWS = {"Users": 5000, "ActualOrg": 3000, "ActualEntity": 2500, "OrgObject": 4000, "EventsCalendar": 1500}
+DEMO_API_KEY = "demo-only-key"  # the local receiver's key; real keys come from SYNC_API_KEY
+DEFAULT_PORT = 8765
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    """Where the demo keeps its databases, its settings file and Dagster's storage."""
+
+    workdir: Path
+
+    def database_url(self, resource_key: str) -> str:
+        """`sqlite:///…/default.db` for `default_db`, and so on."""
+        return f"sqlite:///{self.workdir / resource_key.removesuffix('_db')}.db"
+
+    @property
+    def settings_file(self) -> Path:
+        """The demo's settings: the packaged defaults, pointed at the receiver's port."""
+        return self.workdir / "settings.yaml"
+
+    @property
+    def dagster_home(self) -> Path:
+        """DAGSTER_HOME for the demo, unless the caller set one."""
+        return self.workdir / "dagster_home"
+
+
+def prepare(paths: DemoPaths, port: int) -> bool:
+    """Write the demo settings and, the first time, seed the databases; True if it seeded."""
+    paths.workdir.mkdir(parents=True, exist_ok=True)
+    raw = yaml.safe_load(DEFAULT_SETTINGS_PATH.read_text(encoding="utf-8"))
+    raw["api"]["base_url"] = f"http://127.0.0.1:{port}/api/sync/"
+    paths.settings_file.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    log_db = Path(paths.database_url("log_db").removeprefix("sqlite:///"))
+    if log_db.exists():
+        return False
+    settings = load_settings(paths.settings_file)
+    for spec in TAMHR_ENTITIES:
+        engine = create_sync_engine(paths.database_url(spec.source_db))
+        seed_entity(engine, spec, settings.entities[spec.name], DEMO_ROWS[spec.name])
+        engine.dispose()
+    engine = create_sync_engine(paths.database_url("log_db"))
+    create_log_tables(engine)
+    engine.dispose()
+    return True
+
+
+def environment(paths: DemoPaths) -> dict[str, str]:
+    """The environment variables a run of the demo needs."""
+    env = {env_var: paths.database_url(key) for key, env_var in DATABASE_URL_ENV_VARS.items()}
+    env[API_KEY_ENV_VAR] = DEMO_API_KEY
+    env[SETTINGS_ENV_VAR] = str(paths.settings_file.resolve())
+    env.setdefault("DAGSTER_HOME", os.environ.get("DAGSTER_HOME") or str(paths.dagster_home.resolve()))
+    return env
+
+
+@contextmanager
+def running_receiver(port: int) -> Iterator[ReceivingApi]:
+    """The receiving API on 127.0.0.1:`port`, with a clear message when the port is taken."""
+    try:
+        api = ReceivingApi(DEMO_API_KEY, port=port)
+    except OSError as exc:
+        raise SystemExit(f"cannot start the demo receiver on 127.0.0.1:{port} ({exc.strerror}); use --port") from None
+    with api:
+        yield api
+
+
+def summary(result: dg.ExecuteInProcessResult) -> pd.DataFrame:
+    """One row per entity: the materialization's figures and the check's verdict."""
+    checks = {
+        ev.asset_check_key.asset_key: ev.passed
+        for ev in result.get_asset_check_evaluations()
+        if ev.check_name == CHECK_NAME
+    }
+    rows = []
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        figures = {key: value.value for key, value in materialization.metadata.items()}
+        rows.append(
+            {
+                "entity": materialization.asset_key.to_user_string(),
+                **figures,
+                "check": "passed" if checks.get(materialization.asset_key) else "FAILED",
+            }
+        )
+    return pd.DataFrame(rows).set_index("entity")
+
+
+def run_demo(workdir: Path, port: int = DEFAULT_PORT) -> int:
+    """Seed (first time), serve, run the whole job on a persistent instance, print the summary."""
+    paths = DemoPaths(workdir)
+    if prepare(paths, port):
+        print(f"seeded {sum(DEMO_ROWS.values())} rows into {paths.workdir}: {DEMO_ROWS}")
+    os.environ.update(environment(paths))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    defs = build_definitions(load_settings(paths.settings_file))
+    with running_receiver(port), dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def(JOB_NAME).execute_in_process(
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+    table = summary(result)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(
+            table[
+                [
+                    "rows_found",
+                    "already_tracked",
+                    "sent",
+                    "failed",
+                    "batches_ok",
+                    "batches_failed",
+                    "duration_seconds",
+                    "check",
+                ]
+            ].to_string()
+        )
+    print(
+        f"run {result.run_id}: sent {int(table['sent'].sum())} records in total "
+        f"(Dagster UI: `make ui`, DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
+    )
+    return 0 if result.success and (table["check"] == "passed").all() else 1
+
+
+def tracking_count(paths: DemoPaths) -> int:
+    """Rows in the demo's tracking table (for tests and curious users)."""
+    engine = create_sync_engine(paths.database_url("log_db"))
+    with engine.connect() as conn:
+        count = conn.execute(sa.text("SELECT COUNT(*) FROM TB_R_SYNC_TRACKING")).scalar_one()
+    engine.dispose()
+    return int(count)

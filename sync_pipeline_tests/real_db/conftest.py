@@ -1,0 +1,85 @@
+"""Three fresh databases on the real local PostgreSQL and MariaDB, and SQL Server's limits enforced.
+
+Every test here runs once per backend. When a server is down the tests skip locally, but fail
+when SYNC_REQUIRE_REAL_DB=1 (as .ci/run sets), so CI can never pass without them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+SERVERS = {
+    "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/{database}",
+    "mariadb": "mysql+pymysql://root@127.0.0.1:3306/{database}?charset=utf8mb4",
+}
+ADMIN_DATABASE = {"postgresql": "postgres", "mariadb": ""}
+MAX_PARAMETERS = 2100
+MAX_VALUES_ROWS = 1000
+_VALUES_ROW_SEPARATOR = re.compile(r"\)\s*,\s*\(")
+
+
+@dataclass(frozen=True)
+class RealDatabases:
+    """URLs of three fresh databases on one server, keyed like the resources."""
+
+    backend: str
+    urls: dict[str, str]
+
+
+def _admin_engine(backend: str) -> sa.Engine:
+    url = SERVERS[backend].format(database=ADMIN_DATABASE[backend])
+    return sa.create_engine(url, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def real_databases(request: pytest.FixtureRequest) -> Iterator[RealDatabases]:
+    """default_db, ess_db and log_db as three separate new databases; dropped afterwards."""
+    backend: str = request.param
+    admin = _admin_engine(backend)
+    try:
+        admin.connect().close()
+    except sa.exc.OperationalError as exc:
+        if os.environ.get("SYNC_REQUIRE_REAL_DB") == "1":
+            pytest.fail(f"{backend} is required (SYNC_REQUIRE_REAL_DB=1) but unreachable: {exc.orig}")
+        pytest.skip(f"{backend} is not running: {exc.orig}")
+    prefix = f"sync_test_{uuid.uuid4().hex[:8]}"
+    names = {key: f"{prefix}_{key.removesuffix('_db')}" for key in ("default_db", "ess_db", "log_db")}
+    with admin.connect() as conn:
+        for name in names.values():
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    try:
+        yield RealDatabases(backend, {key: SERVERS[backend].format(database=name) for key, name in names.items()})
+    finally:
+        with admin.connect() as conn:
+            for name in names.values():
+                force = " WITH (FORCE)" if backend == "postgresql" else ""
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}{force}"))
+        admin.dispose()
+
+
+def _enforce_sql_server_limits(
+    conn: sa.Connection, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> None:
+    rows = parameters if executemany else [parameters]
+    for row in rows:
+        count = len(row) if row else 0
+        assert count <= MAX_PARAMETERS, f"{count} parameters in one statement (SQL Server allows 2100)"
+    if statement.lstrip().upper().startswith("INSERT") and " VALUES " in statement.upper():
+        values_rows = len(_VALUES_ROW_SEPARATOR.findall(statement.split("VALUES", 1)[1])) + 1
+        assert values_rows <= MAX_VALUES_ROWS, f"INSERT with {values_rows} VALUES rows (SQL Server allows 1000)"
+
+
+@pytest.fixture(autouse=True)
+def sql_server_limits() -> Iterator[None]:
+    """Fail any statement, on any engine, that SQL Server would refuse for its size."""
+    sa.event.listen(sa.Engine, "before_cursor_execute", _enforce_sql_server_limits)
+    yield
+    sa.event.remove(sa.Engine, "before_cursor_execute", _enforce_sql_server_limits)
