@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,15 @@ def _ui(args: argparse.Namespace) -> int:
         return subprocess.call([str(Path(sys.executable).with_name(command[0])), *command[1:]], env=env)
 
 
+def _env(args: argparse.Namespace) -> int:
+    from sync_pipeline.demo.run import DemoPaths, environment, prepare
+
+    paths = DemoPaths(Path(args.workdir))
+    prepare(paths, args.port)
+    sys.stdout.write("".join(f"export {name}={shlex.quote(value)}\n" for name, value in environment(paths).items()))
+    return 0
+
+
 def _ddl(args: argparse.Namespace) -> int:
     sys.stdout.write(log_tables_ddl(args.dialect))
     return 0
@@ -56,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, handler, help_text in (
         ("demo", _demo, "seed SQLite, start the local receiver, run the job and print a per-entity summary"),
         ("ui", _ui, "start the local receiver and the Dagster UI on the demo databases"),
+        ("env", _env, "print `export` lines that point dg/dagster commands at the demo databases"),
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--workdir", default=".demo", help="where the demo keeps its files (default .demo)")

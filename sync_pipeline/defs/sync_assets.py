@@ -32,17 +32,20 @@ def entity_plan(spec: EntitySpec, settings: Settings) -> EntitySyncPlan:
     )
 
 
-def report_metadata(report: EntitySyncReport) -> dict[str, dg.RawMetadataValue]:
+def report_metadata(report: EntitySyncReport) -> dict[str, dg.MetadataValue]:
     """The figures shown on each materialization; `dagster/row_count` is what the receiver now holds."""
-    return {
+    counts = {
         "rows_found": report.rows_found,
         "already_tracked": report.already_tracked,
         "sent": report.sent,
         "failed": report.failed,
         "batches_ok": report.batches_ok,
         "batches_failed": report.batches_failed,
-        "duration_seconds": round(report.duration_seconds, 3),
         "dagster/row_count": report.already_tracked + report.sent,
+    }
+    return {
+        **{name: dg.MetadataValue.int(value) for name, value in counts.items()},
+        "duration_seconds": dg.MetadataValue.float(round(report.duration_seconds, 3)),
     }
 
 
@@ -91,6 +94,7 @@ def build_entity_asset(spec: EntitySpec, settings: Settings, upstream: dg.AssetK
         log_db: SyncDatabase = context.resources.log_db
         api: SyncApiClient = context.resources.sync_api
         tracking = TrackingStore(log_db.get_engine(), SchedulerLogWriter(log_columns))
+        context.log.info(f"{spec.name}: {plan.table.fullname} on {source.describe()} -> {plan.endpoint_url}")
         report = sync_entity(plan, source.get_engine(), tracking, api, context.log)
         context.log.info(
             f"{spec.name}: found {report.rows_found}, already tracked {report.already_tracked}, "

@@ -36,7 +36,7 @@ class DemoPaths:
 
     def database_url(self, resource_key: str) -> str:
         """`sqlite:///…/default.db` for `default_db`, and so on."""
-        return f"sqlite:///{self.workdir / resource_key.removesuffix('_db')}.db"
+        return f"sqlite:///{(self.workdir / resource_key.removesuffix('_db')).resolve()}.db"
 
     @property
     def settings_file(self) -> Path:
