@@ -145,10 +145,10 @@ class Settings(_Strict):
     def _entities_match_specs(self) -> Settings:
         unknown = sorted(set(self.entities) - set(ENTITIES_BY_NAME))
         if unknown:
-            raise ValueError(f"unknown entity {unknown[0]!r}; known entities: {', '.join(ENTITIES_BY_NAME)}")
+            raise ValueError(f"entities.{unknown[0]}: is not a known entity; known: {', '.join(ENTITIES_BY_NAME)}")
         missing = [spec.name for spec in TAMHR_ENTITIES if spec.name not in self.entities]
         if missing:
-            raise ValueError(f"every entity needs settings; missing: {', '.join(missing)}")
+            raise ValueError(f"entities: every entity needs settings; missing: {', '.join(missing)}")
         for name, entity in self.entities.items():
             spec = ENTITIES_BY_NAME[name]
             if entity.key_column not in {f.name for f in spec.fields}:
@@ -163,8 +163,13 @@ class Settings(_Strict):
         return self
 
     def endpoint_url(self, entity: str) -> str:
-        """The absolute URL an entity is POSTed to: its endpoint, relative to `api.base_url`."""
-        return urljoin(self.api.base_url, self.entities[entity].endpoint)
+        """The absolute URL an entity is POSTed to: its endpoint, relative to `api.base_url`.
+
+        The base is treated as a folder whether or not it ends in `/`, so `https://h/v1` + `users`
+        is `https://h/v1/users`, not urljoin's `https://h/users`.
+        """
+        base = self.api.base_url if self.api.base_url.endswith("/") else self.api.base_url + "/"
+        return urljoin(base, self.entities[entity].endpoint)
 
     def batch_size_for(self, entity: str) -> int:
         """The entity's own batch size when it has one, else the global one."""
@@ -178,6 +183,8 @@ def _describe(error: Mapping[str, Any]) -> str:
         return f"{location}: is required but missing"
     if error["type"] == "extra_forbidden":
         return f"{location}: is not a known setting"
+    if not error["loc"]:  # a whole-file check: its message already names the setting
+        return message
     return f"{location}: {message} (got {error['input']!r})"
 
 

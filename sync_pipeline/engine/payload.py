@@ -28,6 +28,8 @@ def _datetime(value: dt.datetime | dt.date) -> str:
 
 def _decimal(value: decimal.Decimal | float | int) -> float | int:
     if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            raise PayloadError(f"decimal {value} is not a finite number")
         if value == value.to_integral_value():
             return int(value)
         as_float = float(value)

@@ -1,0 +1,129 @@
+"""One canonical EntityId whatever the driver returns, and records that are exact JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import uuid
+
+import pytest
+
+from sync_pipeline.engine.entity_ids import InvalidEntityId, canonical_entity_id, canonical_guid
+from sync_pipeline.engine.payload import PayloadError, RecordBuilder, encode_batch
+from sync_pipeline.entities import ENTITIES_BY_NAME, FieldType
+
+from .conftest import source_row
+
+GUID = uuid.UUID("0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9")
+CANONICAL = "0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9"
+ACTUAL_ORG = ENTITIES_BY_NAME["ActualOrg"]
+
+
+@pytest.mark.parametrize(
+    "driver_value",
+    [
+        pytest.param("0A1B2C3D-4E5F-6071-8293-A4B5C6D7E8F9", id="pyodbc upper-case string"),
+        pytest.param("{0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9}", id="braces"),
+        pytest.param("0a1b2c3d4e5f60718293a4b5c6d7e8f9", id="sqlite and mariadb 32 hex digits"),
+        pytest.param(" 0A1B2C3D4E5F60718293A4B5C6D7E8F9 ", id="padded upper-case hex"),
+        pytest.param(GUID, id="uuid.UUID"),
+        pytest.param(GUID.bytes_le, id="sql server 16 bytes, little-endian groups"),
+    ],
+)
+def test_every_driver_form_of_a_guid_becomes_the_lowercase_hyphenated_form(driver_value: object) -> None:
+    assert canonical_guid(driver_value) == CANONICAL
+    assert canonical_entity_id(driver_value, FieldType.GUID) == CANONICAL
+
+
+def test_sixteen_bytes_are_read_in_sql_server_byte_order_not_big_endian() -> None:
+    assert GUID.bytes_le != GUID.bytes
+    assert canonical_guid(GUID.bytes) != CANONICAL
+
+
+@pytest.mark.parametrize(
+    "bad_value",
+    ["not-a-guid", "", "0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f", b"\x00" * 15, 12345, None],
+    ids=["word", "empty", "one digit short", "fifteen bytes", "int", "null"],
+)
+def test_a_guid_key_that_is_not_a_guid_is_an_invalid_entity_id(bad_value: object) -> None:
+    with pytest.raises(InvalidEntityId):
+        canonical_entity_id(bad_value, FieldType.GUID)
+
+
+@pytest.mark.parametrize(
+    ("value", "key_type", "expected"),
+    [(42, FieldType.INT, "42"), ("ORG-001", FieldType.TEXT, "ORG-001"), ("ABC", FieldType.TEXT, "ABC")],
+)
+def test_a_non_guid_key_is_tracked_as_its_text(value: object, key_type: FieldType, expected: str) -> None:
+    assert canonical_entity_id(value, key_type) == expected
+
+
+def test_a_null_key_of_any_type_is_an_invalid_entity_id() -> None:
+    with pytest.raises(InvalidEntityId, match="NULL"):
+        canonical_entity_id(None, FieldType.INT)
+
+
+def org_row(**values: object) -> list[object]:
+    """An ActualOrg source row in field order, with some fields replaced."""
+    row = {**source_row(ACTUAL_ORG, 1), **values}
+    return [row[field.name] for field in ACTUAL_ORG.fields]
+
+
+@pytest.mark.parametrize(
+    ("staffing", "sent_as"),
+    [
+        (decimal.Decimal("12.5000"), 12.5),
+        (decimal.Decimal("3.0000"), 3),
+        (decimal.Decimal("0.1000"), 0.1),
+        (decimal.Decimal("-7.2500"), -7.25),
+    ],
+)
+def test_a_decimal_that_is_an_exact_json_number_is_sent_as_one(staffing: decimal.Decimal, sent_as: float) -> None:
+    record = RecordBuilder(ACTUAL_ORG).build(org_row(Staffing=staffing))
+
+    decoded = json.loads(encode_batch([record]))[0]
+    assert decoded["Staffing"] == sent_as
+    assert type(decoded["Staffing"]) is type(sent_as)
+
+
+@pytest.mark.parametrize(
+    "staffing",
+    [decimal.Decimal("12345678901234.1234"), decimal.Decimal("0.1234567890123456789"), decimal.Decimal("NaN")],
+)
+def test_a_decimal_that_would_be_rounded_as_a_json_number_is_refused_naming_the_field(
+    staffing: decimal.Decimal,
+) -> None:
+    with pytest.raises(PayloadError, match="Staffing"):
+        RecordBuilder(ACTUAL_ORG).build(org_row(Staffing=staffing))
+
+
+def test_an_infinite_decimal_is_refused_naming_the_field() -> None:
+    with pytest.raises(PayloadError, match="Staffing"):
+        RecordBuilder(ACTUAL_ORG).build(org_row(Staffing=decimal.Decimal("Infinity")))
+
+
+def test_a_record_keeps_nulls_and_converts_each_type_for_json() -> None:
+    events = ENTITIES_BY_NAME["EventsCalendar"]
+    row = {
+        **source_row(events, 4),
+        "Id": GUID.bytes_le,
+        "ModifiedBy": None,
+        "ModifiedOn": None,
+        "RowStatus": False,
+        "StartDate": dt.datetime(2024, 2, 29, 23, 59, 59, 500_000),
+    }
+
+    record = RecordBuilder(events).build([row[field.name] for field in events.fields])
+
+    decoded = json.loads(encode_batch([record]))[0]
+    assert decoded["Id"] == CANONICAL
+    assert decoded["ModifiedBy"] is None and decoded["ModifiedOn"] is None
+    assert decoded["RowStatus"] is False
+    assert decoded["StartDate"] == "2024-02-29T23:59:59.500000"
+
+
+def test_a_batch_is_encoded_as_a_compact_utf8_json_array() -> None:
+    body = encode_batch([{"Name": "Siti Nurhaliza — Jakarta"}, {"Name": "B"}])
+
+    assert body == '[{"Name":"Siti Nurhaliza — Jakarta"},{"Name":"B"}]'.encode()

@@ -1,0 +1,206 @@
+"""The settings file: the packaged defaults load, and every bad value is refused by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sync_pipeline.settings import (
+    DEFAULT_SETTINGS_PATH,
+    SETTINGS_ENV_VAR,
+    SettingsError,
+    load_settings,
+    parse_settings,
+    settings_path,
+)
+
+from .conftest import raw_default_settings
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def test_the_packaged_default_settings_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SETTINGS_ENV_VAR, raising=False)
+
+    settings = load_settings()
+
+    assert settings_path() == DEFAULT_SETTINGS_PATH
+    assert list(settings.entities) == ["Users", "ActualOrg", "ActualEntity", "OrgObject", "EventsCalendar"]
+    assert settings.batch_size == 3000
+    assert (settings.schedule.cron, settings.schedule.timezone) == ("0 3 * * *", "UTC")
+    assert settings.endpoint_url("Users") == "http://127.0.0.1:8765/api/sync/users"
+
+
+def test_the_settings_file_named_by_the_environment_variable_is_the_one_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = raw_default_settings()
+    raw["batch_size"] = 250
+    path = tmp_path / "tamhr.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    monkeypatch.setenv(SETTINGS_ENV_VAR, str(path))
+
+    assert load_settings().batch_size == 250
+
+
+def test_a_missing_settings_file_is_reported_with_its_path_and_the_environment_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "nowhere.yaml"
+    monkeypatch.setenv(SETTINGS_ENV_VAR, str(missing))
+
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+
+    assert str(missing) in str(raised.value)
+    assert SETTINGS_ENV_VAR in str(raised.value)
+
+
+def test_a_settings_file_that_is_not_yaml_is_reported_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("api: [unclosed\n", encoding="utf-8")
+
+    with pytest.raises(SettingsError, match="not valid YAML"):
+        load_settings(path)
+
+
+def test_a_settings_file_that_is_a_list_is_refused() -> None:
+    with pytest.raises(SettingsError, match="mapping"):
+        parse_settings(["api", "entities"])
+
+
+def setting(path: str, value: object) -> Mutation:
+    """Set the dotted `path` of the raw settings to `value`."""
+    *parents, last = path.split(".")
+
+    def mutate(raw: dict[str, Any]) -> None:
+        node = raw
+        for part in parents:
+            node = node[part]
+        node[last] = value
+
+    return mutate
+
+
+def drop_entity(name: str) -> Mutation:
+    """Remove one entity's settings."""
+    return lambda raw: raw["entities"].pop(name)
+
+
+def add_entity(name: str) -> Mutation:
+    """Add settings for an entity no spec describes."""
+    return lambda raw: raw["entities"].__setitem__(name, {"table": "TB_M_FOO", "endpoint": "foo"})
+
+
+BAD_SETTINGS = [
+    pytest.param(setting("batch_size", 0), ["batch_size", "got 0"], id="batch_size 0"),
+    pytest.param(setting("batch_size", -1), ["batch_size", "got -1"], id="batch_size -1"),
+    pytest.param(setting("batch_size", "abc"), ["batch_size", "'abc'"], id="batch_size abc"),
+    pytest.param(setting("batch_size", 100_001), ["batch_size", "100001"], id="batch_size too big"),
+    pytest.param(setting("entities.Users.batch_size", 0), ["entities.Users.batch_size", "got 0"], id="entity batch"),
+    pytest.param(setting("schedule.cron", "61 * * * *"), ["schedule.cron", "'61 * * * *'"], id="cron minute 61"),
+    pytest.param(setting("schedule.cron", "at three"), ["schedule.cron", "'at three'"], id="cron words"),
+    pytest.param(setting("schedule.timezone", "Mars/Base"), ["schedule.timezone", "'Mars/Base'"], id="timezone"),
+    pytest.param(setting("api.base_url", "ftp://x"), ["api.base_url", "'ftp://x'", "http"], id="ftp base_url"),
+    pytest.param(
+        setting("api.base_url", "https://u:p@h/x"), ["api.base_url", "credentials"], id="base_url with credentials"
+    ),
+    pytest.param(
+        setting("entities.Users.endpoint", "https://u:p@h/x"),
+        ["entities.Users.endpoint", "'https://u:p@h/x'", "credentials"],
+        id="endpoint with credentials",
+    ),
+    pytest.param(
+        add_entity("Payroll"), ["entities.Payroll: is not a known entity", "Users, ActualOrg"], id="unknown entity"
+    ),
+    pytest.param(drop_entity("EventsCalendar"), ["entity needs settings", "missing: EventsCalendar"], id="missing"),
+    pytest.param(
+        setting("entities.Users.key_column", "UserKey"),
+        ["entities.Users.key_column", "'UserKey'", "allowed: Id, NoReg"],
+        id="key_column not a field",
+    ),
+    pytest.param(setting("api.timeout_seconds", 0), ["api.timeout_seconds", "got 0"], id="timeout 0"),
+    pytest.param(setting("api.api_key_header", "X API Key"), ["api.api_key_header", "'X API Key'"], id="header"),
+    pytest.param(setting("colour", "blue"), ["colour", "not a known setting"], id="unknown top-level key"),
+    pytest.param(setting("api.retries", 3), ["api.retries", "not a known setting"], id="unknown api key"),
+    pytest.param(
+        setting("entities.Users.table", "TB M USER"), ["entities.Users.table", "'TB M USER'"], id="table with spaces"
+    ),
+    pytest.param(
+        setting("entities.Users.table", "TB_M_USER;DROP TABLE x"),
+        ["entities.Users.table", "'TB_M_USER;DROP TABLE x'"],
+        id="table with semicolon",
+    ),
+    pytest.param(
+        setting("entities.Users.table", "db.dbo.TB_M_USER"), ["entities.Users.table", "'db.dbo.TB_M_USER'"], id="3-part"
+    ),
+    pytest.param(setting("api", None), ["api"], id="api missing"),
+    pytest.param(setting("schedule.enabled", "yes"), ["schedule.enabled", "'yes'"], id="enabled not a bool"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "expected"), BAD_SETTINGS)
+def test_a_bad_setting_is_refused_naming_the_setting_and_the_bad_value(mutate: Mutation, expected: list[str]) -> None:
+    raw = raw_default_settings()
+    mutate(raw)
+
+    with pytest.raises(SettingsError) as raised:
+        parse_settings(raw, source="tamhr.yaml")
+
+    message = str(raised.value)
+    assert message.startswith("tamhr.yaml is invalid")
+    for fragment in expected:
+        assert fragment in message
+
+
+def test_a_required_setting_that_is_absent_is_named_as_missing() -> None:
+    raw = raw_default_settings()
+    del raw["api"]["base_url"]
+
+    with pytest.raises(SettingsError, match=r"api\.base_url: is required but missing"):
+        parse_settings(raw)
+
+
+def test_a_cross_field_error_does_not_repeat_the_whole_settings_file() -> None:
+    raw = raw_default_settings()
+    raw["entities"]["Users"]["key_column"] = "UserKey"
+
+    with pytest.raises(SettingsError) as raised:
+        parse_settings(raw)
+
+    assert "base_url" not in str(raised.value)
+    assert "(top level)" not in str(raised.value)
+
+
+def test_a_relative_endpoint_is_joined_to_the_base_url_and_an_absolute_one_is_kept() -> None:
+    raw = raw_default_settings()
+    raw["api"]["base_url"] = "https://api.example.com/tamhr/v1/"
+    raw["entities"]["Users"]["endpoint"] = "users"
+    raw["entities"]["ActualOrg"]["endpoint"] = "https://org.example.net/hooks/actual-org"
+
+    settings = parse_settings(raw)
+
+    assert settings.endpoint_url("Users") == "https://api.example.com/tamhr/v1/users"
+    assert settings.endpoint_url("ActualOrg") == "https://org.example.net/hooks/actual-org"
+
+
+def test_a_base_url_without_a_trailing_slash_keeps_its_last_path_segment() -> None:
+    raw = raw_default_settings()
+    raw["api"]["base_url"] = "https://api.example.com/tamhr/v1"
+
+    assert parse_settings(raw).endpoint_url("Users") == "https://api.example.com/tamhr/v1/users"
+
+
+def test_an_entity_batch_size_overrides_the_global_one_for_that_entity_only() -> None:
+    raw = raw_default_settings()
+    raw["batch_size"] = 2500
+    raw["entities"]["EventsCalendar"]["batch_size"] = 500
+
+    settings = parse_settings(raw)
+
+    assert settings.batch_size_for("EventsCalendar") == 500
+    assert settings.batch_size_for("Users") == 2500
