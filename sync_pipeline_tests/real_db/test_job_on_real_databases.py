@@ -192,3 +192,13 @@ def test_unreachable_endpoint_stops_that_entity_after_one_logged_call_and_the_re
     assert "endpoint unreachable" in str(log_rows[0]["ExceptionMessage"])
     assert tracked_ids(seeded.urls, "ActualOrg") == []
     assert receiver.log.received("organization-objects") == 3001
+
+
+def test_source_keys_and_tracking_ids_agree_whatever_form_the_driver_returns(
+    seeded: RealDatabases, receiver: ReceivingApi
+) -> None:
+    run_job(settings_for(receiver))
+
+    sent_ids = set(receiver.log.ids["actual-entity-structures"])
+    assert len(sent_ids) == ROWS["ActualEntity"] and all(CANONICAL_GUID.match(entity_id) for entity_id in sent_ids)
+    assert set(tracked_ids(seeded.urls, "ActualEntity")) == sent_ids
