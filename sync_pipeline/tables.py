@@ -17,6 +17,8 @@ from sync_pipeline.settings import EntitySettings
 
 TRACKING_TABLE_NAME = "TB_R_SYNC_TRACKING"
 SCHEDULER_LOG_TABLE_NAME = "SchedulerLog"
+REJECTED_TABLE_NAME = "TB_R_SYNC_REJECTED"
+LOCK_TABLE_NAME = "TB_R_SYNC_LOCK"
 
 DateTime2 = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql").with_variant(mysql.DATETIME(fsp=6), "mysql")
 """A timestamp with sub-second precision everywhere: DATETIME2 on SQL Server, DATETIME(6) on MariaDB."""
@@ -57,6 +59,31 @@ scheduler_log_table = sa.Table(
     sa.Column("ExceptionMessage", LongText, nullable=True),
 )
 """The existing TAMHR scheduler log: one row per batch API call."""
+
+rejected_table = sa.Table(
+    REJECTED_TABLE_NAME,
+    log_metadata,
+    sa.Column("Id", sa.Integer, sa.Identity(start=1, increment=1), primary_key=True),
+    sa.Column("EntityType", sa.Unicode(100), nullable=False),
+    sa.Column("EntityId", sa.Unicode(255), nullable=False),
+    sa.Column("HttpResponseCode", sa.Integer, nullable=True),
+    sa.Column("Reason", LongText, nullable=False),
+    sa.Column("ResponseExcerpt", LongText, nullable=True),
+    sa.Column("RejectedOn", DateTime2, nullable=False),
+    sa.Index("IX_TB_R_SYNC_REJECTED_EntityType_RejectedOn", "EntityType", "RejectedOn"),
+)
+"""Records the API refused one by one (400/422 after splitting) or that failed validation before
+sending, with the reason. An audit trail: such records stay untracked and are tried again next run."""
+
+lock_table = sa.Table(
+    LOCK_TABLE_NAME,
+    log_metadata,
+    sa.Column("EntityType", sa.Unicode(100), primary_key=True),
+    sa.Column("Owner", sa.Unicode(200), nullable=False),
+    sa.Column("AcquiredOn", DateTime2, nullable=False),
+    sa.Column("ExpiresOn", DateTime2, nullable=False),
+)
+"""One row per entity being synced right now: a portable lock, so two runs never send the same records."""
 
 
 def _column_type(field_type: FieldType, length: int | None) -> sa.types.TypeEngine[Any]:

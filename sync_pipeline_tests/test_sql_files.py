@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from sync_pipeline.cli import log_tables_ddl
 from sync_pipeline.resources.database import masked_url
-from sync_pipeline.tables import scheduler_log_table, tracking_table
+from sync_pipeline.tables import lock_table, rejected_table, scheduler_log_table, tracking_table
 
 SQL = Path(__file__).resolve().parents[1] / "sql"
 
@@ -34,7 +34,13 @@ def test_tracking_table_tsql_is_exactly_as_the_product_owner_specified() -> None
 
 
 @pytest.mark.parametrize(
-    ("file", "table"), [("TB_R_SYNC_TRACKING.sql", tracking_table), ("SchedulerLog.sql", scheduler_log_table)]
+    ("file", "table"),
+    [
+        ("TB_R_SYNC_TRACKING.sql", tracking_table),
+        ("SchedulerLog.sql", scheduler_log_table),
+        ("TB_R_SYNC_REJECTED.sql", rejected_table),
+        ("TB_R_SYNC_LOCK.sql", lock_table),
+    ],
 )
 def test_hand_written_tsql_has_the_columns_and_types_the_metadata_compiles_to(file: str, table: sa.Table) -> None:
     tsql = (SQL / "mssql" / file).read_text()

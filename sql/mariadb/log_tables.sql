@@ -18,6 +18,27 @@ CREATE TABLE `SchedulerLog` (
 	PRIMARY KEY (`ID`)
 );
 
+CREATE TABLE `TB_R_SYNC_LOCK` (
+	`EntityType` VARCHAR(100) NOT NULL, 
+	`Owner` VARCHAR(200) NOT NULL, 
+	`AcquiredOn` DATETIME(6) NOT NULL, 
+	`ExpiresOn` DATETIME(6) NOT NULL, 
+	PRIMARY KEY (`EntityType`)
+);
+
+CREATE TABLE `TB_R_SYNC_REJECTED` (
+	`Id` INTEGER NOT NULL AUTO_INCREMENT, 
+	`EntityType` VARCHAR(100) NOT NULL, 
+	`EntityId` VARCHAR(255) NOT NULL, 
+	`HttpResponseCode` INTEGER, 
+	`Reason` TEXT NOT NULL, 
+	`ResponseExcerpt` TEXT, 
+	`RejectedOn` DATETIME(6) NOT NULL, 
+	PRIMARY KEY (`Id`)
+);
+
+CREATE INDEX `IX_TB_R_SYNC_REJECTED_EntityType_RejectedOn` ON `TB_R_SYNC_REJECTED` (`EntityType`, `RejectedOn`);
+
 CREATE TABLE `TB_R_SYNC_TRACKING` (
 	`Id` INTEGER NOT NULL AUTO_INCREMENT, 
 	`EntityType` VARCHAR(100) NOT NULL, 
