@@ -106,6 +106,28 @@ class SchedulerLogSettings(_Strict):
         }
 
 
+class RetrySettings(_Strict):
+    """How a batch call that failed transiently (connection, timeout, 408/429/5xx) is retried."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    initial_delay_seconds: Annotated[float, Field(ge=0, le=600)] = 1.0
+    max_delay_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    max_total_wait_seconds: Annotated[float, Field(ge=0, le=7200)] = 300.0
+
+
+class RejectionSettings(_Strict):
+    """How a batch the API refuses with 400/422 is split to isolate the bad records."""
+
+    max_split_depth: Annotated[int, Field(ge=0, le=20)] = 12
+
+
+class LockSettings(_Strict):
+    """The per-entity lock in the Log database that keeps two syncs from sending the same records."""
+
+    lease_seconds: Annotated[float, Field(gt=0, le=86_400)] = 600.0
+    wait_seconds: Annotated[float, Field(ge=0, le=86_400)] = 0.0
+
+
 class EntitySettings(_Strict):
     """Where one entity lives in this deployment and where it is sent."""
 
@@ -139,7 +161,20 @@ class Settings(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 3000
     schedule: ScheduleSettings = ScheduleSettings()
     scheduler_log: SchedulerLogSettings = Field(default_factory=SchedulerLogSettings)
+    retries: RetrySettings = RetrySettings()
+    rejections: RejectionSettings = RejectionSettings()
+    locking: LockSettings = LockSettings()
     entities: dict[str, EntitySettings]
+
+    @model_validator(mode="after")
+    def _lease_outlives_one_attempt(self) -> Settings:
+        needed = self.api.timeout_seconds + self.retries.max_delay_seconds
+        if self.locking.lease_seconds <= needed:
+            raise ValueError(
+                f"locking.lease_seconds: must exceed api.timeout_seconds + retries.max_delay_seconds ({needed:g}), "
+                f"or another run could take the lock while this one waits (got {self.locking.lease_seconds:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _entities_match_specs(self) -> Settings:

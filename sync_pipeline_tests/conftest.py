@@ -15,14 +15,14 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from sync_pipeline.defs.sync_assets import entity_plan
+from sync_pipeline.defs.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.engine.entity_sync import EntitySyncReport, sync_entity
 from sync_pipeline.engine.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.tracking import TrackingStore
 from sync_pipeline.entities import ENTITIES_BY_NAME, TAMHR_ENTITIES, EntitySpec, Field, FieldType
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, Settings, parse_settings
-from sync_pipeline.tables import log_metadata, scheduler_log_table, source_table, tracking_table
+from sync_pipeline.tables import log_metadata, rejected_table, scheduler_log_table, source_table, tracking_table
 
 from .fakes import RecordingApiClient
 
@@ -112,16 +112,30 @@ class SyncDatabases:
             query = sa.select(scheduler_log_table).order_by(scheduler_log_table.c.CreatedOn)
             return list(conn.execute(query).mappings())
 
+    def rejected_rows(self) -> list[sa.RowMapping]:
+        """Every TB_R_SYNC_REJECTED row, in insertion order."""
+        with self.log.connect() as conn:
+            return list(conn.execute(sa.select(rejected_table).order_by(rejected_table.c.Id)).mappings())
+
 
 @pytest.fixture
 def make_settings() -> SettingsFactory:
     """Settings from the packaged defaults, with a batch size and per-entity overrides."""
 
     def build(
-        batch_size: int = 3000, scheduler_log: dict[str, str] | None = None, **entities: dict[str, Any]
+        batch_size: int = 3000,
+        scheduler_log: dict[str, str] | None = None,
+        retries: dict[str, Any] | None = None,
+        **entities: dict[str, Any],
     ) -> Settings:
         raw = raw_default_settings()
         raw["batch_size"] = batch_size
+        raw["retries"] = {
+            "max_attempts": 3,
+            "initial_delay_seconds": 0.01,
+            "max_delay_seconds": 0.05,
+            **(retries or {}),
+        }
         raw["scheduler_log"].update(scheduler_log or {})
         for name, overrides in entities.items():
             raw["entities"][name].update(overrides)
@@ -159,12 +173,27 @@ def api() -> RecordingApiClient:
 
 
 @pytest.fixture
-def run_sync(databases: SyncDatabases, settings: Settings, api: RecordingApiClient) -> EntitySync:
+def waits() -> list[float]:
+    """The backoff waits a sync asked for, in order (tests do not really sleep)."""
+    return []
+
+
+@pytest.fixture
+def run_sync(databases: SyncDatabases, settings: Settings, api: RecordingApiClient, waits: list[float]) -> EntitySync:
     """Sync one entity through the engine, as its asset would, with the test's databases and API."""
 
     def run(entity: str, settings: Settings = settings, api: RecordingApiClient = api) -> EntitySyncReport:
         plan = entity_plan(ENTITIES_BY_NAME[entity], settings)
         tracking = TrackingStore(databases.log, SchedulerLogWriter(settings.scheduler_log.columns()))
-        return sync_entity(plan, databases.source_engine(entity), tracking, api, logging.getLogger("sync_test"))
+        return sync_entity(
+            plan,
+            databases.source_engine(entity),
+            tracking,
+            api,
+            logging.getLogger("sync_test"),
+            owner="test-run",
+            policy=delivery_policy(settings),
+            sleep=waits.append,
+        )
 
     return run

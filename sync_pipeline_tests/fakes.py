@@ -16,12 +16,14 @@ Record = dict[str, Any]
 
 
 class ScriptedAnswer(dg.Config):
-    """A non-2xx answer to one numbered call (1 = first) to one endpoint URL."""
+    """A non-2xx answer to `times` calls from call number `call_number` (1 = first) to one URL."""
 
     url: str
     call_number: int
+    times: int = 1
     status: int = 500
     body: str = '{"error": "internal server error"}'
+    retry_after_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class ReceivedCall:
     number: int
     records: list[Record]
     status: int
+    idempotency_key: str
 
 
 class RecordingApiClient(SyncApiClient):
@@ -42,7 +45,7 @@ class RecordingApiClient(SyncApiClient):
     unreachable_urls: list[str] = Field(default_factory=list)
     _calls: dict[str, list[ReceivedCall]] = PrivateAttr(default_factory=dict)
 
-    def post_batch(self, url: str, body: bytes) -> ApiResponse:
+    def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
         """Answer like the receiver would: 400 for a body that is not a JSON array of objects."""
         if url in self.unreachable_urls:
             raise ApiUnreachable(f"ConnectionError: connection refused by {url}")
@@ -50,12 +53,17 @@ class RecordingApiClient(SyncApiClient):
         number = len(calls) + 1
         records = json.loads(body.decode("utf-8"))
         if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
-            calls.append(ReceivedCall(number, [], 400))
+            calls.append(ReceivedCall(number, [], 400, idempotency_key))
             return ApiResponse(400, '{"error": "expected a JSON array of objects"}')
-        answer = next((a for a in self.scripted_answers if (a.url, a.call_number) == (url, number)), None)
+        answer = next(
+            (a for a in self.scripted_answers if a.url == url and a.call_number <= number < a.call_number + a.times),
+            None,
+        )
         status = answer.status if answer else 200
-        calls.append(ReceivedCall(number, records, status))
-        return ApiResponse(status, answer.body if answer else f'{{"accepted": {len(records)}}}')
+        calls.append(ReceivedCall(number, records, status, idempotency_key))
+        if answer:
+            return ApiResponse(status, answer.body, answer.retry_after_seconds)
+        return ApiResponse(status, f'{{"accepted": {len(records)}}}')
 
     def calls(self, url: str) -> list[ReceivedCall]:
         """Every call made to `url`, in order, whatever it answered."""

@@ -27,6 +27,10 @@ METADATA_KEYS = {
     "failed",
     "batches_ok",
     "batches_failed",
+    "rejected",
+    "delivered_untracked",
+    "api_calls",
+    "retries",
     "duration_seconds",
     "dagster/row_count",
 }
@@ -152,6 +156,10 @@ def test_materializing_the_group_syncs_every_entity_and_reports_it(seeded: SyncD
             "failed": 0,
             "batches_ok": 2,
             "batches_failed": 0,
+            "rejected": 0,
+            "delivered_untracked": 0,
+            "api_calls": 2,
+            "retries": 0,
             "dagster/row_count": 5,
         }
         assert metadata[name]["duration_seconds"] >= 0
@@ -164,7 +172,7 @@ def test_a_failed_batch_fails_that_entitys_check_but_the_later_entities_still_ru
     seeded: SyncDatabases, settings: Settings
 ) -> None:
     api = RecordingApiClient(
-        scripted_answers=[ScriptedAnswer(url=settings.endpoint_url("ActualOrg"), call_number=1, body="no")]
+        scripted_answers=[ScriptedAnswer(url=settings.endpoint_url("ActualOrg"), call_number=1, times=3, body="no")]
     )
 
     result = dg.materialize(build_entity_assets(TAMHR_ENTITIES, settings), resources=run_resources(seeded, api))

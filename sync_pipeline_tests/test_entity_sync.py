@@ -86,19 +86,20 @@ def test_an_acknowledged_batch_is_tracked_with_canonical_ids_and_logged_as_succe
         assert before - dt.timedelta(seconds=1) <= row["CreatedOn"] <= after + dt.timedelta(seconds=1)
 
 
-def test_a_rejected_batch_is_logged_as_failure_left_untracked_and_the_others_still_go(
+def test_a_batch_failing_on_every_attempt_is_logged_per_attempt_left_untracked_and_the_others_still_go(
     databases: SyncDatabases, run_sync: EntitySync, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     databases.insert_rows("Users", 9)
     url = settings.endpoint_url("Users")
     api = RecordingApiClient(
-        scripted_answers=[ScriptedAnswer(url=url, call_number=2, status=500, body="database is down")]
+        scripted_answers=[ScriptedAnswer(url=url, call_number=2, times=3, status=500, body="database is down")]
     )
 
     report = run_sync("Users", api=api)
 
     calls = api.calls(url)
-    assert [call.status for call in calls] == [200, 500, 200]
+    assert [call.status for call in calls] == [200, 500, 500, 500, 200]
+    assert len({call.idempotency_key for call in calls[1:4]}) == 1, "every attempt carries the same key"
     rejected = {record["Id"] for record in calls[1].records}
     assert databases.tracked_ids("Users") == set(users_ids(9)) - rejected
     assert (report.sent, report.failed, report.batches_ok, report.batches_failed) == (6, 3, 2, 1)
@@ -106,16 +107,18 @@ def test_a_rejected_batch_is_logged_as_failure_left_untracked_and_the_others_sti
     assert report.first_batch_error is not None and "500" in report.first_batch_error
 
     statuses = [row["Status"] for row in databases.scheduler_log_rows()]
-    assert sorted(statuses) == ["Failure", "Success", "Success"]
-    failure = next(row for row in databases.scheduler_log_rows() if row["Status"] == "Failure")
+    assert sorted(statuses) == ["Failure", "Failure", "Failure", "Success", "Success"]
+    failures = [row for row in databases.scheduler_log_rows() if row["Status"] == "Failure"]
+    assert sorted(json.loads(row["AdditionalInformation"])["Attempt"] for row in failures) == [1, 2, 3]
+    failure = failures[0]
     assert "500" in failure["ExceptionMessage"] and "database is down" in failure["ExceptionMessage"]
     assert json.loads(failure["AdditionalInformation"])["HttpResponseCode"] == 500
     first_id, last_id = calls[1].records[0]["Id"], calls[1].records[-1]["Id"]
-    assert f"Users batch 2 (3 records, {first_id}..{last_id}) failed" in caplog.text
+    assert f"Users: 3 records ({first_id}..{last_id}) failed after 3 attempt(s)" in caplog.text
     assert "HTTP 500: database is down" in caplog.text
 
 
-def test_a_row_that_cannot_be_encoded_fails_its_batch_naming_the_field_and_the_others_still_go(
+def test_a_row_that_breaks_its_model_is_refused_naming_the_field_and_the_rest_of_its_batch_goes(
     databases: SyncDatabases, run_sync: EntitySync, api: RecordingApiClient, settings: Settings
 ) -> None:
     databases.insert_rows("Users", 9)
@@ -125,12 +128,15 @@ def test_a_row_that_cannot_be_encoded_fails_its_batch_naming_the_field_and_the_o
 
     report = run_sync("Users")
 
-    assert (report.sent, report.failed, report.batches_failed) == (6, 3, 1)
+    assert (report.sent, report.rejected, report.failed, report.batches_failed) == (8, 1, 0, 0)
+    assert report.rejected_ids == [str(bad_id)] and not report.succeeded
     assert str(bad_id) not in databases.tracked_ids("Users")
-    assert len(api.calls(settings.endpoint_url("Users"))) == 2
-    (failure,) = [row for row in databases.scheduler_log_rows() if row["Status"] == "Failure"]
-    assert "IsActive" in failure["ExceptionMessage"] and "not sent" in failure["ExceptionMessage"]
-    assert json.loads(failure["AdditionalInformation"])["HttpResponseCode"] is None
+    assert str(bad_id) not in api.accepted_ids(settings.endpoint_url("Users"))
+    assert api.call_sizes(settings.endpoint_url("Users")) == [3, 3, 2]  # batches are filled from untracked rows
+    (rejection,) = databases.rejected_rows()
+    assert rejection["EntityId"] == str(bad_id) and rejection["HttpResponseCode"] is None
+    assert "IsActive" in rejection["Reason"] and "expected an integer" in rejection["Reason"]
+    assert [row["Status"] for row in databases.scheduler_log_rows()] == ["Success"] * 3
 
 
 def test_a_second_run_sends_only_the_failed_batch_and_a_third_sends_nothing(
@@ -138,7 +144,7 @@ def test_a_second_run_sends_only_the_failed_batch_and_a_third_sends_nothing(
 ) -> None:
     databases.insert_rows("Users", 9)
     url = settings.endpoint_url("Users")
-    first = RecordingApiClient(scripted_answers=[ScriptedAnswer(url=url, call_number=2, body="try later")])
+    first = RecordingApiClient(scripted_answers=[ScriptedAnswer(url=url, call_number=2, times=3, body="try later")])
     run_sync("Users", api=first)
     rejected = {record["Id"] for record in first.calls(url)[1].records}
 
@@ -153,7 +159,7 @@ def test_a_second_run_sends_only_the_failed_batch_and_a_third_sends_nothing(
     assert sorted(row["EntityId"] for row in databases.tracking_rows()) == sorted(users_ids(9))
 
 
-def test_an_unreachable_endpoint_stops_the_entity_after_one_failure_row(
+def test_an_unreachable_endpoint_stops_the_entity_after_its_attempts_each_logged(
     databases: SyncDatabases, run_sync: EntitySync, settings: Settings
 ) -> None:
     databases.insert_rows("Users", 9)
@@ -165,8 +171,8 @@ def test_an_unreachable_endpoint_stops_the_entity_after_one_failure_row(
     assert (report.sent, report.batches_ok, report.batches_failed, report.failed) == (0, 0, 1, 3)
     assert databases.tracking_rows() == []
     log_rows = databases.scheduler_log_rows()
-    assert [row["Status"] for row in log_rows] == ["Failure"]
-    assert "connection refused" in log_rows[0]["ExceptionMessage"]
+    assert [row["Status"] for row in log_rows] == ["Failure"] * 3
+    assert all("connection refused" in row["ExceptionMessage"] for row in log_rows)
 
 
 def test_a_missing_source_table_stops_the_entity_naming_the_table_and_sends_nothing(

@@ -120,7 +120,9 @@ def test_a_full_sync_never_runs_a_statement_sql_server_would_refuse_for_its_size
     databases.track("Users", [str(entity_id(ENTITIES_BY_NAME["Users"], n)) for n in range(0, 7000, 7)])
     for spec in TAMHR_ENTITIES[1:]:
         databases.insert_rows(spec.name, 5)
-    api = RecordingApiClient(scripted_answers=[ScriptedAnswer(url=settings.endpoint_url("ActualOrg"), call_number=1)])
+    api = RecordingApiClient(
+        scripted_answers=[ScriptedAnswer(url=settings.endpoint_url("ActualOrg"), call_number=1, times=3)]
+    )
     recorder.forget()
 
     reports = [run_sync(spec.name, settings=settings, api=api) for spec in TAMHR_ENTITIES]

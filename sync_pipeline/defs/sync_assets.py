@@ -3,11 +3,14 @@
 No `from __future__ import annotations` here: Dagster reads the `context` annotation at runtime.
 """
 
+import os
+import socket
 from collections.abc import Sequence
 
 import dagster as dg
 
-from sync_pipeline.engine.entity_sync import EntitySyncPlan, EntitySyncReport, sync_entity
+from sync_pipeline.engine.delivery import RetryPolicy
+from sync_pipeline.engine.entity_sync import DeliveryPolicy, EntitySyncPlan, EntitySyncReport, sync_entity
 from sync_pipeline.engine.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.tracking import TrackingStore
 from sync_pipeline.entities import EntitySpec
@@ -32,6 +35,22 @@ def entity_plan(spec: EntitySpec, settings: Settings) -> EntitySyncPlan:
     )
 
 
+def delivery_policy(settings: Settings) -> DeliveryPolicy:
+    """Retries, rejection splitting and the lock lease, from the settings."""
+    retries = settings.retries
+    return DeliveryPolicy(
+        retry=RetryPolicy(
+            max_attempts=retries.max_attempts,
+            initial_delay=retries.initial_delay_seconds,
+            max_delay=retries.max_delay_seconds,
+            max_total_wait=retries.max_total_wait_seconds,
+        ),
+        max_split_depth=settings.rejections.max_split_depth,
+        lock_lease_seconds=settings.locking.lease_seconds,
+        lock_wait_seconds=settings.locking.wait_seconds,
+    )
+
+
 def report_metadata(report: EntitySyncReport) -> dict[str, dg.MetadataValue]:
     """The figures shown on each materialization; `dagster/row_count` is what the receiver now holds."""
     counts = {
@@ -41,12 +60,17 @@ def report_metadata(report: EntitySyncReport) -> dict[str, dg.MetadataValue]:
         "failed": report.failed,
         "batches_ok": report.batches_ok,
         "batches_failed": report.batches_failed,
+        "rejected": report.rejected,
+        "delivered_untracked": report.delivered_untracked,
+        "api_calls": report.api_calls,
+        "retries": report.retries,
         "dagster/row_count": report.already_tracked + report.sent,
     }
-    return {
-        **{name: dg.MetadataValue.int(value) for name, value in counts.items()},
-        "duration_seconds": dg.MetadataValue.float(round(report.duration_seconds, 3)),
-    }
+    metadata: dict[str, dg.MetadataValue] = {name: dg.MetadataValue.int(value) for name, value in counts.items()}
+    metadata["duration_seconds"] = dg.MetadataValue.float(round(report.duration_seconds, 3))
+    if report.rejected_ids:
+        metadata["rejected_ids"] = dg.MetadataValue.text(", ".join(report.rejected_ids))
+    return metadata
 
 
 def report_result(report: EntitySyncReport, asset_key: dg.AssetKey) -> dg.MaterializeResult:
@@ -60,6 +84,7 @@ def report_result(report: EntitySyncReport, asset_key: dg.AssetKey) -> dg.Materi
         metadata={
             "batches_failed": report.batches_failed,
             "failed": report.failed,
+            "rejected": report.rejected,
             "stopped_early": report.stopped_because is not None,
             **({"first_error": problem} if problem else {}),
         },
@@ -71,6 +96,7 @@ def report_result(report: EntitySyncReport, asset_key: dg.AssetKey) -> dg.Materi
 def build_entity_asset(spec: EntitySpec, settings: Settings, upstream: dg.AssetKey | None) -> dg.AssetsDefinition:
     """The asset that syncs one entity; reads its source through the resource named in the spec."""
     plan = entity_plan(spec, settings)
+    policy = delivery_policy(settings)
     log_columns = settings.scheduler_log.columns()
 
     @dg.asset(
@@ -95,10 +121,12 @@ def build_entity_asset(spec: EntitySpec, settings: Settings, upstream: dg.AssetK
         api: SyncApiClient = context.resources.sync_api
         tracking = TrackingStore(log_db.get_engine(), SchedulerLogWriter(log_columns))
         context.log.info(f"{spec.name}: {plan.table.fullname} on {source.describe()} -> {plan.endpoint_url}")
-        report = sync_entity(plan, source.get_engine(), tracking, api, context.log)
+        owner = f"{socket.gethostname()}:{os.getpid()}:run {context.run.run_id}"
+        report = sync_entity(plan, source.get_engine(), tracking, api, context.log, owner, policy)
         context.log.info(
             f"{spec.name}: found {report.rows_found}, already tracked {report.already_tracked}, "
-            f"sent {report.sent}, failed {report.failed} in {report.duration_seconds:.1f}s"
+            f"sent {report.sent}, failed {report.failed}, rejected {report.rejected} "
+            f"in {report.api_calls} calls, {report.duration_seconds:.1f}s"
         )
         return report_result(report, context.asset_key)
 

@@ -1,40 +1,59 @@
 """A local receiving API on 127.0.0.1: the third-party system, for the demo and the tests.
 
 It accepts JSON arrays POSTed under `/api/sync/<endpoint>`, checks the API key header, keeps
-every record's Id per endpoint (so duplicates are visible) and can be told to fail chosen calls.
+every record's Id per endpoint (so duplicates are visible) and can be told to misbehave on chosen
+calls the way real APIs do: an error status (with `Retry-After`), a hang, a reset connection or a
+body that trickles out.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
+import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 PATH_PREFIX = "/api/sync/"
 
 
+@dataclass(frozen=True)
+class Fault:
+    """How to misbehave on one call: answer `status` (with headers), hang, reset, or trickle the body."""
+
+    status: int = 500
+    headers: dict[str, str] = field(default_factory=dict)
+    action: Literal["answer", "hang", "reset", "slow_body"] = "answer"
+    seconds: float = 0.0
+
+
 @dataclass
 class ReceivedLog:
-    """What the receiver got, per endpoint: record Ids (with repeats) and the size of every call."""
+    """What the receiver got, per endpoint: record Ids (with repeats), call sizes and idempotency keys."""
 
     ids: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     call_sizes: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
-    failures_to_inject: dict[str, dict[int, int]] = field(default_factory=dict)
+    idempotency_keys: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    faults: dict[str, dict[int, Fault]] = field(default_factory=dict)
+    after_acknowledging: Callable[[str, int], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def accept(self, endpoint: str, records: list[dict[str, Any]]) -> int:
-        """Count the call and return the status to answer (200, or an injected failure)."""
+    def accept(self, endpoint: str, records: list[dict[str, Any]], key: str) -> tuple[int, Fault | None]:
+        """Count the call; return its number and the fault to act out (None: accept the records)."""
         with self.lock:
             sizes = self.call_sizes[endpoint]
             sizes.append(len(records))
-            status = self.failures_to_inject.get(endpoint, {}).get(len(sizes), HTTPStatus.OK)
-            if status == HTTPStatus.OK:
+            self.idempotency_keys[endpoint].append(key)
+            fault = self.faults.get(endpoint, {}).get(len(sizes))
+            if fault is None:
                 self.ids[endpoint].update(str(record.get("Id")) for record in records)
-            return int(status)
+            return len(sizes), fault
 
     def received(self, endpoint: str) -> int:
         """Distinct records accepted at an endpoint."""
@@ -68,9 +87,9 @@ class ReceivingApi:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}{PATH_PREFIX}"
 
-    def fail_calls(self, endpoint: str, call_numbers: dict[int, int]) -> None:
-        """Answer the given 1-based call numbers at `endpoint` with the given HTTP status."""
-        self.log.failures_to_inject[endpoint] = dict(call_numbers)
+    def fail_calls(self, endpoint: str, faults: dict[int, int | Fault]) -> None:
+        """Misbehave on the given 1-based call numbers at `endpoint` (an int is a plain status)."""
+        self.log.faults[endpoint] = {n: Fault(f) if isinstance(f, int) else f for n, f in faults.items()}
 
     def __enter__(self) -> ReceivingApi:
         self._thread.start()
@@ -98,12 +117,39 @@ def _handler_for(log: ReceivedLog, api_key: str, api_key_header: str) -> type[Ba
                 return self._answer(HTTPStatus.BAD_REQUEST, {"error": "body is not JSON"})
             if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
                 return self._answer(HTTPStatus.BAD_REQUEST, {"error": "body must be a JSON array of objects"})
-            status = log.accept(self.path.removeprefix(PATH_PREFIX), records)
-            self._answer(HTTPStatus(status), {"received": len(records)} if status == 200 else {"error": "injected"})
+            endpoint = self.path.removeprefix(PATH_PREFIX)
+            number, fault = log.accept(endpoint, records, self.headers.get("Idempotency-Key", ""))
+            if fault is None:
+                self._answer(HTTPStatus.OK, {"received": len(records)})
+                if log.after_acknowledging is not None:
+                    log.after_acknowledging(endpoint, number)
+                return
+            self._act_out(fault)
 
-        def _answer(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
+        def _act_out(self, fault: Fault) -> None:
+            if fault.action == "hang":
+                time.sleep(fault.seconds)
+                self.close_connection = True
+            elif fault.action == "reset":  # RST instead of FIN: the client sees "connection reset"
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+            elif fault.action == "slow_body":
+                data = json.dumps({"received": "slowly"}).encode()
+                self.send_response(HTTPStatus.OK)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                for byte in data:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(fault.seconds / len(data))
+            else:
+                self._answer(HTTPStatus(fault.status), {"error": "injected"}, fault.headers)
+
+        def _answer(self, status: HTTPStatus, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

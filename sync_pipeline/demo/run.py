@@ -55,17 +55,17 @@ def prepare(paths: DemoPaths, port: int) -> bool:
     raw = yaml.safe_load(DEFAULT_SETTINGS_PATH.read_text(encoding="utf-8"))
     raw["api"]["base_url"] = f"http://127.0.0.1:{port}/api/sync/"
     paths.settings_file.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    log_db = Path(paths.database_url("log_db").removeprefix("sqlite:///"))
-    if log_db.exists():
+    seeded_before = Path(paths.database_url("log_db").removeprefix("sqlite:///")).exists()
+    engine = create_sync_engine(paths.database_url("log_db"))
+    create_log_tables(engine)  # also adds tables a newer version introduced
+    engine.dispose()
+    if seeded_before:
         return False
     settings = load_settings(paths.settings_file)
     for spec in TAMHR_ENTITIES:
         engine = create_sync_engine(paths.database_url(spec.source_db))
         seed_entity(engine, spec, settings.entities[spec.name], DEMO_ROWS[spec.name])
         engine.dispose()
-    engine = create_sync_engine(paths.database_url("log_db"))
-    create_log_tables(engine)
-    engine.dispose()
     return True
 
 

@@ -14,13 +14,8 @@ from sync_pipeline.entities import FieldType
 class Batch:
     """Records to send in one call, with their canonical EntityIds in the same order."""
 
-    number: int
     entity_ids: list[str]
     rows: list[Sequence[Any]]
-
-    def describe(self) -> str:
-        """`batch 3 (3000 records, <first id>..<last id>)`, for log lines."""
-        return f"batch {self.number} ({len(self.rows)} records, {self.entity_ids[0]}..{self.entity_ids[-1]})"
 
 
 @dataclass
@@ -42,7 +37,6 @@ def untracked_batches(
     """Drop each page's already-tracked rows and yield the rest in batches of `batch_size`."""
     entity_ids: list[str] = []
     rows: list[Sequence[Any]] = []
-    number = 0
     for page in pages:
         page_ids = [canonical_entity_id(row[key_index], key_type) for row in page]
         tracked = tracked_among(page_ids)
@@ -54,8 +48,7 @@ def untracked_batches(
             entity_ids.append(entity_id)
             rows.append(row)
             if len(rows) == batch_size:
-                number += 1
-                yield Batch(number, entity_ids, rows)
+                yield Batch(entity_ids, rows)
                 entity_ids, rows = [], []
     if rows:
-        yield Batch(number + 1, entity_ids, rows)
+        yield Batch(entity_ids, rows)

@@ -1,6 +1,8 @@
-"""Source rows to the JSON the API expects: field names as in the models, values JSON-ready.
+"""Source rows to the JSON the API expects, checked against the model before anything is sent.
 
 Each field type has one converter, chosen once per entity, so the per-row work is a dict build.
+A value is either sent exactly as the source holds it or refused with a reason naming the field:
+never rounded, truncated or silently dropped.
 """
 
 from __future__ import annotations
@@ -12,40 +14,65 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sync_pipeline.engine.entity_ids import canonical_guid
-from sync_pipeline.entities import EntitySpec, FieldType
+from sync_pipeline.entities import EntitySpec, Field, FieldType
 
 Record = dict[str, Any]
 Converter = Callable[[Any], Any]
 
 
 class PayloadError(ValueError):
-    """A value cannot be represented in JSON exactly; names the field and the value."""
+    """A value cannot be sent exactly as the model requires; names the field and the value."""
 
 
-def _datetime(value: dt.datetime | dt.date) -> str:
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):  # BIT/TINYINT(1) as some drivers return it
+        return bool(value)
+    raise TypeError(f"expected a boolean, got {value!r}")
+
+
+def _datetime(value: object) -> str:
+    if not isinstance(value, dt.datetime | dt.date):
+        raise TypeError(f"expected a timestamp, got {type(value).__name__}")
     return value.isoformat()
 
 
-def _decimal(value: decimal.Decimal | float | int) -> float | int:
-    if isinstance(value, decimal.Decimal):
-        if not value.is_finite():
-            raise PayloadError(f"decimal {value} is not a finite number")
-        if value == value.to_integral_value():
-            return int(value)
-        as_float = float(value)
-        if decimal.Decimal(repr(as_float)) != value.normalize():
-            raise PayloadError(f"decimal {value} cannot be sent as a JSON number without rounding")
-        return as_float
-    return value
+def _decimal(value: object) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, decimal.Decimal | int | float):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    if isinstance(value, int):
+        return value
+    number = decimal.Decimal(value)
+    if not number.is_finite():
+        raise ValueError(f"{value} is not a finite number")
+    if number == number.to_integral_value():
+        return int(number)
+    as_float = float(number)
+    if decimal.Decimal(repr(as_float)) != number.normalize():
+        raise ValueError(f"decimal {value} cannot be sent as a JSON number without rounding")
+    return as_float
 
 
 _CONVERTERS: dict[FieldType, Converter] = {
     FieldType.GUID: canonical_guid,
-    FieldType.TEXT: str,
-    FieldType.INT: int,
+    FieldType.TEXT: _text,
+    FieldType.INT: _int,
     FieldType.DECIMAL: _decimal,
     FieldType.DATETIME: _datetime,
-    FieldType.BOOL: bool,
+    FieldType.BOOL: _bool,
 }
 
 
@@ -53,19 +80,27 @@ class RecordBuilder:
     """Turns a source row (values in `spec.fields` order) into the model's JSON object."""
 
     def __init__(self, spec: EntitySpec) -> None:
-        self._fields = [(field.name, _CONVERTERS[field.type]) for field in spec.fields]
+        self._fields: list[tuple[Field, Converter]] = [(field, _CONVERTERS[field.type]) for field in spec.fields]
 
     def build(self, row: Sequence[Any]) -> Record:
         """The JSON-ready record; raises `PayloadError` naming the field that cannot be sent."""
         record: Record = {}
-        for (name, convert), value in zip(self._fields, row, strict=True):
+        for (field, convert), value in zip(self._fields, row, strict=True):
+            if value is None:
+                if not field.nullable:
+                    raise PayloadError(f"field {field.name}: is required but NULL")
+                record[field.name] = None
+                continue
             try:
-                record[name] = None if value is None else convert(value)
-            except (TypeError, ValueError) as exc:
-                raise PayloadError(f"field {name}: {exc}") from None
+                record[field.name] = convert(value)
+            except (TypeError, ValueError, ArithmeticError) as exc:
+                raise PayloadError(f"field {field.name}: {exc}") from None
         return record
 
 
 def encode_batch(records: Sequence[Record]) -> bytes:
-    """The request body: a compact UTF-8 JSON array of the records."""
-    return json.dumps(records, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    """The request body: a compact UTF-8 JSON array; raises `PayloadError` if it cannot be encoded."""
+    try:
+        return json.dumps(records, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError) as exc:  # NaN in a float, a lone surrogate in text
+        raise PayloadError(f"not encodable as UTF-8 JSON: {exc}") from None

@@ -27,6 +27,7 @@ class ApiCall:
     http_status: int | None
     duration_ms: int
     error: str | None = None
+    attempt: int = 1
 
     @property
     def ok(self) -> bool:
@@ -47,6 +48,7 @@ class SchedulerLogWriter:
             "BatchSize": call.batch_size,
             "HttpResponseCode": call.http_status,
             "DurationMs": call.duration_ms,
+            "Attempt": call.attempt,
         }
         if call.error is not None:
             details["ExceptionMessage"] = call.error[:MAX_EXCEPTION_MESSAGE]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from sync_pipeline.engine.db_errors import describe_db_error
 from sync_pipeline.engine.scheduler_log import ApiCall, SchedulerLogWriter
-from sync_pipeline.tables import tracking_table
+from sync_pipeline.tables import rejected_table, tracking_table
 
 MAX_IDS_PER_LOOKUP = 2000
 """IDs in one `IN (...)`: with EntityType that is 2001 parameters, under SQL Server's 2100."""
@@ -22,6 +23,33 @@ MAX_IDS_PER_LOOKUP = 2000
 
 class TrackingUnavailable(Exception):
     """The Log database could not be read or written; nothing more can be sent safely."""
+
+
+class DeliveredButUntracked(TrackingUnavailable):
+    """The API acknowledged a batch but its tracking rows could not be written: it will be resent."""
+
+    def __init__(self, message: str, count: int) -> None:
+        super().__init__(message)
+        self.count = count
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One record that was not sent, or that the API refused on its own, and why."""
+
+    entity_id: str
+    http_status: int | None
+    reason: str
+    response_excerpt: str | None = None
+
+    def describe(self) -> str:
+        """`<id>: <reason>` for log lines."""
+        return f"{self.entity_id}: {self.reason}"
+
+
+def utc_now() -> dt.datetime:
+    """Naive UTC, as DATETIME2 columns hold it."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -34,7 +62,7 @@ class TrackingStore:
     """Reads and writes the Log database on behalf of one sync run."""
 
     def __init__(self, engine: sa.Engine, log_writer: SchedulerLogWriter) -> None:
-        self._engine = engine
+        self.engine = engine
         self._log_writer = log_writer
         self._lookup = (
             sa.select(tracking_table.c.EntityId)
@@ -45,7 +73,7 @@ class TrackingStore:
     def tracked_among(self, entity: str, entity_ids: Sequence[str]) -> set[str]:
         """Those of `entity_ids` already tracked for `entity`."""
         try:
-            with self._engine.connect() as conn:
+            with self.engine.connect() as conn:
                 found: set[str] = set()
                 for chunk in chunks(entity_ids, MAX_IDS_PER_LOOKUP):
                     params = {"entity_type": entity, "entity_ids": list(chunk)}
@@ -56,21 +84,43 @@ class TrackingStore:
 
     def record_delivered(self, entity: str, entity_ids: Sequence[str], call: ApiCall) -> None:
         """Track an acknowledged batch and log its call, atomically."""
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        now = utc_now()
         rows = [{"EntityType": entity, "EntityId": entity_id, "SyncTimestamp": now} for entity_id in entity_ids]
         try:
-            with self._engine.begin() as conn:
+            with self.engine.begin() as conn:
                 conn.execute(sa.insert(tracking_table), rows)
                 self._log_writer.write(conn, entity, call)
         except sa.exc.SQLAlchemyError as exc:
-            raise TrackingUnavailable(
-                f"batch of {len(rows)} was delivered but could not be tracked: {describe_db_error(exc)}"
+            raise DeliveredButUntracked(
+                f"{len(rows)} records were delivered but could not be tracked (they will be resent "
+                f"with the same Idempotency-Key): {describe_db_error(exc)}",
+                len(rows),
             ) from exc
 
     def record_failed(self, entity: str, call: ApiCall) -> None:
         """Log a failed call; nothing is tracked, so its records go again next run."""
         try:
-            with self._engine.begin() as conn:
+            with self.engine.begin() as conn:
                 self._log_writer.write(conn, entity, call)
         except sa.exc.SQLAlchemyError as exc:
             raise TrackingUnavailable(f"cannot write SchedulerLog: {describe_db_error(exc)}") from exc
+
+    def record_rejected(self, entity: str, rejections: Sequence[Rejection]) -> None:
+        """Keep refused records with their reason; they stay untracked and are tried again next run."""
+        now = utc_now()
+        rows = [
+            {
+                "EntityType": entity,
+                "EntityId": r.entity_id,
+                "HttpResponseCode": r.http_status,
+                "Reason": r.reason,
+                "ResponseExcerpt": r.response_excerpt,
+                "RejectedOn": now,
+            }
+            for r in rejections
+        ]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(rejected_table), rows)
+        except sa.exc.SQLAlchemyError as exc:
+            raise TrackingUnavailable(f"cannot write {rejected_table.name}: {describe_db_error(exc)}") from exc

@@ -8,7 +8,7 @@ import dagster as dg
 import requests
 from pydantic import Field, PrivateAttr
 
-from sync_pipeline.engine.api import ApiCallFailed, ApiResponse, ApiUnreachable
+from sync_pipeline.engine.api import ApiCallFailed, ApiResponse, ApiUnreachable, parse_retry_after
 
 USER_AGENT = "sync_pipeline/0.1"
 
@@ -17,7 +17,7 @@ class SyncApiClient(dg.ConfigurableResource, ABC):
     """Posts a batch to an endpoint; the real client talks HTTP, test fakes keep what they get."""
 
     @abstractmethod
-    def post_batch(self, url: str, body: bytes) -> ApiResponse:
+    def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
         """POST a JSON array; raise `ApiUnreachable`/`ApiCallFailed` when no HTTP answer came back."""
 
 
@@ -34,7 +34,9 @@ class HttpSyncApiClient(SyncApiClient):
     _session: requests.Session | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """Open the session that every batch of the run reuses."""
+        """Open the session that every batch of the run reuses; warn loudly when TLS is not verified."""
+        if not self.verify_tls and context.log is not None:
+            context.log.warning("api.verify_tls is false: the API's TLS certificate is NOT verified")
         self._session = self._new_session()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -55,19 +57,22 @@ class HttpSyncApiClient(SyncApiClient):
         )
         return session
 
-    def post_batch(self, url: str, body: bytes) -> ApiResponse:
+    def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
         """POST the batch; transport errors become the engine's own exceptions, without secrets."""
         if self._session is None:
             self._session = self._new_session()
         try:
-            response = self._session.post(url, data=body, timeout=self.timeout_seconds)
+            response = self._session.post(
+                url, data=body, headers={"Idempotency-Key": idempotency_key}, timeout=self.timeout_seconds
+            )
         except requests.ConnectionError as exc:  # includes ConnectTimeout
             if _is_mid_response(exc):
                 raise ApiCallFailed(_safe_reason(exc)) from None
             raise ApiUnreachable(_safe_reason(exc)) from None
-        except requests.RequestException as exc:
+        except requests.RequestException as exc:  # read timeout, a body cut off mid-way
             raise ApiCallFailed(_safe_reason(exc)) from None
-        return ApiResponse(response.status_code, response.text[:500])
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return ApiResponse(response.status_code, response.text[:500], retry_after)
 
 
 def _is_mid_response(exc: requests.RequestException) -> bool:

@@ -42,6 +42,7 @@ def receiver() -> Iterator[ReceivingApi]:
 def settings_for(receiver: ReceivingApi, **entity_overrides: dict[str, object]) -> Settings:
     raw = yaml.safe_load(DEFAULT_SETTINGS_PATH.read_text())
     raw["api"]["base_url"] = receiver.base_url
+    raw["retries"] = {"max_attempts": 3, "initial_delay_seconds": 0.01, "max_delay_seconds": 0.05}
     for entity, override in entity_overrides.items():
         raw["entities"][entity].update(override)
     return parse_settings(raw)
@@ -106,12 +107,13 @@ def test_failed_batch_is_logged_left_untracked_and_sent_once_on_the_next_run(
     seeded: RealDatabases, receiver: ReceivingApi
 ) -> None:
     settings = settings_for(receiver)
-    receiver.fail_calls("users", {2: 500})
+    receiver.fail_calls("users", {2: 500, 3: 503, 4: 500})
 
     first = run_job(settings)
 
     assert first.success
-    assert receiver.log.calls("users") == [3000, 3000, 1000]
+    assert receiver.log.calls("users") == [3000, 3000, 3000, 3000, 1000]  # batch 2 tried 3 times
+    assert len(set(receiver.log.idempotency_keys["users"][1:4])) == 1
     assert receiver.log.received("users") == 4000
     assert check_outcomes(first) == {
         "users": False,
@@ -131,8 +133,10 @@ def test_failed_batch_is_logged_left_untracked_and_sent_once_on_the_next_run(
     assert len(tracked) == 4000 and all(CANONICAL_GUID.match(entity_id) for entity_id in tracked)
     assert set(tracked) == set(receiver.log.ids["users"])
     log_rows = scheduler_log(seeded.urls, "Users")
-    assert sorted(str(row["Status"]) for row in log_rows) == ["Failure", "Success", "Success"]
-    failure = next(row for row in log_rows if row["Status"] == "Failure")
+    assert sorted(str(row["Status"]) for row in log_rows) == ["Failure"] * 3 + ["Success"] * 2
+    failure = next(
+        row for row in log_rows if row["Status"] == "Failure" and 'Attempt": 1' in str(row["AdditionalInformation"])
+    )
     details = json.loads(str(failure["AdditionalInformation"]))
     assert details["HttpResponseCode"] == 500 and details["BatchSize"] == 3000
     assert details["EndpointUrl"] == f"{receiver.base_url}users"
@@ -178,7 +182,7 @@ def test_unreachable_source_database_fails_that_entity_and_the_others_still_run(
     assert tracked_ids(seeded.urls, "EventsCalendar") == []
 
 
-def test_unreachable_endpoint_stops_that_entity_after_one_logged_call_and_the_rest_go_on(
+def test_unreachable_endpoint_stops_that_entity_after_its_logged_attempts_and_the_rest_go_on(
     seeded: RealDatabases, receiver: ReceivingApi
 ) -> None:
     settings = settings_for(receiver, ActualOrg={"endpoint": "http://127.0.0.1:1/api/sync/actual-org"})
@@ -188,8 +192,8 @@ def test_unreachable_endpoint_stops_that_entity_after_one_logged_call_and_the_re
     assert check_outcomes(result)["actual_org"] is False
     assert [outcome for asset, outcome in check_outcomes(result).items() if asset != "actual_org"] == [True] * 4
     log_rows = scheduler_log(seeded.urls, "ActualOrg")
-    assert [row["Status"] for row in log_rows] == ["Failure"]
-    assert "endpoint unreachable" in str(log_rows[0]["ExceptionMessage"])
+    assert [row["Status"] for row in log_rows] == ["Failure"] * 3
+    assert all("endpoint unreachable" in str(row["ExceptionMessage"]) for row in log_rows)
     assert tracked_ids(seeded.urls, "ActualOrg") == []
     assert receiver.log.received("organization-objects") == 3001
 

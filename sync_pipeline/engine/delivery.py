@@ -1,0 +1,233 @@
+"""Delivering one batch: validate, POST with retries, split on rejection, and record every outcome.
+
+Transient failures (no answer, 408, 429, 5xx) are retried with exponential backoff and full jitter,
+honouring `Retry-After`, within a bounded number of attempts and total wait. A 400/422 means the
+content was refused: the batch is halved and each half sent on its own, down to single records,
+so the good records go through and each bad one is isolated. Every attempt is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync_pipeline.engine.api import (
+    REJECTING_STATUSES,
+    RETRYABLE_STATUSES,
+    ApiCallFailed,
+    ApiUnreachable,
+    BatchPoster,
+    idempotency_key,
+)
+from sync_pipeline.engine.payload import PayloadError, Record, RecordBuilder, encode_batch
+from sync_pipeline.engine.scheduler_log import ApiCall
+from sync_pipeline.engine.tracking import Rejection, TrackingStore
+
+MAX_RESPONSE_EXCERPT = 500
+MAX_REJECTED_IDS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounds on retrying one call: attempts (the first included) and seconds spent waiting."""
+
+    max_attempts: int = 5
+    initial_delay: float = 1.0
+    max_delay: float = 60.0
+    max_total_wait: float = 300.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Full jitter: uniform over [0, min(max_delay, initial_delay * 2^(attempt-1))]."""
+        return rng.uniform(0, min(self.max_delay, self.initial_delay * 2 ** (attempt - 1)))
+
+
+class EndpointUnreachable(Exception):
+    """The endpoint could not be reached on any attempt: the entity stops."""
+
+
+@dataclass
+class DeliveryCounts:
+    """What delivery did for one entity, across all its batches."""
+
+    sent: int = 0
+    failed: int = 0
+    rejected: int = 0
+    batches_ok: int = 0
+    batches_failed: int = 0
+    api_calls: int = 0
+    retries: int = 0
+    first_error: str | None = None
+    rejected_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    call: ApiCall
+    retryable: bool
+    unreachable: bool = False
+    retry_after: float | None = None
+    excerpt: str = ""
+
+
+class BatchSender:
+    """Sends an entity's batches and records the outcome of every call in the Log database."""
+
+    def __init__(
+        self,
+        entity: str,
+        endpoint_url: str,
+        records: RecordBuilder,
+        api: BatchPoster,
+        tracking: TrackingStore,
+        retry: RetryPolicy,
+        max_split_depth: int,
+        log: logging.Logger,
+        before_each_attempt: Callable[[], None] = lambda: None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.entity = entity
+        self.endpoint_url = endpoint_url
+        self.counts = DeliveryCounts()
+        self._records = records
+        self._api = api
+        self._tracking = tracking
+        self._retry = retry
+        self._max_split_depth = max_split_depth
+        self._log = log
+        self._before_each_attempt = before_each_attempt
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    def send(self, entity_ids: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Validate the rows, refuse the invalid ones, and deliver the rest."""
+        good_ids: list[str] = []
+        good_records: list[Record] = []
+        refused: list[Rejection] = []
+        for entity_id, row in zip(entity_ids, rows, strict=True):
+            try:
+                good_records.append(self._records.build(row))
+                good_ids.append(entity_id)
+            except PayloadError as exc:
+                refused.append(Rejection(entity_id, None, f"not sent: {exc}"))
+        self._reject(refused)
+        if good_ids:
+            self._deliver(good_ids, good_records, depth=0)
+
+    def _deliver(self, entity_ids: list[str], records: list[Record], depth: int) -> None:
+        try:
+            body = encode_batch(records)
+        except PayloadError:
+            entity_ids, records = self._drop_unencodable(entity_ids, records)
+            if not entity_ids:
+                return
+            body = encode_batch(records)
+        try:
+            call, excerpt = self._post_with_retries(entity_ids, body)
+        except EndpointUnreachable as exc:
+            self._count_failed(entity_ids, str(exc))
+            raise
+        if call.ok:
+            self._tracking.record_delivered(self.entity, entity_ids, call)
+            self.counts.sent += len(entity_ids)
+            self.counts.batches_ok += 1
+            return
+        if call.http_status in REJECTING_STATUSES and len(entity_ids) > 1 and depth < self._max_split_depth:
+            half = len(entity_ids) // 2
+            self._deliver(entity_ids[:half], records[:half], depth + 1)
+            self._deliver(entity_ids[half:], records[half:], depth + 1)
+            return
+        if call.http_status in REJECTING_STATUSES:
+            reason = f"rejected by the API: HTTP {call.http_status}"
+            self._reject([Rejection(entity_id, call.http_status, reason, excerpt) for entity_id in entity_ids])
+            return
+        self._count_failed(entity_ids, call.error or "")
+        self._log.error(
+            f"{self.entity}: {len(entity_ids)} records ({entity_ids[0]}..{entity_ids[-1]}) failed after "
+            f"{call.attempt} attempt(s), left for the next run: {call.error}"
+        )
+
+    def _count_failed(self, entity_ids: list[str], error: str) -> None:
+        self.counts.failed += len(entity_ids)
+        self.counts.batches_failed += 1
+        self.counts.first_error = self.counts.first_error or error
+
+    def _drop_unencodable(self, entity_ids: list[str], records: list[Record]) -> tuple[list[str], list[Record]]:
+        """Find, one by one, the records that cannot be encoded; refuse them and keep the rest."""
+        keep_ids: list[str] = []
+        keep: list[Record] = []
+        refused: list[Rejection] = []
+        for entity_id, record in zip(entity_ids, records, strict=True):
+            try:
+                encode_batch([record])
+            except PayloadError as exc:
+                refused.append(Rejection(entity_id, None, f"not sent: {exc}"))
+                continue
+            keep_ids.append(entity_id)
+            keep.append(record)
+        self._reject(refused)
+        return keep_ids, keep
+
+    def _reject(self, rejections: list[Rejection]) -> None:
+        if not rejections:
+            return
+        self._tracking.record_rejected(self.entity, rejections)
+        self.counts.rejected += len(rejections)
+        room = MAX_REJECTED_IDS_SHOWN - len(self.counts.rejected_ids)
+        self.counts.rejected_ids.extend(r.entity_id for r in rejections[: max(room, 0)])
+        self._log.warning(f"{self.entity}: {len(rejections)} record(s) refused, e.g. {rejections[0].describe()}")
+
+    def _post_with_retries(self, entity_ids: list[str], body: bytes) -> tuple[ApiCall, str]:
+        """The final attempt's call (logged by the caller when it succeeded) and its response excerpt."""
+        key = idempotency_key(self.entity, entity_ids)
+        waited = 0.0
+        attempt_number = 0
+        while True:
+            attempt_number += 1
+            self._before_each_attempt()
+            attempt = self._attempt(body, key, attempt_number, len(entity_ids))
+            self.counts.api_calls += 1
+            if attempt.call.ok:
+                return attempt.call, attempt.excerpt
+            self._tracking.record_failed(self.entity, attempt.call)
+            delay = attempt.retry_after
+            if delay is None:
+                delay = self._retry.backoff(attempt_number, self._rng)
+            if (
+                not attempt.retryable
+                or attempt_number >= self._retry.max_attempts
+                or waited + delay > self._retry.max_total_wait
+            ):
+                if attempt.unreachable:
+                    raise EndpointUnreachable(attempt.call.error)
+                return attempt.call, attempt.excerpt
+            self.counts.retries += 1
+            self._sleep(delay)
+            waited += delay
+
+    def _attempt(self, body: bytes, key: str, attempt: int, size: int) -> _Attempt:
+        started = time.perf_counter()
+
+        def call(status: int | None, error: str | None) -> ApiCall:
+            duration_ms = round((time.perf_counter() - started) * 1000)
+            return ApiCall(self.endpoint_url, size, status, duration_ms, error, attempt)
+
+        try:
+            response = self._api.post_batch(self.endpoint_url, body, key)
+        except ApiUnreachable as exc:
+            return _Attempt(call(None, f"endpoint unreachable: {exc}"), retryable=True, unreachable=True)
+        except ApiCallFailed as exc:
+            return _Attempt(call(None, f"no response: {exc}"), retryable=True)
+        if response.ok:
+            return _Attempt(call(response.status_code, None), retryable=False)
+        excerpt = response.body_excerpt[:MAX_RESPONSE_EXCERPT]
+        return _Attempt(
+            call(response.status_code, f"HTTP {response.status_code}: {excerpt}"),
+            retryable=response.status_code in RETRYABLE_STATUSES,
+            retry_after=response.retry_after_seconds,
+            excerpt=excerpt,
+        )
