@@ -41,6 +41,7 @@ class ReceivedLog:
     call_sizes: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     idempotency_keys: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     faults: dict[str, dict[int, Fault]] = field(default_factory=dict)
+    before_answering: Callable[[str, int], None] | None = None
     after_acknowledging: Callable[[str, int], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -51,7 +52,7 @@ class ReceivedLog:
             sizes.append(len(records))
             self.idempotency_keys[endpoint].append(key)
             fault = self.faults.get(endpoint, {}).get(len(sizes))
-            if fault is None:
+            if fault is None or fault.action == "slow_body":  # a slow 200 still accepts the records
                 self.ids[endpoint].update(str(record.get("Id")) for record in records)
             return len(sizes), fault
 
@@ -119,6 +120,8 @@ def _handler_for(log: ReceivedLog, api_key: str, api_key_header: str) -> type[Ba
                 return self._answer(HTTPStatus.BAD_REQUEST, {"error": "body must be a JSON array of objects"})
             endpoint = self.path.removeprefix(PATH_PREFIX)
             number, fault = log.accept(endpoint, records, self.headers.get("Idempotency-Key", ""))
+            if log.before_answering is not None:
+                log.before_answering(endpoint, number)
             if fault is None:
                 self._answer(HTTPStatus.OK, {"received": len(records)})
                 if log.after_acknowledging is not None:

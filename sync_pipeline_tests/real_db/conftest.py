@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,10 +40,8 @@ def _admin_engine(backend: str) -> sa.Engine:
     return sa.create_engine(url, isolation_level="AUTOCOMMIT")
 
 
-@pytest.fixture(params=sorted(SERVERS))
-def real_databases(request: pytest.FixtureRequest) -> Iterator[RealDatabases]:
-    """default_db, ess_db and log_db as three separate new databases; dropped afterwards."""
-    backend: str = request.param
+def require_server(backend: str) -> None:
+    """Skip when the server is down, or fail when SYNC_REQUIRE_REAL_DB=1 (as in CI)."""
     admin = _admin_engine(backend)
     try:
         admin.connect().close()
@@ -50,19 +49,35 @@ def real_databases(request: pytest.FixtureRequest) -> Iterator[RealDatabases]:
         if os.environ.get("SYNC_REQUIRE_REAL_DB") == "1":
             pytest.fail(f"{backend} is required (SYNC_REQUIRE_REAL_DB=1) but unreachable: {exc.orig}")
         pytest.skip(f"{backend} is not running: {exc.orig}")
+    finally:
+        admin.dispose()
+
+
+@contextmanager
+def fresh_databases(backend: str, keys: Sequence[str]) -> Iterator[dict[str, str]]:
+    """New, empty databases on `backend`, one per key, as URLs; dropped afterwards."""
+    require_server(backend)
     prefix = f"sync_test_{uuid.uuid4().hex[:8]}"
-    names = {key: f"{prefix}_{key.removesuffix('_db')}" for key in ("default_db", "ess_db", "log_db")}
+    names = {key: f"{prefix}_{key.removesuffix('_db')}" for key in keys}
+    admin = _admin_engine(backend)
     with admin.connect() as conn:
         for name in names.values():
             conn.execute(sa.text(f"CREATE DATABASE {name}"))
     try:
-        yield RealDatabases(backend, {key: SERVERS[backend].format(database=name) for key, name in names.items()})
+        yield {key: SERVERS[backend].format(database=name) for key, name in names.items()}
     finally:
         with admin.connect() as conn:
             for name in names.values():
                 force = " WITH (FORCE)" if backend == "postgresql" else ""
                 conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}{force}"))
         admin.dispose()
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def real_databases(request: pytest.FixtureRequest) -> Iterator[RealDatabases]:
+    """default_db, ess_db and log_db as three separate new databases; dropped afterwards."""
+    with fresh_databases(request.param, ("default_db", "ess_db", "log_db")) as urls:
+        yield RealDatabases(request.param, urls)
 
 
 def _enforce_sql_server_limits(
