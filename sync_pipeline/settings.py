@@ -54,6 +54,7 @@ class ApiSettings(_Strict):
     api_key_header: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$")] = "X-API-Key"
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     verify_tls: bool = True
+    max_in_flight: Annotated[int, Field(ge=1, le=8)] = 1
 
     _base_url = field_validator("base_url")(check_http_url)
 

@@ -48,6 +48,7 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
         max_split_depth=settings.rejections.max_split_depth,
         lock_lease_seconds=settings.locking.lease_seconds,
         lock_wait_seconds=settings.locking.wait_seconds,
+        max_in_flight=settings.api.max_in_flight,
     )
 
 

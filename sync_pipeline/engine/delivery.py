@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,7 +75,10 @@ class _Attempt:
 
 
 class BatchSender:
-    """Sends an entity's batches and records the outcome of every call in the Log database."""
+    """Sends an entity's batches and records the outcome of every call in the Log database.
+
+    `send` may run on several threads at once (batches in flight); the counts are shared.
+    """
 
     def __init__(
         self,
@@ -93,6 +97,7 @@ class BatchSender:
         self.entity = entity
         self.endpoint_url = endpoint_url
         self.counts = DeliveryCounts()
+        self._counting = threading.Lock()  # batches may be sent from several threads at once
         self._records = records
         self._api = api
         self._tracking = tracking
@@ -133,8 +138,9 @@ class BatchSender:
             raise
         if call.ok:
             self._tracking.record_delivered(self.entity, entity_ids, call)
-            self.counts.sent += len(entity_ids)
-            self.counts.batches_ok += 1
+            with self._counting:
+                self.counts.sent += len(entity_ids)
+                self.counts.batches_ok += 1
             return
         if call.http_status in REJECTING_STATUSES and len(entity_ids) > 1 and depth < self._max_split_depth:
             half = len(entity_ids) // 2
@@ -152,9 +158,10 @@ class BatchSender:
         )
 
     def _count_failed(self, entity_ids: list[str], error: str) -> None:
-        self.counts.failed += len(entity_ids)
-        self.counts.batches_failed += 1
-        self.counts.first_error = self.counts.first_error or error
+        with self._counting:
+            self.counts.failed += len(entity_ids)
+            self.counts.batches_failed += 1
+            self.counts.first_error = self.counts.first_error or error
 
     def _drop_unencodable(self, entity_ids: list[str], records: list[Record]) -> tuple[list[str], list[Record]]:
         """Find, one by one, the records that cannot be encoded; refuse them and keep the rest."""
@@ -176,9 +183,10 @@ class BatchSender:
         if not rejections:
             return
         self._tracking.record_rejected(self.entity, rejections)
-        self.counts.rejected += len(rejections)
-        room = MAX_REJECTED_IDS_SHOWN - len(self.counts.rejected_ids)
-        self.counts.rejected_ids.extend(r.entity_id for r in rejections[: max(room, 0)])
+        with self._counting:
+            self.counts.rejected += len(rejections)
+            room = MAX_REJECTED_IDS_SHOWN - len(self.counts.rejected_ids)
+            self.counts.rejected_ids.extend(r.entity_id for r in rejections[: max(room, 0)])
         self._log.warning(f"{self.entity}: {len(rejections)} record(s) refused, e.g. {rejections[0].describe()}")
 
     def _post_with_retries(self, entity_ids: list[str], body: bytes) -> tuple[ApiCall, str]:
@@ -190,7 +198,8 @@ class BatchSender:
             attempt_number += 1
             self._before_each_attempt()
             attempt = self._attempt(body, key, attempt_number, len(entity_ids))
-            self.counts.api_calls += 1
+            with self._counting:
+                self.counts.api_calls += 1
             if attempt.call.ok:
                 return attempt.call, attempt.excerpt
             self._tracking.record_failed(self.entity, attempt.call)
@@ -205,7 +214,8 @@ class BatchSender:
                 if attempt.unreachable:
                     raise EndpointUnreachable(attempt.call.error)
                 return attempt.call, attempt.excerpt
-            self.counts.retries += 1
+            with self._counting:
+                self.counts.retries += 1
             self._sleep(delay)
             waited += delay
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from sync_pipeline.engine.api import BatchPoster
-from sync_pipeline.engine.batching import ScanCounts, untracked_batches
+from sync_pipeline.engine.batching import Batch, ScanCounts, untracked_batches
 from sync_pipeline.engine.delivery import BatchSender, DeliveryCounts, EndpointUnreachable, RetryPolicy
 from sync_pipeline.engine.entity_ids import InvalidEntityId
 from sync_pipeline.engine.entity_lock import EntityLock, EntityLocked, LockLost
@@ -45,6 +46,7 @@ class DeliveryPolicy:
     max_split_depth: int = 12
     lock_lease_seconds: float = 600.0
     lock_wait_seconds: float = 0.0
+    max_in_flight: int = 1
 
 
 @dataclass
@@ -81,6 +83,23 @@ class EntitySyncReport:
         self.first_batch_error, self.rejected_ids = delivery.first_error, delivery.rejected_ids
 
 
+def send_in_flight(batches: Iterable[Batch], sender: BatchSender, senders: Executor, limit: int) -> None:
+    """Send batches on `senders` with at most `limit` in flight, reading the next while they post.
+
+    The window is bounded, so memory holds at most `limit` + 1 batches; the first stop condition a
+    batch raises (unreachable endpoint, Log database lost, lock lost) is raised here.
+    """
+    in_flight: set[Future[None]] = set()
+    for batch in batches:
+        if len(in_flight) >= limit:
+            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()
+        in_flight.add(senders.submit(sender.send, batch.entity_ids, batch.rows))
+    for future in in_flight:
+        future.result()
+
+
 def sync_entity(
     plan: EntitySyncPlan,
     source: sa.Engine,
@@ -111,17 +130,17 @@ def sync_entity(
         sleep=sleep,
     )
     try:
-        with lock:
+        with lock, ThreadPoolExecutor(policy.max_in_flight, thread_name_prefix=f"send-{entity}") as senders:
             pages = read_pages(source, plan.table, columns, plan.key_column, plan.batch_size)
-            for batch in untracked_batches(
+            batches = untracked_batches(
                 pages,
                 key_index=columns.index(plan.key_column),
                 key_type=plan.spec.field(plan.key_column).type,
                 tracked_among=lambda ids: tracking.tracked_among(entity, ids),
                 batch_size=plan.batch_size,
                 counts=scan,
-            ):
-                sender.send(batch.entity_ids, batch.rows)
+            )
+            send_in_flight(batches, sender, senders, policy.max_in_flight)
     except DeliveredButUntracked as exc:
         report.delivered_untracked = exc.count
         report.stopped_because = str(exc)

@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr
 from sync_pipeline.engine.api import ApiCallFailed, ApiResponse, ApiUnreachable, parse_retry_after
 
 USER_AGENT = "sync_pipeline/0.1"
+MAX_CONNECTIONS = 8  # keep-alive connections per host: enough for the most batches in flight
 
 
 class SyncApiClient(dg.ConfigurableResource, ABC):
@@ -46,6 +47,8 @@ class HttpSyncApiClient(SyncApiClient):
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
+        session.mount("https://", requests.adapters.HTTPAdapter(pool_maxsize=MAX_CONNECTIONS))
+        session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=MAX_CONNECTIONS))
         session.verify = self.verify_tls
         session.headers.update(
             {
