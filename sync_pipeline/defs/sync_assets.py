@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from sync_pipeline.defs.run_config import SyncRunConfig, selection_from
 from sync_pipeline.engine.delivery import RetryPolicy
 from sync_pipeline.engine.entity_sync import DeliveryPolicy, EntitySyncPlan, EntitySyncReport, sync_entity
 from sync_pipeline.engine.scheduler_log import SchedulerLogWriter
@@ -69,13 +70,40 @@ def report_metadata(report: EntitySyncReport) -> dict[str, dg.MetadataValue]:
     }
     metadata: dict[str, dg.MetadataValue] = {name: dg.MetadataValue.int(value) for name, value in counts.items()}
     metadata["duration_seconds"] = dg.MetadataValue.float(round(report.duration_seconds, 3))
+    rate = report.sent / report.duration_seconds if report.duration_seconds > 0 else 0.0
+    metadata["records_per_second"] = dg.MetadataValue.float(round(rate, 1))
     if report.rejected_ids:
         metadata["rejected_ids"] = dg.MetadataValue.text(", ".join(report.rejected_ids))
     return metadata
 
 
+def dry_run_result(report: EntitySyncReport) -> dg.MaterializeResult:
+    """A dry run's counts and first payload, tagged so it is never mistaken for a real sync."""
+    assert report.preview is not None
+    problem = report.stopped_because or "; ".join(report.preview.refusals) or None
+    check = dg.AssetCheckResult(
+        check_name=CHECK_NAME,
+        passed=problem is None,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"dry_run": True, "would_refuse": report.preview.would_refuse},
+        description=f"dry run: {problem}" if problem else "dry run: every selected record would be sent",
+    )
+    metadata: dict[str, dg.MetadataValue] = {
+        "dry_run": dg.MetadataValue.bool(True),
+        "rows_found": dg.MetadataValue.int(report.rows_found),
+        "already_tracked": dg.MetadataValue.int(report.already_tracked),
+        "would_send": dg.MetadataValue.int(report.preview.would_send),
+        "would_refuse": dg.MetadataValue.int(report.preview.would_refuse),
+        "batches": dg.MetadataValue.int(report.preview.batches),
+        "first_payload": dg.MetadataValue.md(f"```json\n{report.preview.first_payload or '(nothing to send)'}\n```"),
+    }
+    return dg.MaterializeResult(metadata=metadata, check_results=[check], tags={"sync_pipeline/dry_run": "true"})
+
+
 def report_result(report: EntitySyncReport, asset_key: dg.AssetKey) -> dg.MaterializeResult:
     """The materialization plus a non-blocking ERROR check, so later entities still run."""
+    if report.preview is not None:
+        return dry_run_result(report)
     problem = report.stopped_because or report.first_batch_error
     check = dg.AssetCheckResult(
         asset_key=asset_key,
@@ -116,18 +144,25 @@ def build_entity_asset(spec: EntitySpec, settings: Settings, upstream: dg.AssetK
         description=f"Pushes untracked {spec.name} records from {plan.table.fullname} to the API.",
         metadata={"endpoint": plan.endpoint_url, "source_table": plan.table.fullname, "batch_size": plan.batch_size},
     )
-    def sync_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def sync_asset(context: dg.AssetExecutionContext, config: SyncRunConfig) -> dg.MaterializeResult:
+        selection = selection_from(config, spec, plan.key_column)
         source: SyncDatabase = getattr(context.resources, spec.source_db)
         log_db: SyncDatabase = context.resources.log_db
         api: SyncApiClient = context.resources.sync_api
         tracking = TrackingStore(log_db.get_engine(), SchedulerLogWriter(log_columns))
         context.log.info(f"{spec.name}: {plan.table.fullname} on {source.describe()} -> {plan.endpoint_url}")
         owner = f"{socket.gethostname()}:{os.getpid()}:run {context.run.run_id}"
-        report = sync_entity(plan, source.get_engine(), tracking, api, context.log, owner, policy)
+        report = sync_entity(
+            plan, source.get_engine(), tracking, api, context.log, owner, policy, selection, config.dry_run
+        )
+        outcome = (
+            f"would send {report.preview.would_send}, would refuse {report.preview.would_refuse} (dry run)"
+            if report.preview
+            else f"sent {report.sent}, failed {report.failed}, rejected {report.rejected} in {report.api_calls} calls"
+        )
         context.log.info(
-            f"{spec.name}: found {report.rows_found}, already tracked {report.already_tracked}, "
-            f"sent {report.sent}, failed {report.failed}, rejected {report.rejected} "
-            f"in {report.api_calls} calls, {report.duration_seconds:.1f}s"
+            f"{spec.name}: found {report.rows_found}, skipped {report.already_tracked} as already sent, "
+            f"{outcome}, {report.duration_seconds:.1f}s"
         )
         return report_result(report, context.asset_key)
 

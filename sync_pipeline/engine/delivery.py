@@ -91,6 +91,7 @@ class BatchSender:
         max_split_depth: int,
         log: logging.Logger,
         before_each_attempt: Callable[[], None] = lambda: None,
+        refresh_tracking: bool = False,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
@@ -105,6 +106,7 @@ class BatchSender:
         self._max_split_depth = max_split_depth
         self._log = log
         self._before_each_attempt = before_each_attempt
+        self._refresh_tracking = refresh_tracking
         self._sleep = sleep
         self._rng = rng or random.Random()
 
@@ -137,7 +139,7 @@ class BatchSender:
             self._count_failed(entity_ids, str(exc))
             raise
         if call.ok:
-            self._tracking.record_delivered(self.entity, entity_ids, call)
+            self._tracking.record_delivered(self.entity, entity_ids, call, refresh=self._refresh_tracking)
             with self._counting:
                 self.counts.sent += len(entity_ids)
                 self.counts.batches_ok += 1

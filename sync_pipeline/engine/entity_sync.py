@@ -19,9 +19,11 @@ import sqlalchemy as sa
 from sync_pipeline.engine.api import BatchPoster
 from sync_pipeline.engine.batching import Batch, ScanCounts, untracked_batches
 from sync_pipeline.engine.delivery import BatchSender, DeliveryCounts, EndpointUnreachable, RetryPolicy
+from sync_pipeline.engine.dry_run import DryRunPreview, preview
 from sync_pipeline.engine.entity_ids import InvalidEntityId
 from sync_pipeline.engine.entity_lock import EntityLock, EntityLocked, LockLost
 from sync_pipeline.engine.payload import RecordBuilder
+from sync_pipeline.engine.selection import SEND_UNTRACKED, Selection
 from sync_pipeline.engine.source_pages import SourceUnavailable, read_pages
 from sync_pipeline.engine.tracking import DeliveredButUntracked, TrackingStore, TrackingUnavailable
 from sync_pipeline.entities import EntitySpec
@@ -68,6 +70,7 @@ class EntitySyncReport:
     stopped_because: str | None = None
     first_batch_error: str | None = None
     rejected_ids: list[str] = field(default_factory=list)
+    preview: DryRunPreview | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -108,9 +111,12 @@ def sync_entity(
     log: logging.Logger,
     owner: str,
     policy: DeliveryPolicy = DeliveryPolicy(),
+    selection: Selection = SEND_UNTRACKED,
+    dry_run: bool = False,
     sleep: Callable[[float], None] = time.sleep,
 ) -> EntitySyncReport:
-    """Send the entity's untracked rows; never raises for database, API, lock or data faults."""
+    """Send the entity's selected rows (by default: untracked); never raises for database, API,
+    lock or data faults. A dry run reads, selects and validates, but neither sends nor writes."""
     entity = plan.spec.name
     report = EntitySyncReport(entity)
     scan = ScanCounts()
@@ -127,20 +133,23 @@ def sync_entity(
         policy.max_split_depth,
         log,
         before_each_attempt=lock.refresh,
+        refresh_tracking=selection.refreshes_tracking,
         sleep=sleep,
     )
+    batches = untracked_batches(
+        read_pages(source, plan.table, columns, plan.key_column, plan.batch_size),
+        key_index=columns.index(plan.key_column),
+        key_type=plan.spec.field(plan.key_column).type,
+        tracked_among=selection.already_sent(entity, tracking),
+        batch_size=plan.batch_size,
+        counts=scan,
+    )
     try:
-        with lock, ThreadPoolExecutor(policy.max_in_flight, thread_name_prefix=f"send-{entity}") as senders:
-            pages = read_pages(source, plan.table, columns, plan.key_column, plan.batch_size)
-            batches = untracked_batches(
-                pages,
-                key_index=columns.index(plan.key_column),
-                key_type=plan.spec.field(plan.key_column).type,
-                tracked_among=lambda ids: tracking.tracked_among(entity, ids),
-                batch_size=plan.batch_size,
-                counts=scan,
-            )
-            send_in_flight(batches, sender, senders, policy.max_in_flight)
+        if dry_run:
+            report.preview = preview(batches, RecordBuilder(plan.spec))
+        else:
+            with lock, ThreadPoolExecutor(policy.max_in_flight, thread_name_prefix=f"send-{entity}") as senders:
+                send_in_flight(batches, sender, senders, policy.max_in_flight)
     except DeliveredButUntracked as exc:
         report.delivered_untracked = exc.count
         report.stopped_because = str(exc)

@@ -70,24 +70,36 @@ class TrackingStore:
             .where(tracking_table.c.EntityId.in_(sa.bindparam("entity_ids", expanding=True)))
         )
 
-    def tracked_among(self, entity: str, entity_ids: Sequence[str]) -> set[str]:
-        """Those of `entity_ids` already tracked for `entity`."""
+    def tracked_among(
+        self, entity: str, entity_ids: Sequence[str], tracked_before: dt.datetime | None = None
+    ) -> set[str]:
+        """Those of `entity_ids` already tracked for `entity` (before `tracked_before`, if given)."""
+        query = self._lookup
+        if tracked_before is not None:
+            query = query.where(tracking_table.c.SyncTimestamp < tracked_before)
         try:
             with self.engine.connect() as conn:
                 found: set[str] = set()
                 for chunk in chunks(entity_ids, MAX_IDS_PER_LOOKUP):
                     params = {"entity_type": entity, "entity_ids": list(chunk)}
-                    found.update(conn.execute(self._lookup, params).scalars())
+                    found.update(conn.execute(query, params).scalars())
                 return found
         except sa.exc.SQLAlchemyError as exc:
             raise TrackingUnavailable(f"cannot read {tracking_table.name}: {describe_db_error(exc)}") from exc
 
-    def record_delivered(self, entity: str, entity_ids: Sequence[str], call: ApiCall) -> None:
-        """Track an acknowledged batch and log its call, atomically."""
+    def record_delivered(self, entity: str, entity_ids: Sequence[str], call: ApiCall, refresh: bool = False) -> None:
+        """Track an acknowledged batch and log its call, atomically; `refresh` replaces existing rows."""
         now = utc_now()
         rows = [{"EntityType": entity, "EntityId": entity_id, "SyncTimestamp": now} for entity_id in entity_ids]
         try:
             with self.engine.begin() as conn:
+                if refresh:
+                    for chunk in chunks(entity_ids, MAX_IDS_PER_LOOKUP):
+                        conn.execute(
+                            sa.delete(tracking_table).where(
+                                tracking_table.c.EntityType == entity, tracking_table.c.EntityId.in_(list(chunk))
+                            )
+                        )
                 conn.execute(sa.insert(tracking_table), rows)
                 self._log_writer.write(conn, entity, call)
         except sa.exc.SQLAlchemyError as exc:

@@ -1,0 +1,73 @@
+"""Run config of the sync assets: dry runs and operator resends, refused without confirmation.
+
+The defaults are the nightly run. Launchpad / `dg launch --config` example for one asset:
+
+    ops:
+      actual_org:
+        config: {resend: ids, ids: ["3f2b…"], confirm: "resend actual_org"}
+"""
+
+import datetime as dt
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from sync_pipeline.engine.entity_ids import InvalidEntityId, canonical_entity_id
+from sync_pipeline.engine.selection import SEND_UNTRACKED, Selection
+from sync_pipeline.entities import EntitySpec
+
+
+class SyncRunConfig(dg.Config):
+    """What one run of a sync asset does; by default, send what is not tracked yet."""
+
+    dry_run: bool = Field(
+        default=False, description="Count and preview what would be sent; POST nothing, write nothing."
+    )
+    resend: Literal["none", "all", "ids", "tracked_before"] = Field(
+        default="none",
+        description="Send again regardless of tracking: every record, only `ids`, or records tracked "
+        "before `tracked_before`. Tracking rows of what is delivered are refreshed.",
+    )
+    ids: list[str] = Field(default_factory=list, description="EntityIds to resend, with resend: ids.")
+    tracked_before: str | None = Field(
+        default=None, description="ISO timestamp (UTC unless it has an offset), with resend: tracked_before."
+    )
+    confirm: str = Field(default="", description="Must be 'resend <asset name>' for a resend that is not a dry run.")
+
+
+def selection_from(config: SyncRunConfig, spec: EntitySpec, key_column: str) -> Selection:
+    """The records this run sends; raises `dg.Failure` (sending nothing) for an unconfirmed or bad resend."""
+    if config.resend == "none":
+        if config.ids or config.tracked_before:
+            raise dg.Failure(description="ids and tracked_before only apply with resend: ids / tracked_before")
+        return SEND_UNTRACKED
+    expected = f"resend {spec.asset_name}"
+    if not config.dry_run and config.confirm != expected:
+        raise dg.Failure(
+            description=f"resend: {config.resend} sends records again regardless of tracking; "
+            f"refused without confirm: '{expected}' (got {config.confirm!r})",
+            allow_retries=False,
+        )
+    if config.resend == "ids":
+        if not config.ids:
+            raise dg.Failure(description="resend: ids needs a non-empty ids list", allow_retries=False)
+        key_type = spec.field(key_column).type
+        try:
+            ids = frozenset(canonical_entity_id(value, key_type) for value in config.ids)
+        except InvalidEntityId as exc:
+            raise dg.Failure(description=f"ids: {exc}", allow_retries=False) from None
+        return Selection(resend="ids", ids=ids)
+    if config.resend == "tracked_before":
+        try:
+            when = dt.datetime.fromisoformat(str(config.tracked_before))
+        except ValueError:
+            raise dg.Failure(
+                description=f"tracked_before: {config.tracked_before!r} is not an ISO timestamp, "
+                "e.g. '2026-11-01T00:00:00'",
+                allow_retries=False,
+            ) from None
+        if when.tzinfo is not None:
+            when = when.astimezone(dt.UTC).replace(tzinfo=None)
+        return Selection(resend="tracked_before", tracked_before=when)
+    return Selection(resend="all")
