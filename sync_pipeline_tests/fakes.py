@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import decimal
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from sync_pipeline.engine.api import ApiResponse, ApiUnreachable
+from sync_pipeline.engine.api import ApiCallFailed, ApiResponse, ApiUnreachable
 from sync_pipeline.resources.api_client import SyncApiClient
 
 Record = dict[str, Any]
@@ -80,3 +83,105 @@ class RecordingApiClient(SyncApiClient):
     def accepted_ids(self, url: str) -> list[str]:
         """The `Id` of every accepted record at `url`, in the order received."""
         return [record["Id"] for record in self.accepted_records(url)]
+
+
+class TransportFault(dg.Config):
+    """No HTTP answer at all for `times` attempts from attempt `attempt_number` (1 = first) to one URL."""
+
+    url: str
+    attempt_number: int
+    times: int = 1
+    kind: Literal["timeout", "refused"] = "timeout"
+
+
+class FlakyApiClient(RecordingApiClient):
+    """The recording fake behind a flaky network: chosen attempts time out or are refused.
+
+    Such an attempt never reaches the API, so what the API received is still exactly what it
+    answered; `attempt_keys` shows every attempt's Idempotency-Key, answered or not.
+    """
+
+    transport_faults: list[TransportFault] = Field(default_factory=list)
+    _attempt_keys: dict[str, list[str]] = PrivateAttr(default_factory=dict)
+
+    def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
+        """Raise what the real client raises for a scripted attempt; otherwise answer as the recording fake."""
+        attempts = self._attempt_keys.setdefault(url, [])
+        attempts.append(idempotency_key)
+        number = len(attempts)
+        fault = next(
+            (
+                f
+                for f in self.transport_faults
+                if f.url == url and f.attempt_number <= number < f.attempt_number + f.times
+            ),
+            None,
+        )
+        if fault is None:
+            return super().post_batch(url, body, idempotency_key)
+        if fault.kind == "refused":
+            raise ApiUnreachable(f"ConnectionError: connection refused by {url}")
+        raise ApiCallFailed(f"ReadTimeout: {url} did not answer in time")
+
+    def attempt_keys(self, url: str) -> list[str]:
+        """The Idempotency-Key of every attempt at `url`, in order, whether it got an answer or not."""
+        return list(self._attempt_keys.get(url, []))
+
+
+class ValidatingApiClient(RecordingApiClient):
+    """The recording fake as a strict API: it refuses a whole batch that holds any of `refused_ids`.
+
+    The refusal names the offending Ids, as real validating APIs do. Every body is also kept decoded
+    with JSON numbers as exact `Decimal`s, so a test can check a value arrived without rounding.
+    """
+
+    refused_ids: list[str] = Field(default_factory=list)
+    refusal_status: int = 422
+    _exact_bodies: dict[str, list[Any]] = PrivateAttr(default_factory=dict)
+
+    def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
+        """Refuse a batch holding a refused Id with `refusal_status`; otherwise answer as the recording fake."""
+        self._exact_bodies.setdefault(url, []).append(json.loads(body.decode("utf-8"), parse_float=decimal.Decimal))
+        records = json.loads(body.decode("utf-8"))
+        offending = [
+            r["Id"]
+            for r in (records if isinstance(records, list) else [])
+            if isinstance(r, dict) and r.get("Id") in self.refused_ids
+        ]
+        if not offending:
+            return super().post_batch(url, body, idempotency_key)
+        calls = self._calls.setdefault(url, [])
+        calls.append(ReceivedCall(len(calls) + 1, records, self.refusal_status, idempotency_key))
+        errors = [{"Id": entity_id, "error": "fails validation"} for entity_id in offending]
+        return ApiResponse(self.refusal_status, json.dumps({"errors": errors}))
+
+    def exact_accepted_records(self, url: str) -> list[Record]:
+        """The accepted records at `url` as the JSON text had them, numbers as `Decimal`."""
+        return [
+            record
+            for call, exact in zip(self.calls(url), self._exact_bodies.get(url, []), strict=True)
+            if 200 <= call.status < 300
+            for record in exact
+        ]
+
+
+class InterceptingApiClient(RecordingApiClient):
+    """The recording fake with a test's hook run as each call arrives, before it is answered.
+
+    The hook can hold a call open while another run starts, or change the world mid-sync. Calls
+    from several threads are answered one at a time, as a real API would record them.
+    """
+
+    _hook: Callable[[str], None] | None = PrivateAttr(default=None)
+    _answering: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def on_each_call(self, hook: Callable[[str], None]) -> None:
+        """Run `hook(url)` at the start of every call from now on."""
+        self._hook = hook
+
+    def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
+        """Run the hook, then answer as the recording fake."""
+        if self._hook is not None:
+            self._hook(url)
+        with self._answering:
+            return super().post_batch(url, body, idempotency_key)

@@ -24,7 +24,7 @@ from sync_pipeline.engine.api import (
     BatchPoster,
     idempotency_key,
 )
-from sync_pipeline.engine.payload import PayloadError, Record, RecordBuilder, encode_batch
+from sync_pipeline.engine.payload import PayloadError, Record, RecordBuilder, encode_batch, explain_unencodable
 from sync_pipeline.engine.scheduler_log import ApiCall
 from sync_pipeline.engine.tracking import Rejection, TrackingStore
 
@@ -173,8 +173,8 @@ class BatchSender:
         for entity_id, record in zip(entity_ids, records, strict=True):
             try:
                 encode_batch([record])
-            except PayloadError as exc:
-                refused.append(Rejection(entity_id, None, f"not sent: {exc}"))
+            except PayloadError:
+                refused.append(Rejection(entity_id, None, f"not sent: {explain_unencodable(record)}"))
                 continue
             keep_ids.append(entity_id)
             keep.append(record)
@@ -211,6 +211,7 @@ class BatchSender:
             if (
                 not attempt.retryable
                 or attempt_number >= self._retry.max_attempts
+                or delay > self._retry.max_delay  # a longer Retry-After: this batch waits for the next run
                 or waited + delay > self._retry.max_total_wait
             ):
                 if attempt.unreachable:

@@ -104,3 +104,13 @@ def encode_batch(records: Sequence[Record]) -> bytes:
         return json.dumps(records, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
     except (ValueError, UnicodeEncodeError) as exc:  # NaN in a float, a lone surrogate in text
         raise PayloadError(f"not encodable as UTF-8 JSON: {exc}") from None
+
+
+def explain_unencodable(record: Record) -> str:
+    """Why one record cannot be encoded, naming the field (for the rejected-records table)."""
+    for name, value in record.items():
+        try:
+            encode_batch([value])
+        except PayloadError as exc:
+            return f"field {name}: {str(exc).removeprefix('not encodable as UTF-8 JSON: ')}"
+    return "not encodable as UTF-8 JSON"

@@ -66,7 +66,11 @@ class HttpSyncApiClient(SyncApiClient):
             self._session = self._new_session()
         try:
             response = self._session.post(
-                url, data=body, headers={"Idempotency-Key": idempotency_key}, timeout=self.timeout_seconds
+                url,
+                data=body,
+                headers={"Idempotency-Key": idempotency_key},
+                timeout=self.timeout_seconds,
+                allow_redirects=False,  # a redirect would carry the API key header to another server
             )
         except requests.ConnectionError as exc:  # includes ConnectTimeout
             if _is_mid_response(exc):

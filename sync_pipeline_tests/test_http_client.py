@@ -1,0 +1,255 @@
+"""The real HTTP client against the receiving API on 127.0.0.1: headers, Retry-After, and how a call can fail."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import logging
+import socket
+import time
+import traceback
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+
+from sync_pipeline.defs.sync_assets import delivery_policy, entity_plan
+from sync_pipeline.demo.receiver import Fault, ReceivingApi
+from sync_pipeline.engine.api import ApiCallFailed, ApiUnreachable, idempotency_key
+from sync_pipeline.engine.entity_sync import EntitySyncReport, sync_entity
+from sync_pipeline.engine.scheduler_log import SchedulerLogWriter
+from sync_pipeline.engine.tracking import TrackingStore
+from sync_pipeline.entities import ENTITIES_BY_NAME
+from sync_pipeline.resources.api_client import HttpSyncApiClient
+from sync_pipeline.settings import Settings, parse_settings
+
+from .conftest import SyncDatabases, entity_id, raw_default_settings
+
+API_KEY = "sk-live-7f3c9e1d-DO-NOT-LOG"
+KEY_HEADER = "X-Tamhr-Token"
+BODY = b'[{"Id":"0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9","Name":"Siti"}]'
+USERS = ENTITIES_BY_NAME["Users"]
+
+
+@pytest.fixture
+def receiver() -> Iterator[ReceivingApi]:
+    """The receiving API on a free port of 127.0.0.1, expecting the key in `KEY_HEADER`."""
+    with ReceivingApi(API_KEY, api_key_header=KEY_HEADER) as api:
+        yield api
+
+
+def client(timeout_seconds: float = 5.0, api_key_header: str = KEY_HEADER) -> HttpSyncApiClient:
+    """The real client, configured as the resource would be from the settings."""
+    return HttpSyncApiClient(api_key=API_KEY, api_key_header=api_key_header, timeout_seconds=timeout_seconds)
+
+
+def exception_text(exc: BaseException) -> str:
+    """Everything a log would show of an exception: message, repr and the whole formatted chain."""
+    return f"{exc}\n{exc!r}\n{''.join(traceback.format_exception(exc))}"
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_a_batch_is_posted_with_the_key_in_the_configured_header_and_its_idempotency_key(
+    receiver: ReceivingApi,
+) -> None:
+    response = client().post_batch(receiver.base_url + "users", BODY, "key-123")
+
+    assert (response.status_code, response.ok) == (200, True)
+    assert receiver.log.received("users") == 1
+    assert receiver.log.idempotency_keys["users"] == ["key-123"]
+
+
+def test_a_redirect_is_not_followed_so_the_key_never_reaches_another_server(receiver: ReceivingApi) -> None:
+    with ReceivingApi(API_KEY, api_key_header=KEY_HEADER) as elsewhere:
+        receiver.fail_calls("users", {1: Fault(307, {"Location": elsewhere.base_url + "users"})})
+
+        response = client().post_batch(receiver.base_url + "users", BODY, "key-123")
+
+        assert (response.status_code, response.ok) == (307, False)
+        assert elsewhere.log.calls("users") == []
+
+
+def test_the_key_sent_in_another_header_than_the_api_expects_is_refused_and_not_echoed(
+    receiver: ReceivingApi,
+) -> None:
+    response = client(api_key_header="X-API-Key").post_batch(receiver.base_url + "users", BODY, "key-123")
+
+    assert response.status_code == 401
+    assert KEY_HEADER in response.body_excerpt
+    assert API_KEY not in response.body_excerpt
+    assert receiver.log.received("users") == 0
+
+
+def test_a_429_with_retry_after_in_seconds_gives_those_seconds(receiver: ReceivingApi) -> None:
+    receiver.fail_calls("users", {1: Fault(429, {"Retry-After": "2"})})
+
+    response = client().post_batch(receiver.base_url + "users", BODY, "key-123")
+
+    assert (response.status_code, response.retry_after_seconds) == (429, 2)
+    assert "injected" in response.body_excerpt
+
+
+def test_a_retry_after_given_as_an_http_date_is_read_as_the_seconds_until_then(receiver: ReceivingApi) -> None:
+    in_two_minutes = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=120)
+    receiver.fail_calls("users", {1: Fault(503, {"Retry-After": email.utils.format_datetime(in_two_minutes, True)})})
+
+    response = client().post_batch(receiver.base_url + "users", BODY, "key-123")
+
+    assert response.status_code == 503
+    assert response.retry_after_seconds is not None and 100 <= response.retry_after_seconds <= 120
+
+
+def test_an_error_without_retry_after_has_none(receiver: ReceivingApi) -> None:
+    receiver.fail_calls("users", {1: 502})
+
+    response = client().post_batch(receiver.base_url + "users", BODY, "key-123")
+
+    assert (response.status_code, response.retry_after_seconds) == (502, None)
+
+
+def test_a_malformed_retry_after_is_ignored_rather_than_breaking_the_call(receiver: ReceivingApi) -> None:
+    # "²" is one latin-1 byte: a header can carry it, and str.isdigit() says it is a digit.
+    receiver.fail_calls("users", {1: Fault(429, {"Retry-After": "\u00b2"})})
+
+    response = client().post_batch(receiver.base_url + "users", BODY, "key-123")
+
+    assert (response.status_code, response.retry_after_seconds) == (429, None)
+
+
+def test_an_answer_that_hangs_past_the_timeout_is_a_failed_call_not_an_unreachable_api(
+    receiver: ReceivingApi,
+) -> None:
+    receiver.fail_calls("users", {1: Fault(action="hang", seconds=1.5)})
+    started = time.monotonic()
+
+    with pytest.raises(ApiCallFailed) as raised:
+        client(timeout_seconds=0.2).post_batch(receiver.base_url + "users", BODY, "key-123")
+
+    assert time.monotonic() - started < 1.2, "gave up at the timeout, not when the server finally answered"
+    assert not isinstance(raised.value, ApiUnreachable)
+    assert API_KEY not in exception_text(raised.value)
+
+
+def test_a_connection_reset_after_the_request_went_out_is_a_failed_call_not_an_unreachable_api(
+    receiver: ReceivingApi,
+) -> None:
+    receiver.fail_calls("users", {1: Fault(action="reset")})
+
+    with pytest.raises(ApiCallFailed) as raised:
+        client().post_batch(receiver.base_url + "users", BODY, "key-123")
+
+    assert not isinstance(raised.value, ApiUnreachable)
+    assert API_KEY not in exception_text(raised.value)
+
+
+def test_a_port_nobody_listens_on_is_an_unreachable_api() -> None:
+    with pytest.raises(ApiUnreachable) as raised:
+        client().post_batch(f"http://127.0.0.1:{closed_port()}/api/sync/users", BODY, "key-123")
+
+    assert "127.0.0.1" in str(raised.value)
+    assert API_KEY not in exception_text(raised.value)
+
+
+def test_the_session_survives_a_reset_and_the_next_call_goes_through(receiver: ReceivingApi) -> None:
+    api = client()
+    receiver.fail_calls("users", {1: Fault(action="reset")})
+    with pytest.raises(ApiCallFailed):
+        api.post_batch(receiver.base_url + "users", BODY, "key-1")
+
+    response = api.post_batch(receiver.base_url + "users", BODY, "key-2")
+
+    assert response.status_code == 200
+    assert receiver.log.idempotency_keys["users"] == ["key-1", "key-2"]
+
+
+class KeptRecords(logging.Handler):
+    """A log handler that keeps what it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the record."""
+        self.records.append(record)
+
+
+@pytest.mark.parametrize(("verify_tls", "warned"), [(False, True), (True, False)])
+def test_turning_off_tls_verification_is_warned_about_when_the_resource_is_set_up(
+    verify_tls: bool, warned: bool
+) -> None:
+    context = dg.build_init_resource_context()
+    kept = KeptRecords()
+    assert context.log is not None
+    context.log.addHandler(kept)
+    resource = HttpSyncApiClient(api_key=API_KEY, verify_tls=verify_tls)
+
+    resource.setup_for_execution(context)
+    resource.teardown_after_execution(context)
+
+    warnings = [r.getMessage() for r in kept.records if r.levelno == logging.WARNING]
+    assert any("verify_tls" in message and "NOT verified" in message for message in warnings) == warned
+    assert all(API_KEY not in r.getMessage() for r in kept.records)
+
+
+def receiver_settings(receiver: ReceivingApi) -> Settings:
+    """The packaged defaults pointed at the receiver, with batches of 3 and tiny backoff."""
+    raw = raw_default_settings()
+    raw["api"].update(base_url=receiver.base_url, api_key_header=KEY_HEADER, timeout_seconds=0.3)
+    raw["batch_size"] = 3
+    raw["retries"] = {"max_attempts": 3, "initial_delay_seconds": 0.01, "max_delay_seconds": 0.05}
+    return parse_settings(raw)
+
+
+def sync_users_over_http(databases: SyncDatabases, settings: Settings, waits: list[float]) -> EntitySyncReport:
+    """Sync Users through the real client, as the asset would, recording the waits instead of sleeping."""
+    api = HttpSyncApiClient(
+        api_key=API_KEY, api_key_header=settings.api.api_key_header, timeout_seconds=settings.api.timeout_seconds
+    )
+    return sync_entity(
+        entity_plan(USERS, settings),
+        databases.source_engine("Users"),
+        TrackingStore(databases.log, SchedulerLogWriter(settings.scheduler_log.columns())),
+        api,
+        logging.getLogger("sync_test"),
+        owner="test-run",
+        policy=delivery_policy(settings),
+        sleep=waits.append,
+    )
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(Fault(429, {"Retry-After": "2"}), id="429 Retry-After 2"),
+        pytest.param(Fault(503), id="503"),
+        pytest.param(Fault(action="hang", seconds=1.0), id="hang past the timeout"),
+        pytest.param(Fault(action="reset"), id="connection reset"),
+    ],
+)
+def test_a_sync_over_http_retries_a_failed_call_with_the_same_idempotency_key_and_delivers_each_record_once(
+    fault: Fault, receiver: ReceivingApi, databases: SyncDatabases, waits: list[float]
+) -> None:
+    settings = receiver_settings(receiver)
+    databases.insert_rows("Users", 3)
+    receiver.fail_calls("users", {1: fault})
+
+    report = sync_users_over_http(databases, settings, waits)
+
+    ids = sorted(str(entity_id(USERS, number)) for number in range(3))
+    assert (report.sent, report.retries, report.stopped_because) == (3, 1, None)
+    assert receiver.log.calls("users") == [3, 3]
+    assert receiver.log.idempotency_keys["users"] == [idempotency_key("Users", ids)] * 2
+    assert (receiver.log.received("users"), receiver.log.duplicates("users")) == (3, 0)
+    assert databases.tracked_ids("Users") == set(ids)
+    if fault.headers.get("Retry-After") == "2":
+        assert waits == [2.0], "the API's Retry-After was waited"
+    else:
+        assert len(waits) == 1 and 0 <= waits[0] <= 0.01, "the first backoff is at most initial_delay_seconds"
