@@ -9,6 +9,9 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from sync_pipeline.definitions import build_definitions
+from sync_pipeline.defs.resources import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
+from sync_pipeline.defs.schedules import JOB_NAME
 from sync_pipeline.defs.sync_assets import build_entity_assets
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.entities import TAMHR_ENTITIES
@@ -137,3 +140,21 @@ def test_a_resend_of_records_tracked_before_a_time_sends_only_those(
     assert receiver.log.calls(USERS_URL_PATH) == [4, 2]
     assert sorted(receiver.log.ids[USERS_URL_PATH]) == sorted(str(row["Id"]) for row in rows)
     assert receiver.log.duplicates(USERS_URL_PATH) == 0, "the four tracked today were not sent again"
+
+
+def test_the_job_takes_one_dry_run_switch_for_every_entity(
+    databases: SyncDatabases, live_settings: Settings, receiver: ReceivingApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for spec in TAMHR_ENTITIES:
+        databases.insert_rows(spec.name, 3)
+    for key, env_var in DATABASE_URL_ENV_VARS.items():
+        monkeypatch.setenv(env_var, databases.urls[key])
+    monkeypatch.setenv(API_KEY_ENV_VAR, API_KEY)
+    job = build_definitions(live_settings).resolve_job_def(JOB_NAME)
+
+    result = job.execute_in_process(run_config={"dry_run": True}, instance=dg.DagsterInstance.ephemeral())
+
+    assert result.success
+    assert [metadata_of(result, s.asset_name)["would_send"] for s in TAMHR_ENTITIES] == [3] * 5
+    assert sum(len(sizes) for sizes in receiver.log.call_sizes.values()) == 0
+    assert databases.tracking_rows() == []
