@@ -204,7 +204,7 @@ def receiver_settings(receiver: ReceivingApi) -> Settings:
     raw = raw_default_settings()
     raw["api"].update(base_url=receiver.base_url, api_key_header=KEY_HEADER, timeout_seconds=0.3)
     raw["batch_size"] = 3
-    raw["retries"] = {"max_attempts": 3, "initial_delay_seconds": 0.01, "max_delay_seconds": 0.05}
+    raw["retries"] = {"max_attempts": 3, "initial_delay_seconds": 0.01, "max_delay_seconds": 3}
     return parse_settings(raw)
 
 

@@ -39,7 +39,23 @@ class Selection:
             assert self.tracked_before is not None
             before = self.tracked_before
             return lambda ids: set(ids) - tracking.tracked_among(entity, ids, tracked_before=before)
-        return lambda ids: tracking.tracked_among(entity, ids)
+        return _unless_nothing_tracked(entity, tracking)
+
+
+def _unless_nothing_tracked(entity: str, tracking: TrackingStore) -> Callable[[Sequence[str]], set[str]]:
+    """Look pages up only if the entity had anything tracked when its first page came.
+
+    The first page is read under the entity's lock, so no other run can track anything of this
+    entity afterwards: a first sync (or a full resync of an emptied table) costs no lookups.
+    """
+    anything_tracked: list[bool] = []
+
+    def already_sent(ids: Sequence[str]) -> set[str]:
+        if not anything_tracked:
+            anything_tracked.append(tracking.tracks_any(entity))
+        return tracking.tracked_among(entity, ids) if anything_tracked[0] else set()
+
+    return already_sent
 
 
 SEND_UNTRACKED = Selection()

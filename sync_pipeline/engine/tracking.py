@@ -15,10 +15,8 @@ import sqlalchemy as sa
 
 from sync_pipeline.engine.db_errors import describe_db_error
 from sync_pipeline.engine.scheduler_log import ApiCall, SchedulerLogWriter
+from sync_pipeline.engine.tracking_sql import MAX_IDS_PER_LOOKUP, id_lookup, insert_tracking_rows
 from sync_pipeline.tables import rejected_table, tracking_table
-
-MAX_IDS_PER_LOOKUP = 2000
-"""IDs in one `IN (...)`: with EntityType that is 2001 parameters, under SQL Server's 2100."""
 
 
 class TrackingUnavailable(Exception):
@@ -64,11 +62,16 @@ class TrackingStore:
     def __init__(self, engine: sa.Engine, log_writer: SchedulerLogWriter) -> None:
         self.engine = engine
         self._log_writer = log_writer
-        self._lookup = (
-            sa.select(tracking_table.c.EntityId)
-            .where(tracking_table.c.EntityType == sa.bindparam("entity_type"))
-            .where(tracking_table.c.EntityId.in_(sa.bindparam("entity_ids", expanding=True)))
-        )
+        self._lookup, self._ids_per_lookup = id_lookup(engine.dialect.name)
+
+    def tracks_any(self, entity: str) -> bool:
+        """Whether anything of `entity` is tracked at all (if not, no page needs a lookup)."""
+        query = sa.select(tracking_table.c.Id).where(tracking_table.c.EntityType == entity).limit(1)
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(query).first() is not None
+        except sa.exc.SQLAlchemyError as exc:
+            raise TrackingUnavailable(f"cannot read {tracking_table.name}: {describe_db_error(exc)}") from exc
 
     def tracked_among(
         self, entity: str, entity_ids: Sequence[str], tracked_before: dt.datetime | None = None
@@ -80,7 +83,7 @@ class TrackingStore:
         try:
             with self.engine.connect() as conn:
                 found: set[str] = set()
-                for chunk in chunks(entity_ids, MAX_IDS_PER_LOOKUP):
+                for chunk in chunks(entity_ids, self._ids_per_lookup):
                     params = {"entity_type": entity, "entity_ids": list(chunk)}
                     found.update(conn.execute(query, params).scalars())
                 return found
@@ -100,7 +103,7 @@ class TrackingStore:
                                 tracking_table.c.EntityType == entity, tracking_table.c.EntityId.in_(list(chunk))
                             )
                         )
-                conn.execute(sa.insert(tracking_table), rows)
+                insert_tracking_rows(conn, rows)
                 self._log_writer.write(conn, entity, call)
         except sa.exc.SQLAlchemyError as exc:
             raise DeliveredButUntracked(

@@ -92,8 +92,8 @@ def fault_settings(receiver: ReceivingApi, **overrides: Any) -> Settings:
     """Demo settings pointed at the receiver, with short timeouts and quick retries."""
     raw = yaml.safe_load(DEFAULT_SETTINGS_PATH.read_text())
     raw["api"].update(base_url=receiver.base_url, timeout_seconds=1)
-    raw["retries"] = {"max_attempts": 4, "initial_delay_seconds": 0.01, "max_delay_seconds": 0.1}
-    raw["locking"] = {"lease_seconds": 2, "wait_seconds": 15}
+    raw["retries"] = {"max_attempts": 4, "initial_delay_seconds": 0.01, "max_delay_seconds": 2}
+    raw["locking"] = {"lease_seconds": 4, "wait_seconds": 15}
     for key, value in overrides.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
     return parse_settings(raw)

@@ -110,5 +110,6 @@ def test_a_source_database_lost_mid_stream_fails_that_entity_and_the_others_run(
         "org_object",
         "events_calendar",
     ]
-    assert receiver.log.received("users") == BATCH
+    # The next page may already have been read while batch 1 was posted; the one after is not.
+    assert BATCH <= receiver.log.received("users") < ROWS
     assert receiver.log.received("organization-objects") == 50

@@ -1,0 +1,46 @@
+"""The fastest safe SQL for the two tracking statements that run once per page and once per batch.
+
+Looking up a page's IDs: PostgreSQL takes them as one array parameter (`= ANY(:ids)`); every other
+dialect gets `IN (...)` lists of at most 2,000 IDs, which with EntityType stays under SQL Server's
+2,100 parameters. Writing a batch's rows: PostgreSQL (psycopg) streams them with COPY inside the
+caller's transaction; SQL Server's engines use pyodbc `fast_executemany`; MariaDB's and SQLite's
+drivers batch an executemany themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from sync_pipeline.tables import tracking_table
+
+MAX_IDS_PER_LOOKUP = 2000
+"""IDs in one `IN (...)`: with EntityType that is 2001 parameters, under SQL Server's 2100."""
+IDS_PER_ARRAY = 100_000
+"""IDs in one PostgreSQL array parameter: a whole page, whatever the batch size."""
+
+_COLUMNS = ("EntityType", "EntityId", "SyncTimestamp")
+
+
+def id_lookup(dialect_name: str) -> tuple[sa.Select[Any], int]:
+    """The lookup of tracked IDs for this dialect (binds entity_type, entity_ids) and its chunk size."""
+    query = sa.select(tracking_table.c.EntityId).where(tracking_table.c.EntityType == sa.bindparam("entity_type"))
+    if dialect_name == "postgresql":
+        ids = sa.bindparam("entity_ids", type_=postgresql.ARRAY(sa.Unicode()))
+        return query.where(tracking_table.c.EntityId == sa.any_(ids)), IDS_PER_ARRAY
+    return query.where(tracking_table.c.EntityId.in_(sa.bindparam("entity_ids", expanding=True))), MAX_IDS_PER_LOOKUP
+
+
+def insert_tracking_rows(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert tracking rows on `conn`, inside the transaction the caller holds."""
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        quote = conn.dialect.identifier_preparer.quote
+        copy_sql = f"COPY {quote(tracking_table.name)} ({', '.join(quote(c) for c in _COLUMNS)}) FROM STDIN"
+        with conn.connection.driver_connection.cursor() as cursor, cursor.copy(copy_sql) as copy:  # type: ignore[union-attr]
+            for row in rows:
+                copy.write_row([row[column] for column in _COLUMNS])
+        return
+    conn.execute(sa.insert(tracking_table), list(rows))
