@@ -1,8 +1,9 @@
-"""`sync-pipeline`: the demo, the local receiver, and the Log tables' DDL."""
+"""`sync-pipeline`: the demo, the local receiver, the Log tables' DDL, and the sync log viewer."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import shlex
 import subprocess
@@ -59,6 +60,80 @@ def _ddl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timestamp(value: str) -> dt.datetime:
+    """An ISO 8601 timestamp; with an offset it is converted, without one it is read as UTC."""
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 timestamp: {value!r} (e.g. 2024-01-31T08:00)") from None
+    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def _logs(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from sync_pipeline.defs.sync_assets import entity_plan
+    from sync_pipeline.engine.db_errors import describe_db_error
+    from sync_pipeline.entities import ENTITIES_BY_NAME
+    from sync_pipeline.settings import SettingsError, load_settings
+    from sync_pipeline.sync_log import (
+        PENDING,
+        LogQuery,
+        LogViewerError,
+        environment_engines,
+        log_frame,
+        log_rows,
+        needed_databases,
+        pending_counts,
+        pending_frame,
+        referenced_entities,
+        render,
+    )
+
+    entities = referenced_entities(args.entity or [])
+    pending = args.status == PENDING
+    try:
+        if pending and (args.since or args.until):
+            raise LogViewerError("--since/--until do not apply to Pending: it counts what the sources hold now")
+        with environment_engines(needed_databases(entities, pending)) as engines:
+            if pending:
+                settings = load_settings()
+                plans = [entity_plan(ENTITIES_BY_NAME[name], settings) for name in entities]
+                frame = pending_frame(pending_counts(plans, engines, settings.scheduler_log.columns()))
+            else:
+                query = LogQuery(entities, [args.status] if args.status else [], args.since, args.until, args.limit)
+                frame = log_frame(log_rows(engines["log_db"], query))
+    except (LogViewerError, SettingsError) as exc:
+        sys.stderr.write(f"sync-pipeline logs: {exc}\n")
+        return 2
+    except sa.exc.SQLAlchemyError as exc:
+        sys.stderr.write(f"sync-pipeline logs: cannot read the Log database: {describe_db_error(exc)}\n")
+        return 1
+    sys.stdout.write(render(frame, args.format))
+    return 0
+
+
+def _add_logs_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from sync_pipeline.entities import ENTITIES_BY_NAME
+    from sync_pipeline.sync_log import DEFAULT_LIMIT, FORMATS, STATUSES
+
+    logs = commands.add_parser(
+        "logs",
+        help="list this job's SchedulerLog rows (newest first), or count records still pending per entity",
+        description="Databases come from SYNC_LOG_DB_URL (and SYNC_DEFAULT_DB_URL / SYNC_ESS_DB_URL for Pending), "
+        "settings from SYNC_PIPELINE_SETTINGS. Timestamps are UTC.",
+    )
+    logs.add_argument("--entity", action="append", choices=list(ENTITIES_BY_NAME), help="repeatable; default all")
+    logs.add_argument(
+        "--status", choices=STATUSES, help="Success or Failure rows, or Pending: untracked records per entity"
+    )
+    logs.add_argument("--since", type=_timestamp, help="ISO 8601, inclusive; without an offset it is UTC")
+    logs.add_argument("--until", type=_timestamp, help="ISO 8601, exclusive; without an offset it is UTC")
+    logs.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help=f"most rows listed (default {DEFAULT_LIMIT})")
+    logs.add_argument("--format", choices=FORMATS, default="table", help="default table")
+    logs.set_defaults(handler=_logs)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sync-pipeline` command."""
     parser = argparse.ArgumentParser(prog="sync-pipeline", description=__doc__)
@@ -76,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ddl = commands.add_parser("ddl", help="print the Log tables' DDL for a dialect")
     ddl.add_argument("dialect", choices=DIALECTS)
     ddl.set_defaults(handler=_ddl)
+    _add_logs_command(commands)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from sync_pipeline.defs.alerts import build_alert_sensor, build_alert_webhook
 from sync_pipeline.defs.resources import build_resources
 from sync_pipeline.defs.schedules import build_schedule, sync_job
 from sync_pipeline.defs.sync_assets import build_entity_assets
@@ -12,12 +13,13 @@ from sync_pipeline.settings import Settings, load_settings
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    """Assets, job, schedule and resources for one settings file."""
+    """Assets, job, schedule, alert sensor and resources for one settings file."""
     return dg.Definitions(
         assets=build_entity_assets(TAMHR_ENTITIES, settings),
         jobs=[sync_job],
         schedules=[build_schedule(settings.schedule)],
-        resources=build_resources(settings),
+        sensors=[build_alert_sensor(settings.alerts)],
+        resources={**build_resources(settings), "alert_webhook": build_alert_webhook()},
     )
 
 

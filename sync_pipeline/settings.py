@@ -129,6 +129,22 @@ class LockSettings(_Strict):
     wait_seconds: Annotated[float, Field(ge=0, le=86_400)] = 0.0
 
 
+class AlertSettings(_Strict):
+    """When the alert sensor speaks up, and where its run links point (the `alerts:` settings)."""
+
+    consecutive_failures: Annotated[int, Field(ge=1, le=100)] = 3
+    failed_call_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    failed_call_window_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 60
+    max_run_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] = 30
+    ui_base_url: str = "http://127.0.0.1:3000"
+
+    _ui_base_url = field_validator("ui_base_url")(check_http_url)
+
+    def run_url(self, run_id: str) -> str:
+        """The Dagster UI page of a run."""
+        return f"{self.ui_base_url.rstrip('/')}/runs/{run_id}"
+
+
 class EntitySettings(_Strict):
     """Where one entity lives in this deployment and where it is sent."""
 
@@ -165,6 +181,7 @@ class Settings(_Strict):
     retries: RetrySettings = RetrySettings()
     rejections: RejectionSettings = RejectionSettings()
     locking: LockSettings = LockSettings()
+    alerts: AlertSettings = AlertSettings()
     entities: dict[str, EntitySettings]
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import dagster as dg
@@ -34,6 +35,9 @@ METADATA_KEYS = {
     "records_per_second",
     "duration_seconds",
     "dagster/row_count",
+    "rejected_records",
+    "call_success_rate",
+    "last_success_utc",
 }
 
 
@@ -149,9 +153,8 @@ def test_materializing_the_group_syncs_every_entity_and_reports_it(seeded: SyncD
     assert list(metadata) == ASSET_CHAIN
     for name in ASSET_CHAIN:
         assert set(metadata[name]) == METADATA_KEYS
-        figures = {
-            key: value for key, value in metadata[name].items() if key not in ("duration_seconds", "records_per_second")
-        }
+        varying = ("duration_seconds", "records_per_second", "last_success_utc")
+        figures = {key: value for key, value in metadata[name].items() if key not in varying}
         assert figures == {
             "rows_found": 5,
             "already_tracked": 0,
@@ -164,8 +167,11 @@ def test_materializing_the_group_syncs_every_entity_and_reports_it(seeded: SyncD
             "api_calls": 2,
             "retries": 0,
             "dagster/row_count": 5,
+            "rejected_records": 0,
+            "call_success_rate": 1.0,
         }
         assert metadata[name]["duration_seconds"] >= 0
+        assert metadata[name]["last_success_utc"].startswith(str(dt.datetime.now(dt.UTC).year))
     assert check_outcomes(result) == {name: (True, dg.AssetCheckSeverity.ERROR) for name in ASSET_CHAIN}
     for spec in TAMHR_ENTITIES:
         assert len(seeded.tracked_ids(spec.name)) == 5

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Sequence
 
 import dagster as dg
+import sqlalchemy as sa
 
 from sync_pipeline.defs.run_config import SyncRunConfig, selection_from
 from sync_pipeline.engine.delivery import RetryPolicy
@@ -18,6 +19,7 @@ from sync_pipeline.entities import EntitySpec
 from sync_pipeline.resources.api_client import SyncApiClient
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import Settings
+from sync_pipeline.sync_log import entity_summary
 from sync_pipeline.tables import source_table
 
 GROUP = "tamhr_sync"
@@ -77,6 +79,20 @@ def report_metadata(report: EntitySyncReport) -> dict[str, dg.MetadataValue]:
     return metadata
 
 
+def history_metadata(log_db: SyncDatabase, entity: str) -> dict[str, dg.MetadataValue]:
+    """Success rate of calls, last success and rejected records so far; nothing if the Log database is down."""
+    try:
+        summary = entity_summary(log_db.get_engine(), entity)
+    except sa.exc.SQLAlchemyError:
+        return {}
+    metadata: dict[str, dg.MetadataValue] = {"rejected_records": dg.MetadataValue.int(summary["rejected_records"])}
+    if summary["call_success_rate"] is not None:
+        metadata["call_success_rate"] = dg.MetadataValue.float(summary["call_success_rate"])
+    if summary["last_success_utc"]:
+        metadata["last_success_utc"] = dg.MetadataValue.text(summary["last_success_utc"])
+    return metadata
+
+
 def dry_run_result(report: EntitySyncReport) -> dg.MaterializeResult:
     """A dry run's counts and first payload, tagged so it is never mistaken for a real sync."""
     assert report.preview is not None
@@ -100,7 +116,9 @@ def dry_run_result(report: EntitySyncReport) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=metadata, check_results=[check], tags={"sync_pipeline/dry_run": "true"})
 
 
-def report_result(report: EntitySyncReport, asset_key: dg.AssetKey) -> dg.MaterializeResult:
+def report_result(
+    report: EntitySyncReport, asset_key: dg.AssetKey, history: dict[str, dg.MetadataValue] | None = None
+) -> dg.MaterializeResult:
     """The materialization plus a non-blocking ERROR check, so later entities still run."""
     if report.preview is not None:
         return dry_run_result(report)
@@ -119,7 +137,7 @@ def report_result(report: EntitySyncReport, asset_key: dg.AssetKey) -> dg.Materi
         },
         description=None if report.succeeded else problem,
     )
-    return dg.MaterializeResult(metadata=report_metadata(report), check_results=[check])
+    return dg.MaterializeResult(metadata={**report_metadata(report), **(history or {})}, check_results=[check])
 
 
 def build_entity_asset(spec: EntitySpec, settings: Settings, upstream: dg.AssetKey | None) -> dg.AssetsDefinition:
@@ -164,7 +182,8 @@ def build_entity_asset(spec: EntitySpec, settings: Settings, upstream: dg.AssetK
             f"{spec.name}: found {report.rows_found}, skipped {report.already_tracked} as already sent, "
             f"{outcome}, {report.duration_seconds:.1f}s"
         )
-        return report_result(report, context.asset_key)
+        history = {} if report.preview else history_metadata(log_db, spec.name)
+        return report_result(report, context.asset_key, history)
 
     return sync_asset
 
