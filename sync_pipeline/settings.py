@@ -186,11 +186,14 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _lease_outlives_one_attempt(self) -> Settings:
-        needed = self.api.timeout_seconds + self.retries.max_delay_seconds
+        # The lease is extended before a call once a quarter of it has passed, so three quarters
+        # of it must cover one call and one wait.
+        needed = (self.api.timeout_seconds + self.retries.max_delay_seconds) * 4 / 3
         if self.locking.lease_seconds <= needed:
             raise ValueError(
-                f"locking.lease_seconds: must exceed api.timeout_seconds + retries.max_delay_seconds ({needed:g}), "
-                f"or another run could take the lock while this one waits (got {self.locking.lease_seconds:g})"
+                f"locking.lease_seconds: must exceed 4/3 x (api.timeout_seconds + retries.max_delay_seconds) "
+                f"= {needed:g}, or another run could take the lock while this one waits "
+                f"(got {self.locking.lease_seconds:g})"
             )
         return self
 

@@ -214,15 +214,17 @@ def test_a_sync_whose_lease_is_taken_mid_run_stops_before_sending_anything_more(
     url = settings.endpoint_url("Users")
     api = InterceptingApiClient()
     taken: list[EntityLock] = []
+    short_lease = settings.model_copy(update={"locking": LockSettings(lease_seconds=0.4)})
 
     def take_over_during_the_first_call(called_url: str) -> None:
         if not taken:  # the run stalls past its lease during its first call, and another run takes over
             expire_lease(databases, "Users")
             taken.append(users_lock(databases, "run-b").__enter__())
+            time.sleep(0.15)  # past a quarter of the lease: run-a extends (and so checks) it before its next call
 
     api.on_each_call(take_over_during_the_first_call)
 
-    report = sync_users_as("run-a", databases, settings, api)
+    report = sync_users_as("run-a", databases, short_lease, api)
 
     assert report.stopped_because is not None and "run-b" in report.stopped_because
     assert api.call_sizes(url) == [3]
@@ -313,8 +315,10 @@ def lock_and_timing(lease: float, timeout: float, max_delay: float) -> dict[str,
     return raw
 
 
-@pytest.mark.parametrize("lease", [90.0, 60.0, 1.0], ids=["equal", "below", "far below"])
-def test_a_lease_not_above_the_timeout_plus_the_longest_backoff_is_refused_naming_the_setting(lease: float) -> None:
+@pytest.mark.parametrize("lease", [120.0, 90.0, 1.0], ids=["equal", "below", "far below"])
+def test_a_lease_not_above_four_thirds_of_the_timeout_plus_the_longest_backoff_is_refused_naming_the_setting(
+    lease: float,
+) -> None:
     with pytest.raises(SettingsError) as raised:
         parse_settings(lock_and_timing(lease, timeout=30.0, max_delay=60.0), source="tamhr.yaml")
 
@@ -324,10 +328,11 @@ def test_a_lease_not_above_the_timeout_plus_the_longest_backoff_is_refused_namin
     assert f"got {lease:g}" in message
 
 
-def test_a_lease_above_the_timeout_plus_the_longest_backoff_is_accepted() -> None:
-    settings = parse_settings(lock_and_timing(90.5, timeout=30.0, max_delay=60.0))
+def test_a_lease_above_four_thirds_of_the_timeout_plus_the_longest_backoff_is_accepted() -> None:
+    """The lease is extended once a quarter of it has passed, so three quarters must cover a call and a wait."""
+    settings = parse_settings(lock_and_timing(120.5, timeout=30.0, max_delay=60.0))
 
-    assert settings.locking.lease_seconds == 90.5
+    assert settings.locking.lease_seconds == 120.5
 
 
 @pytest.mark.parametrize(("name", "value"), [("lease_seconds", 0.0), ("wait_seconds", -1.0)])

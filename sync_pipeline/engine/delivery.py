@@ -117,7 +117,7 @@ class BatchSender:
         refused: list[Rejection] = []
         for entity_id, row in zip(entity_ids, rows, strict=True):
             try:
-                good_records.append(self._records.build(row))
+                good_records.append(self._records.build(row, entity_id))
                 good_ids.append(entity_id)
             except PayloadError as exc:
                 refused.append(Rejection(entity_id, None, f"not sent: {exc}"))

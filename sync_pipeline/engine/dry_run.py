@@ -30,7 +30,7 @@ def preview(batches: Iterable[Batch], records: RecordBuilder) -> DryRunPreview:
         built = []
         for entity_id, row in zip(batch.entity_ids, batch.rows, strict=True):
             try:
-                built.append(records.build(row))
+                built.append(records.build(row, entity_id))
             except PayloadError as exc:
                 result.would_refuse += 1
                 if len(result.refusals) < PREVIEW_RECORDS:

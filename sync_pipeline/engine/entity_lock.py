@@ -46,6 +46,8 @@ class EntityLock:
         self._entity = entity
         self._owner = owner[:200]
         self._lease = dt.timedelta(seconds=lease_seconds)
+        self._refresh_every = lease_seconds / 4
+        self._refreshed_at = 0.0
         self._wait_seconds = wait_seconds
         self._sleep = sleep
         self._mine = (lock_table.c.EntityType == entity) & (lock_table.c.Owner == self._owner)
@@ -56,6 +58,7 @@ class EntityLock:
             if time.monotonic() >= deadline:
                 raise EntityLocked(f"{self._entity} is being synced by another run: {self._holder()}")
             self._sleep(POLL_SECONDS)
+        self._refreshed_at = time.monotonic()
         return self
 
     def __exit__(
@@ -66,6 +69,12 @@ class EntityLock:
                 conn.execute(sa.delete(lock_table).where(self._mine))
         except sa.exc.SQLAlchemyError:
             pass  # the lease expires on its own; the sync's own outcome is what matters here
+
+    def refresh_if_due(self) -> None:
+        """Extend the lease once a quarter of it has passed: called before every API call, it costs
+        a round trip only a few times per lease, yet the lease never runs out while calls go on."""
+        if time.monotonic() - self._refreshed_at >= self._refresh_every:
+            self.refresh()
 
     def refresh(self) -> None:
         """Extend the lease; raises `LockLost` if another run took it meanwhile."""
@@ -78,6 +87,7 @@ class EntityLock:
             raise TrackingUnavailable(f"cannot extend the lock of {self._entity}: {describe_db_error(exc)}") from exc
         if updated.rowcount != 1:
             raise LockLost(f"the lock of {self._entity} expired and was taken by another run: {self._holder()}")
+        self._refreshed_at = time.monotonic()
 
     def _try_acquire(self) -> bool:
         now = utc_now()

@@ -126,13 +126,13 @@ def sync_entity(
     sender = BatchSender(
         entity,
         plan.endpoint_url,
-        RecordBuilder(plan.spec),
+        RecordBuilder(plan.spec, plan.key_column),
         api,
         tracking,
         policy.retry,
         policy.max_split_depth,
         log,
-        before_each_attempt=lock.refresh,
+        before_each_attempt=lock.refresh_if_due,
         refresh_tracking=selection.refreshes_tracking,
         sleep=sleep,
     )
@@ -146,7 +146,7 @@ def sync_entity(
     )
     try:
         if dry_run:
-            report.preview = preview(batches, RecordBuilder(plan.spec))
+            report.preview = preview(batches, RecordBuilder(plan.spec, plan.key_column))
         else:
             with lock, ThreadPoolExecutor(policy.max_in_flight, thread_name_prefix=f"send-{entity}") as senders:
                 send_in_flight(batches, sender, senders, policy.max_in_flight)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import orjson
 
 from sync_pipeline.engine.entity_ids import canonical_guid
 from sync_pipeline.entities import EntitySpec, Field, FieldType
@@ -76,16 +77,34 @@ _CONVERTERS: dict[FieldType, Converter] = {
 }
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 class RecordBuilder:
     """Turns a source row (values in `spec.fields` order) into the model's JSON object."""
 
-    def __init__(self, spec: EntitySpec) -> None:
+    def __init__(self, spec: EntitySpec, key_column: str | None = None) -> None:
         self._fields: list[tuple[Field, Converter]] = [(field, _CONVERTERS[field.type]) for field in spec.fields]
+        names = [field.name for field in spec.fields]
+        self._key_position = names.index(key_column) if key_column else None
+        self._fields_with_known_key = [
+            (field, _same if position == self._key_position else convert)
+            for position, (field, convert) in enumerate(self._fields)
+        ]
 
-    def build(self, row: Sequence[Any]) -> Record:
-        """The JSON-ready record; raises `PayloadError` naming the field that cannot be sent."""
+    def build(self, row: Sequence[Any], entity_id: str | None = None) -> Record:
+        """The JSON-ready record; raises `PayloadError` naming the field that cannot be sent.
+
+        Given the row's canonical `entity_id` (batching already made it), the key is not converted twice.
+        """
+        fields = self._fields
+        if entity_id is not None and self._key_position is not None:
+            row = [*row]
+            row[self._key_position] = entity_id
+            fields = self._fields_with_known_key
         record: Record = {}
-        for (field, convert), value in zip(self._fields, row, strict=True):
+        for (field, convert), value in zip(fields, row, strict=True):
             if value is None:
                 if not field.nullable:
                     raise PayloadError(f"field {field.name}: is required but NULL")
@@ -98,11 +117,14 @@ class RecordBuilder:
         return record
 
 
-def encode_batch(records: Sequence[Record]) -> bytes:
-    """The request body: a compact UTF-8 JSON array; raises `PayloadError` if it cannot be encoded."""
+def encode_batch(records: Sequence[Record] | Sequence[Any]) -> bytes:
+    """The request body: a compact UTF-8 JSON array; raises `PayloadError` if it cannot be encoded.
+
+    orjson writes NaN as null, so non-finite numbers are refused earlier, by the converters.
+    """
     try:
-        return json.dumps(records, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    except (ValueError, UnicodeEncodeError) as exc:  # NaN in a float, a lone surrogate in text
+        return orjson.dumps(records)
+    except (TypeError, ValueError) as exc:  # a lone surrogate in text, an integer beyond 64 bits
         raise PayloadError(f"not encodable as UTF-8 JSON: {exc}") from None
 
 

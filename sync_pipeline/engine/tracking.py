@@ -92,8 +92,6 @@ class TrackingStore:
 
     def record_delivered(self, entity: str, entity_ids: Sequence[str], call: ApiCall, refresh: bool = False) -> None:
         """Track an acknowledged batch and log its call, atomically; `refresh` replaces existing rows."""
-        now = utc_now()
-        rows = [{"EntityType": entity, "EntityId": entity_id, "SyncTimestamp": now} for entity_id in entity_ids]
         try:
             with self.engine.begin() as conn:
                 if refresh:
@@ -103,13 +101,13 @@ class TrackingStore:
                                 tracking_table.c.EntityType == entity, tracking_table.c.EntityId.in_(list(chunk))
                             )
                         )
-                insert_tracking_rows(conn, rows)
+                insert_tracking_rows(conn, entity, entity_ids, utc_now())
                 self._log_writer.write(conn, entity, call)
         except sa.exc.SQLAlchemyError as exc:
             raise DeliveredButUntracked(
-                f"{len(rows)} records were delivered but could not be tracked (they will be resent "
+                f"{len(entity_ids)} records were delivered but could not be tracked (they will be resent "
                 f"with the same Idempotency-Key): {describe_db_error(exc)}",
-                len(rows),
+                len(entity_ids),
             ) from exc
 
     def record_failed(self, entity: str, call: ApiCall) -> None:

@@ -1,14 +1,16 @@
 """The fastest safe SQL for the two tracking statements that run once per page and once per batch.
 
-Looking up a page's IDs: PostgreSQL takes them as one array parameter (`= ANY(:ids)`); every other
-dialect gets `IN (...)` lists of at most 2,000 IDs, which with EntityType stays under SQL Server's
-2,100 parameters. Writing a batch's rows: PostgreSQL (psycopg) streams them with COPY inside the
-caller's transaction; SQL Server's engines use pyodbc `fast_executemany`; MariaDB's and SQLite's
-drivers batch an executemany themselves.
+Looking up a page's IDs: PostgreSQL takes them as one array parameter, joined as `unnest(:ids)` (an
+`= ANY(:ids)` is planned as a sequential scan once the table is large); every other dialect gets
+`IN (...)` lists of at most 2,000 IDs, which with EntityType stays under SQL Server's 2,100
+parameters. Writing a batch's rows: PostgreSQL (psycopg) streams them with COPY, as one text block,
+inside the caller's transaction; SQL Server's engines use pyodbc `fast_executemany`; MariaDB's and
+SQLite's drivers batch an executemany themselves.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +25,7 @@ IDS_PER_ARRAY = 100_000
 """IDs in one PostgreSQL array parameter: a whole page, whatever the batch size."""
 
 _COLUMNS = ("EntityType", "EntityId", "SyncTimestamp")
+_COPY_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def id_lookup(dialect_name: str) -> tuple[sa.Select[Any], int]:
@@ -30,17 +33,21 @@ def id_lookup(dialect_name: str) -> tuple[sa.Select[Any], int]:
     query = sa.select(tracking_table.c.EntityId).where(tracking_table.c.EntityType == sa.bindparam("entity_type"))
     if dialect_name == "postgresql":
         ids = sa.bindparam("entity_ids", type_=postgresql.ARRAY(sa.Unicode()))
-        return query.where(tracking_table.c.EntityId == sa.any_(ids)), IDS_PER_ARRAY
+        page = sa.func.unnest(ids).table_valued("id").render_derived(name="page")
+        return query.join(page, tracking_table.c.EntityId == page.c.id), IDS_PER_ARRAY
     return query.where(tracking_table.c.EntityId.in_(sa.bindparam("entity_ids", expanding=True))), MAX_IDS_PER_LOOKUP
 
 
-def insert_tracking_rows(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert tracking rows on `conn`, inside the transaction the caller holds."""
+def insert_tracking_rows(conn: sa.Connection, entity: str, entity_ids: Sequence[str], now: dt.datetime) -> None:
+    """Track `entity_ids` of `entity` at `now` on `conn`, inside the transaction the caller holds."""
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         quote = conn.dialect.identifier_preparer.quote
         copy_sql = f"COPY {quote(tracking_table.name)} ({', '.join(quote(c) for c in _COLUMNS)}) FROM STDIN"
+        prefix = f"{entity.translate(_COPY_TEXT_ESCAPES)}\t"
+        suffix = f"\t{now.isoformat()}\n"
+        block = "".join(prefix + entity_id.translate(_COPY_TEXT_ESCAPES) + suffix for entity_id in entity_ids)
         with conn.connection.driver_connection.cursor() as cursor, cursor.copy(copy_sql) as copy:  # type: ignore[union-attr]
-            for row in rows:
-                copy.write_row([row[column] for column in _COLUMNS])
+            copy.write(block)
         return
-    conn.execute(sa.insert(tracking_table), list(rows))
+    rows = [{"EntityType": entity, "EntityId": entity_id, "SyncTimestamp": now} for entity_id in entity_ids]
+    conn.execute(sa.insert(tracking_table), rows)
