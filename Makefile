@@ -29,3 +29,13 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# `make bench`: the product's `users` materialization against a lean hand-written baseline on the
+# local PostgreSQL, one table of figures (sync_pipeline_tests/benchmarks/run.py). Other sizes or
+# cases: make bench BENCH_ARGS="--rows 100000 --cases empty,half --repeat 3".
+BENCH_ARGS ?= --rows 100000 --rows 1000000
+
+.PHONY: bench
+bench: setup
+	$(BIN)/pip install --quiet -r sync_pipeline_tests/benchmarks/requirements.txt
+	$(BIN)/python -m sync_pipeline_tests.benchmarks.run $(BENCH_ARGS)

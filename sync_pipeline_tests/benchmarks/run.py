@@ -1,0 +1,458 @@
+"""The sync benchmark: the product's Dagster materialization of `users` against the lean baseline.
+
+For each row count it seeds PostgreSQL, then for each case (nothing tracked yet, every other Id
+already tracked, everything tracked) runs each implementation in a fresh subprocess against the
+benchmark receiver (its own process on 127.0.0.1), and verifies every run: the receiver holds
+every record exactly once, the tracking table holds every Id once in canonical form, one
+SchedulerLog Success row per API call. Then, on the smallest row count, it runs the product against
+a receiver taking 50 ms per call with `api.max_in_flight` 1 and 4. It prints the tables and the
+targets' PASS/MISS, and exits 1 if any run failed verification.
+
+    python -m sync_pipeline_tests.benchmarks.run --rows 100000 --rows 1000000 [--repeat 3]
+        [--cases empty,half,all] [--in-flight-rows N] [--py-spy /tmp/profile.txt]
+
+"wall s" is timed inside the child around the sync itself (`dg.materialize` for the product; the
+connections and the loop for the baseline); "proc s" is the whole child process, start-up and
+imports included. "peak RSS MB" is the child's own VmHWM, which it reports as it exits (see
+`process_memory`: `wait4`'s `ru_maxrss` would include this large parent's size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sync_pipeline.defs.resources import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
+from sync_pipeline.settings import SETTINGS_ENV_VAR
+from sync_pipeline_tests.benchmarks import databases
+from sync_pipeline_tests.benchmarks.databases import LogCounts, PostgresServer
+from sync_pipeline_tests.benchmarks.receiver import ReceiverProcess
+
+ENDPOINT = "users"
+API_KEY = "bench-only-key"
+BATCH_SIZE = 3000  # the packaged default_settings.yaml's, which the product run uses
+CASES = ("empty", "half", "all")
+IMPLS = ("product", "baseline")
+LOG_DATABASE = "bench_log"
+RATIO_TARGET = 1.3
+RSS_GROWTH_TARGET_MB = 30.0
+TRACKED_RSS_TARGET_MB = 30.0
+LINEARITY_SLACK = 1.1  # 1M rows may take at most 11x the time of 100k
+IN_FLIGHT_LIMITS = (1, 4)
+IN_FLIGHT_SPEEDUP_TARGET = 3.0
+
+
+@dataclass
+class Measurement:
+    """One implementation's run on one row count and case, and what verifying it found."""
+
+    rows: int
+    case: str
+    impl: str
+    tracked_before: int
+    wall_seconds: float
+    process_seconds: float
+    peak_rss_mb: float
+    api_calls: int
+    sent: int
+    max_in_flight_seen: int = 1
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def records_per_second(self) -> float:
+        """Records delivered per wall second."""
+        return self.sent / self.wall_seconds if self.wall_seconds else 0.0
+
+
+def tracked_for_case(case: str, ids: Sequence[str]) -> Sequence[str]:
+    """The Ids already tracked before a run: none, every other one in key order, or all."""
+    return {"empty": [], "half": ids[::2], "all": ids}[case]
+
+
+def run_child(command: Sequence[str], env: dict[str, str], log_file: Path) -> tuple[float, int]:
+    """Run `command` to completion, its output appended to `log_file`: (process seconds, exit code)."""
+    started = time.perf_counter()
+    with log_file.open("ab") as log:
+        exit_code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+    return time.perf_counter() - started, exit_code
+
+
+def child_command(
+    impl: str, server: PostgresServer, source_db: str, base_url: str, result_file: Path, max_in_flight: int | None
+) -> list[str]:
+    """The subprocess that runs one implementation once and writes its outcome to `result_file`."""
+    python = [sys.executable, "-m", f"sync_pipeline_tests.benchmarks.{impl}", "--result-file", str(result_file)]
+    if impl == "product":
+        in_flight = [] if max_in_flight is None else ["--max-in-flight", str(max_in_flight)]
+        return [*python, "--base-url", base_url, *in_flight]
+    return [
+        *python,
+        "--source-dsn",
+        server.dsn(source_db),
+        "--log-dsn",
+        server.dsn(LOG_DATABASE),
+        "--endpoint-url",
+        base_url + ENDPOINT,
+        "--api-key",
+        API_KEY,
+        "--batch-size",
+        str(BATCH_SIZE),
+    ]
+
+
+def child_environment(server: PostgresServer, source_db: str) -> dict[str, str]:
+    """The product's secrets as the deployment passes them: database URLs and the API key."""
+    env = {key: value for key, value in os.environ.items() if key != SETTINGS_ENV_VAR}
+    urls = {"default_db": source_db, "ess_db": source_db, "log_db": LOG_DATABASE}
+    env.update({var: server.sqlalchemy_url(urls[key]) for key, var in DATABASE_URL_ENV_VARS.items()})
+    env[API_KEY_ENV_VAR] = API_KEY
+    return env
+
+
+def verify(
+    rows: int, tracked_before: int, outcome: dict[str, Any], received: dict[str, int], log: LogCounts
+) -> list[str]:
+    """Everything that must hold after a run; each broken rule as one line."""
+    to_send = rows - tracked_before
+    calls = math.ceil(to_send / BATCH_SIZE)
+    expectations = {
+        "run succeeded": (outcome.get("success"), True),
+        "receiver distinct Ids": (received["distinct"], rows),
+        "receiver duplicates": (received["duplicates"], 0),
+        "receiver non-canonical Ids": (received["non_canonical_ids"], 0),
+        "receiver records this run": (received["records"], to_send),
+        "API calls": (received["calls"], calls),
+        "reported sent": (outcome.get("sent"), to_send),
+        "tracking rows": (log.tracked, rows),
+        "tracking distinct Ids": (log.tracked_distinct, rows),
+        "tracking non-canonical Ids": (log.tracked_non_canonical, 0),
+        "SchedulerLog Success rows": (log.log_success, calls),
+        "SchedulerLog Failure rows": (log.log_failure, 0),
+    }
+    return [f"{name}: {got} (expected {want})" for name, (got, want) in expectations.items() if got != want]
+
+
+@dataclass
+class Bench:
+    """One benchmark session: the server, the receiver, where children's logs go, and the results."""
+
+    server: PostgresServer
+    receiver: ReceiverProcess
+    workdir: Path
+    measurements: list[Measurement] = field(default_factory=list)
+    latency_ms: float = 0.0
+    in_flight_runs: list[Measurement] = field(default_factory=list)
+    in_flight_latency_ms: float = 0.0
+
+    def run_once(
+        self,
+        rows: int,
+        case: str,
+        impl: str,
+        source_db: str,
+        tracked: Sequence[str],
+        max_in_flight: int | None = None,
+    ) -> Measurement:
+        """Reset the Log database and the receiver to the case, run `impl` once, verify it."""
+        databases.reset_log(self.server, LOG_DATABASE, tracked)
+        self.receiver.reset()
+        self.receiver.preload(ENDPOINT, tracked)
+        name = f"{impl}-{rows}-{case}" + ("" if max_in_flight is None else f"-inflight{max_in_flight}")
+        result_file = self.workdir / f"{name}.json"
+        result_file.unlink(missing_ok=True)
+        command = child_command(impl, self.server, source_db, self.receiver.base_url, result_file, max_in_flight)
+        log_file = self.workdir / f"{name}.log"
+        process_seconds, exit_code = run_child(command, child_environment(self.server, source_db), log_file)
+        outcome: dict[str, Any] = json.loads(result_file.read_text()) if result_file.exists() else {}
+        received = self.receiver.stats(ENDPOINT)
+        problems = verify(rows, len(tracked), outcome, received, databases.log_counts(self.server, LOG_DATABASE))
+        if exit_code != 0:
+            problems.insert(0, f"exit code {exit_code} (see {log_file})")
+        return Measurement(
+            rows=rows,
+            case=case,
+            impl=impl,
+            tracked_before=len(tracked),
+            wall_seconds=float(outcome.get("seconds", process_seconds)),
+            process_seconds=process_seconds,
+            peak_rss_mb=float(outcome.get("peak_rss_mb", math.nan)),
+            api_calls=received["calls"],
+            sent=received["records"],
+            max_in_flight_seen=received["max_in_flight"],
+            problems=problems,
+        )
+
+    def run_in_flight(self, rows: int, latency_ms: float) -> None:
+        """The product against a receiver taking `latency_ms` per batch, at each `api.max_in_flight` limit."""
+        source_db = f"bench_default_{rows}"
+        databases.ensure_source(self.server, source_db, rows)
+        self.in_flight_latency_ms = latency_ms
+        self.receiver.set_latency(latency_ms)
+        try:
+            for limit in IN_FLIGHT_LIMITS:
+                run = self.run_once(rows, "empty", "product", source_db, [], max_in_flight=limit)
+                self.in_flight_runs.append(run)
+                print(
+                    f"{rows:>9} empty product, {latency_ms:g} ms per call, max_in_flight {limit}: "
+                    f"wall {run.wall_seconds:7.2f}s, {run.max_in_flight_seen} seen in flight  "
+                    + ("ok" if not run.problems else "FAILED: " + "; ".join(run.problems)),
+                    file=sys.stderr,
+                    flush=True,
+                )
+        finally:
+            self.receiver.set_latency(self.latency_ms)
+
+    def profile_product(self, rows: int, output: Path) -> None:
+        """Run the product once more under py-spy (nothing tracked), writing a raw flame-graph profile."""
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(py_spy).exists():
+            raise SystemExit("--py-spy needs py-spy: pip install py-spy")
+        source_db = f"bench_default_{rows}"
+        databases.reset_log(self.server, LOG_DATABASE, [])
+        self.receiver.reset()
+        result_file = self.workdir / f"profile-{rows}.json"
+        command = child_command("product", self.server, source_db, self.receiver.base_url, result_file, None)
+        profiler = [
+            py_spy,
+            "record",
+            "--idle",
+            "--threads",
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "-o",
+            str(output),
+            "--",
+        ]
+        log_file = self.workdir / f"profile-{rows}.log"
+        seconds, exit_code = run_child([*profiler, *command], child_environment(self.server, source_db), log_file)
+        print(f"profiled the product on {rows} rows ({seconds:.1f}s, exit {exit_code}): {output}", file=sys.stderr)
+
+    def run_rows(self, rows: int, cases: Sequence[str], repeat: int) -> None:
+        """Seed (if needed) and run every case and implementation on `rows` rows."""
+        source_db = f"bench_default_{rows}"
+        started = time.perf_counter()
+        if databases.ensure_source(self.server, source_db, rows):
+            print(f"seeded {rows} Users into {source_db} in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+        ids = databases.sorted_ids(self.server, source_db) if set(cases) - {"empty"} else []
+        for case in cases:
+            tracked = tracked_for_case(case, ids)
+            for impl in IMPLS:
+                runs = [self.run_once(rows, case, impl, source_db, tracked) for _ in range(repeat)]
+                chosen = _median_run(runs)
+                self.measurements.append(chosen)
+                status = "ok" if not chosen.problems else "FAILED: " + "; ".join(chosen.problems)
+                print(
+                    f"{rows:>9} {case:<5} {impl:<8} wall {chosen.wall_seconds:7.2f}s "
+                    f"peak RSS {chosen.peak_rss_mb:6.1f} MB  {status}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    def find(self, rows: int, case: str, impl: str) -> Measurement | None:
+        """The measurement for one cell of the table, if it was run."""
+        for measurement in self.measurements:
+            if (measurement.rows, measurement.case, measurement.impl) == (rows, case, impl):
+                return measurement
+        return None
+
+
+def product_version() -> str:
+    """`git describe` of the checkout under test (`-dirty` with uncommitted changes), for the figures' record."""
+    try:
+        described = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parents[2],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return described.stdout.strip()
+
+
+def _median_run(runs: Sequence[Measurement]) -> Measurement:
+    """The run with the median wall time; its peak RSS is the highest of all the runs."""
+    chosen = sorted(runs, key=lambda run: run.wall_seconds)[(len(runs) - 1) // 2]
+    chosen.peak_rss_mb = max(run.peak_rss_mb for run in runs)
+    chosen.problems = [problem for run in runs for problem in run.problems]
+    return chosen
+
+
+def results_table(bench: Bench) -> str:
+    """One line per run; the product's lines carry the product/baseline ratios."""
+    header = (
+        f"{'rows':>9} {'case':<5} {'impl':<8} {'tracked':>8} {'sent':>8} {'API calls':>9} {'wall s':>8} "
+        f"{'rec/s':>8} {'proc s':>7} {'peak RSS MB':>11} {'prod/base wall':>14} {'prod/base proc':>14}  verified"
+    )
+    lines = [header, "-" * len(header)]
+    for m in bench.measurements:
+        ratios = ["", ""]
+        baseline = bench.find(m.rows, m.case, "baseline")
+        if m.impl == "product" and baseline is not None:
+            ratios = [
+                f"{m.wall_seconds / baseline.wall_seconds:.2f}x",
+                f"{m.process_seconds / baseline.process_seconds:.2f}x",
+            ]
+        lines.append(
+            f"{m.rows:>9} {m.case:<5} {m.impl:<8} {m.tracked_before:>8} {m.sent:>8} {m.api_calls:>9} "
+            f"{m.wall_seconds:>8.2f} {m.records_per_second:>8.0f} {m.process_seconds:>7.2f} {m.peak_rss_mb:>11.1f} "
+            f"{ratios[0]:>14} {ratios[1]:>14}  {'ok' if not m.problems else 'FAILED'}"
+        )
+    return "\n".join(lines)
+
+
+def in_flight_table(bench: Bench) -> str:
+    """The product against a slow receiver at each `api.max_in_flight`, with the speed-up over 1."""
+    header = (
+        f"{'rows':>9} {'latency ms':>10} {'max_in_flight':>13} {'seen in flight':>14} {'API calls':>9} "
+        f"{'wall s':>8} {'rec/s':>8} {'speed-up':>8}  verified"
+    )
+    lines = [header, "-" * len(header)]
+    single = bench.in_flight_runs[0] if bench.in_flight_runs else None
+    for limit, m in zip(IN_FLIGHT_LIMITS, bench.in_flight_runs, strict=False):
+        speedup = m.records_per_second / single.records_per_second if single and single.records_per_second else 0.0
+        lines.append(
+            f"{m.rows:>9} {bench.in_flight_latency_ms:>10g} {limit:>13} {m.max_in_flight_seen:>14} {m.api_calls:>9} "
+            f"{m.wall_seconds:>8.2f} {m.records_per_second:>8.0f} {speedup:>7.2f}x  "
+            + ("ok" if not m.problems else "FAILED")
+        )
+    return "\n".join(lines)
+
+
+def _verdict(passed: bool) -> str:
+    return "PASS" if passed else "MISS"
+
+
+def target_checks(bench: Bench) -> list[str]:
+    """The issue's targets on the product, with the numbers behind each verdict."""
+    sizes = sorted({m.rows for m in bench.measurements})
+    small, large = sizes[0], sizes[-1]
+    lines: list[str] = []
+    for case in ("empty", "half"):
+        product, baseline = bench.find(large, case, "product"), bench.find(large, case, "baseline")
+        if product and baseline:
+            ratio = product.wall_seconds / baseline.wall_seconds
+            proc_ratio = product.process_seconds / baseline.process_seconds
+            lines.append(
+                f"{_verdict(ratio <= RATIO_TARGET)}  {large} rows, {case}: product wall {product.wall_seconds:.2f}s "
+                f"= {ratio:.2f}x baseline {baseline.wall_seconds:.2f}s (target <= {RATIO_TARGET}x; "
+                f"whole process {proc_ratio:.2f}x)"
+            )
+    if large != small:
+        allowed = LINEARITY_SLACK * large / small
+        for case in CASES:
+            product_small, product_large = bench.find(small, case, "product"), bench.find(large, case, "product")
+            if not (product_small and product_large):
+                continue
+            growth = product_large.peak_rss_mb - product_small.peak_rss_mb
+            lines.append(
+                f"{_verdict(growth <= RSS_GROWTH_TARGET_MB)}  peak RSS, {case}: {product_large.peak_rss_mb:.1f} MB at "
+                f"{large} vs {product_small.peak_rss_mb:.1f} MB at {small}: {growth:+.1f} MB "
+                f"(target <= +{RSS_GROWTH_TARGET_MB:.0f} MB)"
+            )
+            scale = product_large.wall_seconds / product_small.wall_seconds
+            lines.append(
+                f"{_verdict(scale <= allowed)}  time, {case}: {product_large.wall_seconds:.2f}s at {large} = "
+                f"{scale:.2f}x {product_small.wall_seconds:.2f}s at {small} (target <= {allowed:.1f}x)"
+            )
+    if len(bench.in_flight_runs) == len(IN_FLIGHT_LIMITS):
+        single, several = bench.in_flight_runs[0], bench.in_flight_runs[-1]
+        speedup = several.records_per_second / single.records_per_second if single.records_per_second else 0.0
+        lines.append(
+            f"{_verdict(speedup >= IN_FLIGHT_SPEEDUP_TARGET)}  {bench.in_flight_latency_ms:g} ms per call: "
+            f"{IN_FLIGHT_LIMITS[-1]} in flight {several.records_per_second:.0f} rec/s = {speedup:.2f}x "
+            f"{IN_FLIGHT_LIMITS[0]} in flight {single.records_per_second:.0f} rec/s "
+            f"(target >= {IN_FLIGHT_SPEEDUP_TARGET:g}x; receiver saw at most {several.max_in_flight_seen} at once)"
+        )
+    empty = bench.find(large, "empty", "product")
+    for case in ("half", "all"):
+        tracked = bench.find(large, case, "product")
+        if empty and tracked:
+            extra = tracked.peak_rss_mb - empty.peak_rss_mb
+            lines.append(
+                f"{_verdict(extra <= TRACKED_RSS_TARGET_MB)}  {tracked.tracked_before} Ids already tracked at "
+                f"{large} rows: peak RSS {tracked.peak_rss_mb:.1f} MB vs {empty.peak_rss_mb:.1f} MB with none: "
+                f"{extra:+.1f} MB (target <= +{TRACKED_RSS_TARGET_MB:.0f} MB)"
+            )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the arguments, run the benchmark, print the table and the targets; 1 if a run failed."""
+    parser = argparse.ArgumentParser(description="Benchmark the Users sync: product vs lean baseline.")
+    parser.add_argument("--rows", type=int, action="append", help="row count; repeat for several (default 100000)")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per cell; the median wall time is reported")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="receiver delay per batch request")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432"),
+        help="PostgreSQL server (databases bench_default_<rows> and bench_log are created on it)",
+    )
+    parser.add_argument(
+        "--in-flight-rows",
+        type=int,
+        help="rows for api.max_in_flight 1 vs 4 against a slow receiver (default: the smallest --rows; 0: skip)",
+    )
+    parser.add_argument("--in-flight-latency-ms", type=float, default=50.0, help="receiver delay in that case")
+    parser.add_argument(
+        "--py-spy", type=Path, metavar="FILE", help="then profile the product on the smallest row count into FILE"
+    )
+    parser.add_argument("--workdir", type=Path, help="where children's logs and results go (default: a temp dir)")
+    args = parser.parse_args(argv)
+    cases = [case.strip() for case in args.cases.split(",") if case.strip()]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        parser.error(f"--cases: unknown {', '.join(unknown)}; allowed: {', '.join(CASES)}")
+    row_counts = sorted(set(args.rows or [100_000]))
+    version = product_version()
+    load_before = os.getloadavg()[0]
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sync_bench_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = PostgresServer(args.pg_url)
+    databases.create_log_database(server, LOG_DATABASE)
+    with ReceiverProcess(latency_ms=args.latency_ms, api_key=API_KEY) as receiver:
+        bench = Bench(server, receiver, workdir, latency_ms=args.latency_ms)
+        for rows in row_counts:
+            bench.run_rows(rows, cases, max(1, args.repeat))
+        in_flight_rows = row_counts[0] if args.in_flight_rows is None else args.in_flight_rows
+        if in_flight_rows > 0:
+            bench.run_in_flight(in_flight_rows, args.in_flight_latency_ms)
+        if args.py_spy:
+            bench.profile_product(row_counts[0], args.py_spy)
+    load_after = os.getloadavg()[0]
+    print(
+        f"\nUsers sync of sync_pipeline {version}, batch {BATCH_SIZE}, receiver latency {args.latency_ms:g} ms, "
+        f"{os.cpu_count()} CPUs, 1-min load average {load_before:.2f} before / {load_after:.2f} after; "
+        f"tracked = Ids already tracked before the run (half = every other Id in key order)\n"
+    )
+    print(results_table(bench))
+    if bench.in_flight_runs:
+        print(f"\nThe product against a receiver taking {bench.in_flight_latency_ms:g} ms per call, nothing tracked:\n")
+        print(in_flight_table(bench))
+    print()
+    print("\n".join(target_checks(bench)))
+    failed = [m for m in [*bench.measurements, *bench.in_flight_runs] if m.problems]
+    for m in failed:
+        print(f"\nVERIFICATION FAILED: {m.rows} {m.case} {m.impl}:\n  " + "\n  ".join(m.problems))
+    if not failed and args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
