@@ -45,6 +45,20 @@ def test_an_unreachable_log_database_at_start_sends_nothing_and_says_why(
     assert (report.sent, report.rows_found) == (0, 0)
 
 
+def test_a_slow_log_database_still_tracks_every_record_exactly_once(
+    receiver: ReceivingApi, pg_urls: dict[str, str], ledger: FaultLedger
+) -> None:
+    settings = fault_settings(receiver, batch_size=BATCH)
+    seed_users(pg_urls, ROWS, settings)
+    with TcpProxy("127.0.0.1", 5432, latency_seconds=0.02) as proxy:
+        report = sync_users({**pg_urls, "log_db": through(proxy, pg_urls["log_db"])}, settings)
+
+    ledger.records_lost += ROWS - receiver.log.received("users")
+    assert report.succeeded and report.sent == ROWS
+    assert receiver.log.duplicates("users") == 0
+    assert len(tracked_users(pg_urls["log_db"])) == ROWS
+
+
 def test_a_log_database_lost_after_a_2xx_reports_delivered_but_untracked_and_resends_with_the_same_key(
     receiver: ReceivingApi, pg_urls: dict[str, str], ledger: FaultLedger
 ) -> None:
