@@ -20,6 +20,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=[build_schedule(settings.schedule)],
         sensors=[build_alert_sensor(settings.alerts)],
         resources={**build_resources(settings), "alert_webhook": build_alert_webhook()},
+        # Runs print INFO and above to their console; every event is still in the run's event log.
+        loggers={"console": dg.colored_console_logger.configured({"log_level": "INFO"})},
     )
 
 

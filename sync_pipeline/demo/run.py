@@ -119,11 +119,7 @@ def run_demo(workdir: Path, port: int = DEFAULT_PORT) -> int:
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     defs = build_definitions(load_settings(paths.settings_file))
     with running_receiver(port), dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def(JOB_NAME).execute_in_process(
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-            instance=instance,
-            raise_on_error=False,
-        )
+        result = defs.resolve_job_def(JOB_NAME).execute_in_process(instance=instance, raise_on_error=False)
     table = summary(result)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(

@@ -1,0 +1,37 @@
+"""The README's run command: the embedded demo syncs everything once, and a second run sends nothing."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from sync_pipeline.demo.run import DEMO_ROWS, DemoPaths, environment, run_demo, tracking_count
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_the_demo_sends_every_seeded_record_once_and_a_second_run_sends_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in environment(DemoPaths(tmp_path)):  # run_demo sets these; restore them afterwards
+        monkeypatch.setenv(name, "set-by-the-demo")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    workdir = tmp_path / "demo"
+
+    first = run_demo(workdir, free_port())
+    first_output = capsys.readouterr().out
+    second = run_demo(workdir, free_port())
+    second_output = capsys.readouterr().out
+
+    assert (first, second) == (0, 0)
+    assert tracking_count(DemoPaths(workdir)) == sum(DEMO_ROWS.values())
+    assert f"sent {sum(DEMO_ROWS.values())} records in total" in first_output
+    assert "sent 0 records in total" in second_output
