@@ -17,6 +17,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from sync_pipeline.defs.resources import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
+from sync_pipeline.demo.seed import create_log_tables, seed_entity
+from sync_pipeline.entities import TAMHR_ENTITIES
+from sync_pipeline.resources.database import create_sync_engine
+from sync_pipeline.settings import Settings
+
 SERVERS = {
     "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/{database}",
     "mariadb": "mysql+pymysql://root@127.0.0.1:3306/{database}?charset=utf8mb4",
@@ -98,3 +104,19 @@ def sql_server_limits() -> Iterator[None]:
     sa.event.listen(sa.Engine, "before_cursor_execute", _enforce_sql_server_limits)
     yield
     sa.event.remove(sa.Engine, "before_cursor_execute", _enforce_sql_server_limits)
+
+
+def seed_sync_databases(
+    urls: dict[str, str], settings: Settings, rows: dict[str, int], api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Generated source rows per entity, empty Log tables, and the environment the resources read."""
+    for spec in TAMHR_ENTITIES:
+        engine = create_sync_engine(urls[spec.source_db])
+        seed_entity(engine, spec, settings.entities[spec.name], rows[spec.name])
+        engine.dispose()
+    log_engine = create_sync_engine(urls["log_db"])
+    create_log_tables(log_engine)
+    log_engine.dispose()
+    for key, env_var in DATABASE_URL_ENV_VARS.items():
+        monkeypatch.setenv(env_var, urls[key])
+    monkeypatch.setenv(API_KEY_ENV_VAR, api_key)

@@ -12,15 +12,13 @@ import sqlalchemy as sa
 import yaml
 
 from sync_pipeline.definitions import build_definitions
-from sync_pipeline.defs.resources import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
+from sync_pipeline.defs.resources import DATABASE_URL_ENV_VARS
 from sync_pipeline.defs.schedules import JOB_NAME
 from sync_pipeline.demo.receiver import ReceivingApi
-from sync_pipeline.demo.seed import create_log_tables, seed_entity
-from sync_pipeline.entities import TAMHR_ENTITIES
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, Settings, parse_settings
 from sync_pipeline.tables import scheduler_log_table, tracking_table
-from sync_pipeline_tests.real_db.conftest import RealDatabases
+from sync_pipeline_tests.real_db.conftest import RealDatabases, seed_sync_databases
 
 pytestmark = pytest.mark.real_db
 
@@ -52,16 +50,7 @@ def settings_for(receiver: ReceivingApi, **entity_overrides: dict[str, object]) 
 def seeded(real_databases: RealDatabases, receiver: ReceivingApi, monkeypatch: pytest.MonkeyPatch) -> RealDatabases:
     """Source rows in default/ess, empty Log tables, and the env vars the resources read."""
     settings = settings_for(receiver)
-    for spec in TAMHR_ENTITIES:
-        engine = create_sync_engine(real_databases.urls[spec.source_db])
-        seed_entity(engine, spec, settings.entities[spec.name], ROWS[spec.name])
-        engine.dispose()
-    log_engine = create_sync_engine(real_databases.urls["log_db"])
-    create_log_tables(log_engine)
-    log_engine.dispose()
-    for key, env_var in DATABASE_URL_ENV_VARS.items():
-        monkeypatch.setenv(env_var, real_databases.urls[key])
-    monkeypatch.setenv(API_KEY_ENV_VAR, API_KEY)
+    seed_sync_databases(real_databases.urls, settings, ROWS, API_KEY, monkeypatch)
     return real_databases
 
 

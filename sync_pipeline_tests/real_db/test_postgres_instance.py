@@ -19,17 +19,15 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
 from sync_pipeline.definitions import build_definitions
 from sync_pipeline.defs.alerts import AlertSettings, AlertWebhook, build_alert_sensor
-from sync_pipeline.defs.resources import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
 from sync_pipeline.defs.schedules import JOB_NAME
 from sync_pipeline.defs.sync_assets import CHECK_NAME
 from sync_pipeline.demo.receiver import ReceivingApi
-from sync_pipeline.demo.seed import create_log_tables, seed_entity
 from sync_pipeline.entities import TAMHR_ENTITIES
 from sync_pipeline.resources.database import SyncDatabase, create_sync_engine
 from sync_pipeline.settings import Settings, parse_settings
 from sync_pipeline.sync_log import entity_summary
 from sync_pipeline_tests.conftest import raw_default_settings
-from sync_pipeline_tests.real_db.conftest import RealDatabases, fresh_databases
+from sync_pipeline_tests.real_db.conftest import RealDatabases, fresh_databases, seed_sync_databases
 
 pytestmark = pytest.mark.real_db
 
@@ -80,16 +78,7 @@ def settings(receiver: ReceivingApi) -> Settings:
 @pytest.fixture
 def seeded(real_databases: RealDatabases, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> RealDatabases:
     """Source rows in default/ess, empty Log tables, and the environment the resources read."""
-    for spec in TAMHR_ENTITIES:
-        engine = create_sync_engine(real_databases.urls[spec.source_db])
-        seed_entity(engine, spec, settings.entities[spec.name], ROWS[spec.name])
-        engine.dispose()
-    log_engine = create_sync_engine(real_databases.urls["log_db"])
-    create_log_tables(log_engine)
-    log_engine.dispose()
-    for key, env_var in DATABASE_URL_ENV_VARS.items():
-        monkeypatch.setenv(env_var, real_databases.urls[key])
-    monkeypatch.setenv(API_KEY_ENV_VAR, API_KEY)
+    seed_sync_databases(real_databases.urls, settings, ROWS, API_KEY, monkeypatch)
     return real_databases
 
 
