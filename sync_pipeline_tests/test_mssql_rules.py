@@ -217,6 +217,17 @@ def test_source_pages_are_read_with_top_and_order_by_never_offset(settings: Sett
     assert "WHERE [TB_M_USER].[Id] > ?" in after_sql
 
 
+def test_a_guid_key_is_read_as_text_but_paged_and_ordered_as_a_uniqueidentifier(settings: Settings) -> None:
+    plan = entity_plan(ENTITIES_BY_NAME["Users"], settings)
+
+    _, after = page_queries(plan.table, ["Id", "Name"], "Id", 3000)
+
+    sql = str(after.compile(dialect=MSSQL))
+    assert sql.startswith("SELECT TOP __[POSTCOMPILE_param_1] CAST([TB_M_USER].[Id] AS VARCHAR(36)) AS [Id], ")
+    assert "WHERE [TB_M_USER].[Id] > ? ORDER BY [TB_M_USER].[Id]" in sql
+    assert isinstance(after.compile(dialect=MSSQL).binds["last_key"].type, sa.Uuid)
+
+
 def test_where_sqlalchemy_pages_an_executemany_into_values_lists_for_mssql_it_stays_under_both_limits() -> None:
     per_statement_rows = min(MSSQL.insertmanyvalues_page_size, MSSQL.insertmanyvalues_max_parameters // 3)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
-from sync_pipeline.engine.entity_ids import canonical_entity_id
+from sync_pipeline.engine.entity_ids import canonical_entity_ids
 from sync_pipeline.entities import FieldType
 
 
@@ -37,8 +38,9 @@ def untracked_batches(
     """Drop each page's already-tracked rows and yield the rest in batches of `batch_size`."""
     entity_ids: list[str] = []
     rows: list[Sequence[Any]] = []
+    key_of = itemgetter(key_index)
     for page in pages:
-        page_ids = [canonical_entity_id(row[key_index], key_type) for row in page]
+        page_ids = canonical_entity_ids(list(map(key_of, page)), key_type)
         tracked = tracked_among(page_ids)
         counts.rows_found += len(page)
         counts.already_tracked += len(tracked)

@@ -26,6 +26,7 @@ IDS_PER_ARRAY = 100_000
 
 _COLUMNS = ("EntityType", "EntityId", "SyncTimestamp")
 _COPY_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_TEXT_SPECIALS = ("\\", "\t", "\n", "\r")
 
 
 def id_lookup(dialect_name: str) -> tuple[sa.Select[Any], int]:
@@ -40,14 +41,24 @@ def id_lookup(dialect_name: str) -> tuple[sa.Select[Any], int]:
 
 def insert_tracking_rows(conn: sa.Connection, entity: str, entity_ids: Sequence[str], now: dt.datetime) -> None:
     """Track `entity_ids` of `entity` at `now` on `conn`, inside the transaction the caller holds."""
+    if not entity_ids:
+        return
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         quote = conn.dialect.identifier_preparer.quote
         copy_sql = f"COPY {quote(tracking_table.name)} ({', '.join(quote(c) for c in _COLUMNS)}) FROM STDIN"
         prefix = f"{entity.translate(_COPY_TEXT_ESCAPES)}\t"
         suffix = f"\t{now.isoformat()}\n"
-        block = "".join(prefix + entity_id.translate(_COPY_TEXT_ESCAPES) + suffix for entity_id in entity_ids)
+        block = prefix + (suffix + prefix).join(_copy_escaped(entity_ids)) + suffix
         with conn.connection.driver_connection.cursor() as cursor, cursor.copy(copy_sql) as copy:  # type: ignore[union-attr]
             copy.write(block)
         return
     rows = [{"EntityType": entity, "EntityId": entity_id, "SyncTimestamp": now} for entity_id in entity_ids]
     conn.execute(sa.insert(tracking_table), rows)
+
+
+def _copy_escaped(entity_ids: Sequence[str]) -> Sequence[str]:
+    """The IDs escaped for COPY's text format; checked on all of them at once, as GUIDs never need it."""
+    together = "".join(entity_ids)
+    if any(special in together for special in _COPY_TEXT_SPECIALS):
+        return [entity_id.translate(_COPY_TEXT_ESCAPES) for entity_id in entity_ids]
+    return entity_ids
