@@ -9,8 +9,13 @@ import uuid
 
 import pytest
 
-from sync_pipeline.engine.entity_ids import InvalidEntityId, canonical_entity_id, canonical_guid
-from sync_pipeline.engine.payload import PayloadError, RecordBuilder, encode_batch
+from sync_pipeline.engine.entity_ids import (
+    InvalidEntityId,
+    canonical_entity_id,
+    canonical_entity_ids,
+    canonical_guid,
+)
+from sync_pipeline.engine.payload import Record, RecordBuilder, encode_batch
 from sync_pipeline.entities import ENTITIES_BY_NAME, FieldType
 
 from .conftest import source_row
@@ -64,10 +69,64 @@ def test_a_null_key_of_any_type_is_an_invalid_entity_id() -> None:
         canonical_entity_id(None, FieldType.INT)
 
 
+PRINTED = [str(uuid.UUID(int=n * 0x1F2E3D4C5B6A79881726354453627180)) for n in range(1, 6)]
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        pytest.param(PRINTED, id="as postgresql prints them"),
+        pytest.param([value.upper() for value in PRINTED], id="as sql server prints them"),
+        pytest.param([PRINTED[0].upper(), *PRINTED[1:]], id="mixed case"),
+        pytest.param([uuid.UUID(value) for value in PRINTED], id="uuid.UUID"),
+        pytest.param([value.replace("-", "") for value in PRINTED], id="32 hex digits"),
+        pytest.param([*PRINTED[:2], "{" + PRINTED[2] + "}", *PRINTED[3:]], id="one in braces"),
+        pytest.param([*PRINTED[:4], uuid.UUID(PRINTED[4]).bytes_le], id="one as bytes"),
+    ],
+)
+def test_a_page_of_keys_gets_the_same_canonical_ids_as_one_key_at_a_time(page: list[object]) -> None:
+    assert canonical_entity_ids(page, FieldType.GUID) == PRINTED
+    assert canonical_entity_ids(page, FieldType.GUID) == [canonical_entity_id(v, FieldType.GUID) for v in page]
+
+
+@pytest.mark.parametrize(
+    ("page", "bad"),
+    [
+        pytest.param([*PRINTED[:2], None, *PRINTED[3:]], "NULL", id="a NULL"),
+        pytest.param([*PRINTED[:2], PRINTED[2][:35] + "g"], "not a GUID", id="a non-hex digit"),
+        pytest.param([PRINTED[0][:35], "0" + PRINTED[1]], "not a GUID", id="one short, the next one long"),
+        pytest.param([PRINTED[0][:30] + "-" + PRINTED[0][31:]], "not a GUID", id="a fifth hyphen"),
+        pytest.param([PRINTED[0].replace("-", "\n", 1)], "not a GUID", id="a newline in place of a hyphen"),
+    ],
+)
+def test_a_page_with_one_key_that_is_not_a_guid_is_refused_naming_it(page: list[object], bad: str) -> None:
+    with pytest.raises(InvalidEntityId, match=bad):
+        canonical_entity_ids(page, FieldType.GUID)
+
+
+def test_a_page_of_non_guid_keys_is_tracked_as_their_text() -> None:
+    assert canonical_entity_ids([42, "ORG-001"], FieldType.TEXT) == ["42", "ORG-001"]
+    assert canonical_entity_ids([], FieldType.GUID) == []
+
+
 def org_row(**values: object) -> list[object]:
     """An ActualOrg source row in field order, with some fields replaced."""
     row = {**source_row(ACTUAL_ORG, 1), **values}
     return [row[field.name] for field in ACTUAL_ORG.fields]
+
+
+def build_one(builder: RecordBuilder, row: list[object]) -> Record:
+    """The record of a single row; fails the test with the reason if it was refused."""
+    built = builder.build([row])
+    assert not built.refused, built.refused
+    return built.records[0]
+
+
+def refusal_of(builder: RecordBuilder, row: list[object]) -> str:
+    """Why a single row was refused; fails the test if it was not."""
+    built = builder.build([row])
+    assert built.refused, f"not refused: {built.records}"
+    return built.refused[0]
 
 
 @pytest.mark.parametrize(
@@ -80,7 +139,7 @@ def org_row(**values: object) -> list[object]:
     ],
 )
 def test_a_decimal_that_is_an_exact_json_number_is_sent_as_one(staffing: decimal.Decimal, sent_as: float) -> None:
-    record = RecordBuilder(ACTUAL_ORG).build(org_row(Staffing=staffing))
+    record = build_one(RecordBuilder(ACTUAL_ORG), org_row(Staffing=staffing))
 
     decoded = json.loads(encode_batch([record]))[0]
     assert decoded["Staffing"] == sent_as
@@ -94,13 +153,12 @@ def test_a_decimal_that_is_an_exact_json_number_is_sent_as_one(staffing: decimal
 def test_a_decimal_that_would_be_rounded_as_a_json_number_is_refused_naming_the_field(
     staffing: decimal.Decimal,
 ) -> None:
-    with pytest.raises(PayloadError, match="Staffing"):
-        RecordBuilder(ACTUAL_ORG).build(org_row(Staffing=staffing))
+    assert refusal_of(RecordBuilder(ACTUAL_ORG), org_row(Staffing=staffing)).startswith("field Staffing: ")
 
 
 def test_an_infinite_decimal_is_refused_naming_the_field() -> None:
-    with pytest.raises(PayloadError, match="Staffing"):
-        RecordBuilder(ACTUAL_ORG).build(org_row(Staffing=decimal.Decimal("Infinity")))
+    reason = refusal_of(RecordBuilder(ACTUAL_ORG), org_row(Staffing=decimal.Decimal("Infinity")))
+    assert reason == "field Staffing: Infinity is not a finite number"
 
 
 def test_a_record_keeps_nulls_and_converts_each_type_for_json() -> None:
@@ -114,7 +172,7 @@ def test_a_record_keeps_nulls_and_converts_each_type_for_json() -> None:
         "StartDate": dt.datetime(2024, 2, 29, 23, 59, 59, 500_000),
     }
 
-    record = RecordBuilder(events).build([row[field.name] for field in events.fields])
+    record = build_one(RecordBuilder(events), [row[field.name] for field in events.fields])
 
     decoded = json.loads(encode_batch([record]))[0]
     assert decoded["Id"] == CANONICAL
@@ -127,3 +185,38 @@ def test_a_batch_is_encoded_as_a_compact_utf8_json_array() -> None:
     body = encode_batch([{"Name": "Siti Nurhaliza — Jakarta"}, {"Name": "B"}])
 
     assert body == '[{"Name":"Siti Nurhaliza — Jakarta"},{"Name":"B"}]'.encode()
+
+
+def test_a_batch_keeps_its_good_rows_in_order_and_names_the_first_bad_field_of_each_other_row() -> None:
+    users = ENTITIES_BY_NAME["Users"]
+    rows = [
+        [GUID, "R1", "u1", "Ana", "F", "ana@example.com", 1],
+        [GUID, "R2", "u2", None, "M", None, 0],
+        [GUID, "R3", "u3", 42, "M", "b@example.com", True],
+        [GUID, "R4", "u4", "Dewi", "F", None, 1],
+    ]
+    ids = ["id-1", "id-2", "id-3", "id-4"]
+
+    built = RecordBuilder(users, key_column="Id").build(rows, ids)
+
+    assert built.positions == [0, 3]
+    assert built.refused == {1: "field Name: is required but NULL", 2: "field Name: expected text, got int"}
+    assert built.records == [
+        {
+            "Id": "id-1",
+            "NoReg": "R1",
+            "Username": "u1",
+            "Name": "Ana",
+            "Gender": "F",
+            "Email": "ana@example.com",
+            "IsActive": 1,
+        },
+        {"Id": "id-4", "NoReg": "R4", "Username": "u4", "Name": "Dewi", "Gender": "F", "Email": None, "IsActive": 1},
+    ]
+
+
+def test_a_row_with_a_value_missing_is_an_error_not_a_shorter_record() -> None:
+    users = ENTITIES_BY_NAME["Users"]
+
+    with pytest.raises(ValueError, match="6 values, the model 7 fields"):
+        RecordBuilder(users).build([[GUID, "R1", "u1", "Ana", "F", None]])

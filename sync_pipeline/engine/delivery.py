@@ -112,18 +112,12 @@ class BatchSender:
 
     def send(self, entity_ids: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Validate the rows, refuse the invalid ones, and deliver the rest."""
-        good_ids: list[str] = []
-        good_records: list[Record] = []
-        refused: list[Rejection] = []
-        for entity_id, row in zip(entity_ids, rows, strict=True):
-            try:
-                good_records.append(self._records.build(row, entity_id))
-                good_ids.append(entity_id)
-            except PayloadError as exc:
-                refused.append(Rejection(entity_id, None, f"not sent: {exc}"))
-        self._reject(refused)
-        if good_ids:
-            self._deliver(good_ids, good_records, depth=0)
+        built = self._records.build(rows, entity_ids)
+        self._reject(
+            [Rejection(entity_ids[index], None, f"not sent: {reason}") for index, reason in built.refused.items()]
+        )
+        if built.records:
+            self._deliver([entity_ids[index] for index in built.positions], built.records, depth=0)
 
     def _deliver(self, entity_ids: list[str], records: list[Record], depth: int) -> None:
         try:

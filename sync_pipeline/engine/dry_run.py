@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sync_pipeline.engine.batching import Batch
-from sync_pipeline.engine.payload import PayloadError, RecordBuilder
+from sync_pipeline.engine.payload import RecordBuilder
 
 PREVIEW_RECORDS = 3
 
@@ -27,19 +27,16 @@ def preview(batches: Iterable[Batch], records: RecordBuilder) -> DryRunPreview:
     """Validate every batch as the real run would; keep the first payload's first records as JSON."""
     result = DryRunPreview()
     for batch in batches:
-        built = []
-        for entity_id, row in zip(batch.entity_ids, batch.rows, strict=True):
-            try:
-                built.append(records.build(row, entity_id))
-            except PayloadError as exc:
-                result.would_refuse += 1
-                if len(result.refusals) < PREVIEW_RECORDS:
-                    result.refusals.append(f"{entity_id}: {exc}")
-        result.would_send += len(built)
-        result.batches += bool(built)
-        if result.first_payload is None and built:
-            shown = json.dumps(built[:PREVIEW_RECORDS], ensure_ascii=False, indent=2)
+        built = records.build(batch.rows, batch.entity_ids)
+        result.would_refuse += len(built.refused)
+        for index, reason in list(built.refused.items())[: PREVIEW_RECORDS - len(result.refusals)]:
+            result.refusals.append(f"{batch.entity_ids[index]}: {reason}")
+        sendable = built.records
+        result.would_send += len(sendable)
+        result.batches += bool(sendable)
+        if result.first_payload is None and sendable:
+            shown = json.dumps(sendable[:PREVIEW_RECORDS], ensure_ascii=False, indent=2)
             result.first_payload = (
-                f"first batch: {len(built)} records; the first {len(built[:PREVIEW_RECORDS])}:\n{shown}"
+                f"first batch: {len(sendable)} records; the first {len(sendable[:PREVIEW_RECORDS])}:\n{shown}"
             )
     return result

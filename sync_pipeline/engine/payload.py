@@ -1,6 +1,7 @@
 """Source rows to the JSON the API expects, checked against the model before anything is sent.
 
-Each field type has one converter, chosen once per entity, so the per-row work is a dict build.
+Each field type has one converter, used only on a column that holds values not already of the
+type the model sends, so the per-row work of a typical batch is a dict build.
 A value is either sent exactly as the source holds it or refused with a reason naming the field:
 never rounded, truncated or silently dropped.
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 from collections.abc import Callable, Sequence
-from typing import Any
+from itertools import repeat
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -77,44 +79,77 @@ _CONVERTERS: dict[FieldType, Converter] = {
 }
 
 
-def _same(value: Any) -> Any:
-    return value
+_PASSED_AS_IS: dict[FieldType, frozenset[type]] = {
+    FieldType.TEXT: frozenset({str}),
+    FieldType.INT: frozenset({int}),
+    FieldType.DECIMAL: frozenset({int}),
+    FieldType.BOOL: frozenset({bool}),
+    FieldType.GUID: frozenset(),
+    FieldType.DATETIME: frozenset(),
+}
+"""Value types that are already exactly what the model sends (by exact type: `bool` is not an `int`)."""
+
+
+class BuiltBatch(NamedTuple):
+    """A batch of rows as records: the sendable ones, where each came from, and why the rest cannot go."""
+
+    records: list[Record]
+    positions: list[int]
+    refused: dict[int, str]
+    """Row position (ascending) -> the first field, in model order, that cannot be sent, and why."""
 
 
 class RecordBuilder:
-    """Turns a source row (values in `spec.fields` order) into the model's JSON object."""
+    """Turns source rows (values in `spec.fields` order) into the model's JSON objects.
+
+    It works column by column: a column whose values are all already of a type the model sends
+    as is (all text, say) is checked with one `set(map(type, column))` and left alone, so a
+    typical batch costs a transpose and a dict per row; only other columns are converted value
+    by value. A key column whose canonical EntityIds are given is taken from them.
+    """
 
     def __init__(self, spec: EntitySpec, key_column: str | None = None) -> None:
-        self._fields: list[tuple[Field, Converter]] = [(field, _CONVERTERS[field.type]) for field in spec.fields]
-        names = [field.name for field in spec.fields]
-        self._key_position = names.index(key_column) if key_column else None
-        self._fields_with_known_key = [
-            (field, _same if position == self._key_position else convert)
-            for position, (field, convert) in enumerate(self._fields)
-        ]
+        self._fields = spec.fields
+        self._names = [field.name for field in spec.fields]
+        self._converters = [_CONVERTERS[field.type] for field in spec.fields]
+        self._as_is = [_PASSED_AS_IS[field.type] | ({type(None)} if field.nullable else set()) for field in spec.fields]
+        self._key_position = self._names.index(key_column) if key_column else None
 
-    def build(self, row: Sequence[Any], entity_id: str | None = None) -> Record:
-        """The JSON-ready record; raises `PayloadError` naming the field that cannot be sent.
+    def build(self, rows: Sequence[Sequence[Any]], entity_ids: Sequence[str] | None = None) -> BuiltBatch:
+        """The rows' records, or for each row that cannot be sent the reason, naming the field.
 
-        Given the row's canonical `entity_id` (batching already made it), the key is not converted twice.
+        Given the rows' canonical `entity_ids` (batching already made them), the key is not converted twice.
         """
-        fields = self._fields
-        if entity_id is not None and self._key_position is not None:
-            row = [*row]
-            row[self._key_position] = entity_id
-            fields = self._fields_with_known_key
-        record: Record = {}
-        for (field, convert), value in zip(fields, row, strict=True):
+        if not rows:
+            return BuiltBatch([], [], {})
+        columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
+        if len(columns) != len(self._fields):
+            raise ValueError(f"rows have {len(columns)} values, the model {len(self._fields)} fields")
+        refused: dict[int, str] = {}
+        for position, field in enumerate(self._fields):
+            if entity_ids is not None and position == self._key_position:
+                columns[position] = entity_ids
+            elif not set(map(type, columns[position])) <= self._as_is[position]:
+                columns[position] = self._convert(field, self._converters[position], columns[position], refused)
+        records = list(map(dict, map(zip, repeat(self._names), zip(*columns, strict=True))))
+        if not refused:
+            return BuiltBatch(records, list(range(len(records))), refused)
+        positions = [index for index in range(len(records)) if index not in refused]
+        return BuiltBatch([records[index] for index in positions], positions, dict(sorted(refused.items())))
+
+    @staticmethod
+    def _convert(field: Field, convert: Converter, values: Sequence[Any], refused: dict[int, str]) -> list[Any]:
+        converted = list(values)
+        for index, value in enumerate(values):
             if value is None:
                 if not field.nullable:
-                    raise PayloadError(f"field {field.name}: is required but NULL")
-                record[field.name] = None
+                    refused.setdefault(index, f"field {field.name}: is required but NULL")
                 continue
             try:
-                record[field.name] = convert(value)
+                converted[index] = convert(value)
             except (TypeError, ValueError, ArithmeticError) as exc:
-                raise PayloadError(f"field {field.name}: {exc}") from None
-        return record
+                refused.setdefault(index, f"field {field.name}: {exc}")
+        return converted
 
 
 def encode_batch(records: Sequence[Record] | Sequence[Any]) -> bytes:
