@@ -27,18 +27,20 @@ from sync_pipeline_tests.benchmarks.process_memory import peak_rss_mb
 ASSET = "users"
 
 
-def benchmark_settings(base_url: str, max_in_flight: int | None = None) -> Settings:
-    """The packaged default settings, sending to `base_url` (with `api.max_in_flight`, when given)."""
+def benchmark_settings(base_url: str, max_in_flight: int | None = None, batch_size: int | None = None) -> Settings:
+    """The packaged default settings, sending to `base_url` (with `api.max_in_flight` and `batch_size`, when given)."""
     raw = yaml.safe_load(DEFAULT_SETTINGS_PATH.read_text(encoding="utf-8"))
     raw["api"]["base_url"] = base_url
     if max_in_flight is not None:
         raw["api"]["max_in_flight"] = max_in_flight
+    if batch_size is not None:
+        raw["batch_size"] = batch_size
     return parse_settings(raw, source="benchmark settings")
 
 
-def materialize_users(base_url: str, max_in_flight: int | None = None) -> dict[str, Any]:
+def materialize_users(base_url: str, max_in_flight: int | None = None, batch_size: int | None = None) -> dict[str, Any]:
     """Materialize `users` once; the seconds, the run's success, the check and the asset's metadata."""
-    defs = build_definitions(benchmark_settings(base_url, max_in_flight))
+    defs = build_definitions(benchmark_settings(base_url, max_in_flight, batch_size))
     assets = [asset for asset in defs.assets or [] if isinstance(asset, dg.AssetsDefinition)]
     with dg.DagsterInstance.ephemeral() as instance:
         started = time.perf_counter()
@@ -59,13 +61,15 @@ def materialize_users(base_url: str, max_in_flight: int | None = None) -> dict[s
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m sync_pipeline_tests.benchmarks.product --base-url … [--max-in-flight N] [--result-file F]`."""
+    """`python -m sync_pipeline_tests.benchmarks.product --base-url … [--max-in-flight N] [--batch-size N]`."""
     parser = argparse.ArgumentParser(description="Materialize the product's `users` asset once, timed.")
     parser.add_argument("--base-url", required=True, help="the receiver's /api/sync/ URL")
     parser.add_argument("--max-in-flight", type=int, help="set api.max_in_flight (default: the packaged setting)")
+    parser.add_argument("--batch-size", type=int, help="set batch_size (default: the packaged setting)")
     parser.add_argument("--result-file", type=Path, help="write the outcome here as JSON")
     args = parser.parse_args(argv)
-    result = {**materialize_users(args.base_url, args.max_in_flight), "peak_rss_mb": peak_rss_mb()}
+    outcome = materialize_users(args.base_url, args.max_in_flight, args.batch_size)
+    result = {**outcome, "peak_rss_mb": peak_rss_mb()}
     if args.result_file:
         args.result_file.write_text(json.dumps(result), encoding="utf-8")
     else:

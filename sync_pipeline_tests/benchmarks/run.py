@@ -5,11 +5,14 @@ already tracked, everything tracked) runs each implementation in a fresh subproc
 benchmark receiver (its own process on 127.0.0.1), and verifies every run: the receiver holds
 every record exactly once, the tracking table holds every Id once in canonical form, one
 SchedulerLog Success row per API call. Then, on the smallest row count, it runs the product against
-a receiver taking 50 ms per call with `api.max_in_flight` 1 and 4. It prints the tables and the
-targets' PASS/MISS, and exits 1 if any run failed verification.
+a receiver taking 50 ms per call with `api.max_in_flight` 1 and 4, at the default batch size and at
+a smaller one: batches in flight hide the API's latency, so their speed-up depends on how much of a
+call is waiting rather than work. It prints the tables and the targets' PASS/MISS, and exits 1 if
+any run failed verification.
 
     python -m sync_pipeline_tests.benchmarks.run --rows 100000 --rows 1000000 [--repeat 3]
-        [--cases empty,half,all] [--in-flight-rows N] [--py-spy /tmp/profile.txt]
+        [--cases empty,half,all] [--in-flight-rows N] [--in-flight-batch-sizes 3000,500]
+        [--py-spy /tmp/profile.txt]
 
 "wall s" is timed inside the child around the sync itself (`dg.materialize` for the product; the
 connections and the loop for the baseline); "proc s" is the whole child process, start-up and
@@ -51,6 +54,7 @@ TRACKED_RSS_TARGET_MB = 30.0
 LINEARITY_SLACK = 1.1  # 1M rows may take at most 11x the time of 100k
 IN_FLIGHT_LIMITS = (1, 4)
 IN_FLIGHT_SPEEDUP_TARGET = 3.0
+IN_FLIGHT_BATCH_SIZES = (BATCH_SIZE, 500)
 
 
 @dataclass
@@ -67,6 +71,9 @@ class Measurement:
     api_calls: int
     sent: int
     max_in_flight_seen: int = 1
+    batch_size: int = BATCH_SIZE
+    max_in_flight: int | None = None
+    latency_ms: float = 0.0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -89,13 +96,20 @@ def run_child(command: Sequence[str], env: dict[str, str], log_file: Path) -> tu
 
 
 def child_command(
-    impl: str, server: PostgresServer, source_db: str, base_url: str, result_file: Path, max_in_flight: int | None
+    impl: str,
+    server: PostgresServer,
+    source_db: str,
+    base_url: str,
+    result_file: Path,
+    max_in_flight: int | None,
+    batch_size: int = BATCH_SIZE,
 ) -> list[str]:
     """The subprocess that runs one implementation once and writes its outcome to `result_file`."""
     python = [sys.executable, "-m", f"sync_pipeline_tests.benchmarks.{impl}", "--result-file", str(result_file)]
     if impl == "product":
         in_flight = [] if max_in_flight is None else ["--max-in-flight", str(max_in_flight)]
-        return [*python, "--base-url", base_url, *in_flight]
+        batches = [] if batch_size == BATCH_SIZE else ["--batch-size", str(batch_size)]
+        return [*python, "--base-url", base_url, *in_flight, *batches]
     return [
         *python,
         "--source-dsn",
@@ -107,7 +121,7 @@ def child_command(
         "--api-key",
         API_KEY,
         "--batch-size",
-        str(BATCH_SIZE),
+        str(batch_size),
     ]
 
 
@@ -121,11 +135,16 @@ def child_environment(server: PostgresServer, source_db: str) -> dict[str, str]:
 
 
 def verify(
-    rows: int, tracked_before: int, outcome: dict[str, Any], received: dict[str, int], log: LogCounts
+    rows: int,
+    tracked_before: int,
+    outcome: dict[str, Any],
+    received: dict[str, int],
+    log: LogCounts,
+    batch_size: int = BATCH_SIZE,
 ) -> list[str]:
     """Everything that must hold after a run; each broken rule as one line."""
     to_send = rows - tracked_before
-    calls = math.ceil(to_send / BATCH_SIZE)
+    calls = math.ceil(to_send / batch_size)
     expectations = {
         "run succeeded": (outcome.get("success"), True),
         "receiver distinct Ids": (received["distinct"], rows),
@@ -153,7 +172,6 @@ class Bench:
     measurements: list[Measurement] = field(default_factory=list)
     latency_ms: float = 0.0
     in_flight_runs: list[Measurement] = field(default_factory=list)
-    in_flight_latency_ms: float = 0.0
 
     def run_once(
         self,
@@ -163,20 +181,24 @@ class Bench:
         source_db: str,
         tracked: Sequence[str],
         max_in_flight: int | None = None,
+        batch_size: int = BATCH_SIZE,
     ) -> Measurement:
         """Reset the Log database and the receiver to the case, run `impl` once, verify it."""
         databases.reset_log(self.server, LOG_DATABASE, tracked)
         self.receiver.reset()
         self.receiver.preload(ENDPOINT, tracked)
-        name = f"{impl}-{rows}-{case}" + ("" if max_in_flight is None else f"-inflight{max_in_flight}")
+        name = f"{impl}-{rows}-{case}" + ("" if max_in_flight is None else f"-inflight{max_in_flight}-{batch_size}")
         result_file = self.workdir / f"{name}.json"
         result_file.unlink(missing_ok=True)
-        command = child_command(impl, self.server, source_db, self.receiver.base_url, result_file, max_in_flight)
+        command = child_command(
+            impl, self.server, source_db, self.receiver.base_url, result_file, max_in_flight, batch_size
+        )
         log_file = self.workdir / f"{name}.log"
         process_seconds, exit_code = run_child(command, child_environment(self.server, source_db), log_file)
         outcome: dict[str, Any] = json.loads(result_file.read_text()) if result_file.exists() else {}
         received = self.receiver.stats(ENDPOINT)
-        problems = verify(rows, len(tracked), outcome, received, databases.log_counts(self.server, LOG_DATABASE))
+        log_counts = databases.log_counts(self.server, LOG_DATABASE)
+        problems = verify(rows, len(tracked), outcome, received, log_counts, batch_size)
         if exit_code != 0:
             problems.insert(0, f"exit code {exit_code} (see {log_file})")
         return Measurement(
@@ -190,28 +212,43 @@ class Bench:
             api_calls=received["calls"],
             sent=received["records"],
             max_in_flight_seen=received["max_in_flight"],
+            batch_size=batch_size,
+            max_in_flight=max_in_flight,
+            latency_ms=self.latency_ms,
             problems=problems,
         )
 
-    def run_in_flight(self, rows: int, latency_ms: float) -> None:
-        """The product against a receiver taking `latency_ms` per batch, at each `api.max_in_flight` limit."""
+    def run_in_flight(self, rows: int, latency_ms: float, batch_sizes: Sequence[int]) -> None:
+        """The product against a receiver taking `latency_ms` per call, per batch size and `api.max_in_flight`."""
         source_db = f"bench_default_{rows}"
         databases.ensure_source(self.server, source_db, rows)
-        self.in_flight_latency_ms = latency_ms
         self.receiver.set_latency(latency_ms)
         try:
-            for limit in IN_FLIGHT_LIMITS:
-                run = self.run_once(rows, "empty", "product", source_db, [], max_in_flight=limit)
-                self.in_flight_runs.append(run)
-                print(
-                    f"{rows:>9} empty product, {latency_ms:g} ms per call, max_in_flight {limit}: "
-                    f"wall {run.wall_seconds:7.2f}s, {run.max_in_flight_seen} seen in flight  "
-                    + ("ok" if not run.problems else "FAILED: " + "; ".join(run.problems)),
-                    file=sys.stderr,
-                    flush=True,
-                )
+            for batch_size in batch_sizes:
+                for limit in IN_FLIGHT_LIMITS:
+                    run = self.run_once(rows, "empty", "product", source_db, [], limit, batch_size)
+                    run.latency_ms = latency_ms
+                    self.in_flight_runs.append(run)
+                    print(
+                        f"{rows:>9} empty product, {latency_ms:g} ms per call, batch {batch_size}, "
+                        f"max_in_flight {limit}: wall {run.wall_seconds:7.2f}s, {run.max_in_flight_seen} seen in "
+                        "flight  " + ("ok" if not run.problems else "FAILED: " + "; ".join(run.problems)),
+                        file=sys.stderr,
+                        flush=True,
+                    )
         finally:
             self.receiver.set_latency(self.latency_ms)
+
+    def in_flight_pairs(self) -> list[tuple[Measurement, Measurement]]:
+        """(1 in flight, 4 in flight) per batch size, for the speed-up."""
+        single, several = IN_FLIGHT_LIMITS[0], IN_FLIGHT_LIMITS[-1]
+        by_key = {(m.batch_size, m.max_in_flight): m for m in self.in_flight_runs}
+        sizes = dict.fromkeys(m.batch_size for m in self.in_flight_runs)
+        return [
+            (by_key[size, single], by_key[size, several])
+            for size in sizes
+            if (size, single) in by_key and (size, several) in by_key
+        ]
 
     def profile_product(self, rows: int, output: Path) -> None:
         """Run the product once more under py-spy (nothing tracked), writing a raw flame-graph profile."""
@@ -316,21 +353,25 @@ def results_table(bench: Bench) -> str:
 
 
 def in_flight_table(bench: Bench) -> str:
-    """The product against a slow receiver at each `api.max_in_flight`, with the speed-up over 1."""
+    """The product against a slow receiver at each batch size and `api.max_in_flight`, with the speed-up over 1."""
     header = (
-        f"{'rows':>9} {'latency ms':>10} {'max_in_flight':>13} {'seen in flight':>14} {'API calls':>9} "
-        f"{'wall s':>8} {'rec/s':>8} {'speed-up':>8}  verified"
+        f"{'rows':>9} {'latency ms':>10} {'batch':>6} {'max_in_flight':>13} {'seen in flight':>14} "
+        f"{'API calls':>9} {'wall s':>8} {'rec/s':>8} {'speed-up':>8}  verified"
     )
     lines = [header, "-" * len(header)]
-    single = bench.in_flight_runs[0] if bench.in_flight_runs else None
-    for limit, m in zip(IN_FLIGHT_LIMITS, bench.in_flight_runs, strict=False):
-        speedup = m.records_per_second / single.records_per_second if single and single.records_per_second else 0.0
-        lines.append(
-            f"{m.rows:>9} {bench.in_flight_latency_ms:>10g} {limit:>13} {m.max_in_flight_seen:>14} {m.api_calls:>9} "
-            f"{m.wall_seconds:>8.2f} {m.records_per_second:>8.0f} {speedup:>7.2f}x  "
-            + ("ok" if not m.problems else "FAILED")
-        )
+    for pair in bench.in_flight_pairs():
+        for m in pair:
+            speedup = _speedup(pair[0], m)
+            lines.append(
+                f"{m.rows:>9} {m.latency_ms:>10g} {m.batch_size:>6} {m.max_in_flight:>13} {m.max_in_flight_seen:>14} "
+                f"{m.api_calls:>9} {m.wall_seconds:>8.2f} {m.records_per_second:>8.0f} {speedup:>7.2f}x  "
+                + ("ok" if not m.problems else "FAILED")
+            )
     return "\n".join(lines)
+
+
+def _speedup(single: Measurement, other: Measurement) -> float:
+    return other.records_per_second / single.records_per_second if single.records_per_second else 0.0
 
 
 def _verdict(passed: bool) -> str:
@@ -369,14 +410,13 @@ def target_checks(bench: Bench) -> list[str]:
                 f"{_verdict(scale <= allowed)}  time, {case}: {product_large.wall_seconds:.2f}s at {large} = "
                 f"{scale:.2f}x {product_small.wall_seconds:.2f}s at {small} (target <= {allowed:.1f}x)"
             )
-    if len(bench.in_flight_runs) == len(IN_FLIGHT_LIMITS):
-        single, several = bench.in_flight_runs[0], bench.in_flight_runs[-1]
-        speedup = several.records_per_second / single.records_per_second if single.records_per_second else 0.0
+    for single, several in bench.in_flight_pairs():
+        speedup = _speedup(single, several)
         lines.append(
-            f"{_verdict(speedup >= IN_FLIGHT_SPEEDUP_TARGET)}  {bench.in_flight_latency_ms:g} ms per call: "
-            f"{IN_FLIGHT_LIMITS[-1]} in flight {several.records_per_second:.0f} rec/s = {speedup:.2f}x "
-            f"{IN_FLIGHT_LIMITS[0]} in flight {single.records_per_second:.0f} rec/s "
-            f"(target >= {IN_FLIGHT_SPEEDUP_TARGET:g}x; receiver saw at most {several.max_in_flight_seen} at once)"
+            f"{_verdict(speedup >= IN_FLIGHT_SPEEDUP_TARGET)}  {several.latency_ms:g} ms per call, batch "
+            f"{several.batch_size}: {several.max_in_flight} in flight {several.records_per_second:.0f} rec/s = "
+            f"{speedup:.2f}x {single.max_in_flight} in flight {single.records_per_second:.0f} rec/s (target >= "
+            f"{IN_FLIGHT_SPEEDUP_TARGET:g}x; receiver saw at most {several.max_in_flight_seen} at once)"
         )
     empty = bench.find(large, "empty", "product")
     for case in ("half", "all"):
@@ -410,6 +450,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--in-flight-latency-ms", type=float, default=50.0, help="receiver delay in that case")
     parser.add_argument(
+        "--in-flight-batch-sizes",
+        default=",".join(map(str, IN_FLIGHT_BATCH_SIZES)),
+        help="comma-separated batch sizes for that case",
+    )
+    parser.add_argument(
         "--py-spy", type=Path, metavar="FILE", help="then profile the product on the smallest row count into FILE"
     )
     parser.add_argument("--workdir", type=Path, help="where children's logs and results go (default: a temp dir)")
@@ -431,7 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.run_rows(rows, cases, max(1, args.repeat))
         in_flight_rows = row_counts[0] if args.in_flight_rows is None else args.in_flight_rows
         if in_flight_rows > 0:
-            bench.run_in_flight(in_flight_rows, args.in_flight_latency_ms)
+            batch_sizes = [int(size) for size in args.in_flight_batch_sizes.split(",") if size.strip()]
+            bench.run_in_flight(in_flight_rows, args.in_flight_latency_ms, batch_sizes)
         if args.py_spy:
             bench.profile_product(row_counts[0], args.py_spy)
     load_after = os.getloadavg()[0]
@@ -442,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(results_table(bench))
     if bench.in_flight_runs:
-        print(f"\nThe product against a receiver taking {bench.in_flight_latency_ms:g} ms per call, nothing tracked:\n")
+        print("\nThe product against a slow receiver, nothing tracked:\n")
         print(in_flight_table(bench))
     print()
     print("\n".join(target_checks(bench)))
