@@ -1,8 +1,10 @@
 """One canonical text form for EntityId, whatever the database driver hands back.
 
 SQL Server's pyodbc returns GUIDs as upper-case strings (or `uuid.UUID`), PostgreSQL as `uuid.UUID`,
-MariaDB and SQLite as 32 hex digits. The tracking table must hold exactly one form, or the same
-record would look new on every run: the lower-case hyphenated form .NET's `Guid.ToString()` writes.
+MariaDB and SQLite as 32 hex digits; read as text (as `source_pages` reads keys), SQL Server prints
+them in upper case and PostgreSQL in lower case. The tracking table must hold exactly one form, or
+the same record would look new on every run: the lower-case hyphenated form .NET's
+`Guid.ToString()` writes.
 """
 
 from __future__ import annotations

@@ -218,7 +218,7 @@ class Bench:
             problems=problems,
         )
 
-    def run_in_flight(self, rows: int, latency_ms: float, batch_sizes: Sequence[int]) -> None:
+    def run_in_flight(self, rows: int, latency_ms: float, batch_sizes: Sequence[int], repeat: int) -> None:
         """The product against a receiver taking `latency_ms` per call, per batch size and `api.max_in_flight`."""
         source_db = f"bench_default_{rows}"
         databases.ensure_source(self.server, source_db, rows)
@@ -226,7 +226,10 @@ class Bench:
         try:
             for batch_size in batch_sizes:
                 for limit in IN_FLIGHT_LIMITS:
-                    run = self.run_once(rows, "empty", "product", source_db, [], limit, batch_size)
+                    runs = [
+                        self.run_once(rows, "empty", "product", source_db, [], limit, batch_size) for _ in range(repeat)
+                    ]
+                    run = _median_run(runs)
                     run.latency_ms = latency_ms
                     self.in_flight_runs.append(run)
                     print(
@@ -477,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         in_flight_rows = row_counts[0] if args.in_flight_rows is None else args.in_flight_rows
         if in_flight_rows > 0:
             batch_sizes = [int(size) for size in args.in_flight_batch_sizes.split(",") if size.strip()]
-            bench.run_in_flight(in_flight_rows, args.in_flight_latency_ms, batch_sizes)
+            bench.run_in_flight(in_flight_rows, args.in_flight_latency_ms, batch_sizes, max(1, args.repeat))
         if args.py_spy:
             bench.profile_product(row_counts[0], args.py_spy)
     load_after = os.getloadavg()[0]
