@@ -215,7 +215,7 @@ class Settings(_Strict):
             try:
                 check_http_url(self.endpoint_url(name))
             except ValueError as exc:
-                raise ValueError(f"entities.{name}.endpoint: {entity.endpoint!r} {exc}") from None
+                raise ValueError(f"entities.{name}.endpoint: {_shown(entity.endpoint)!r} {exc}") from None
         return self
 
     def endpoint_url(self, entity: str) -> str:
@@ -241,7 +241,15 @@ def _describe(error: Mapping[str, Any]) -> str:
         return f"{location}: is not a known setting"
     if not error["loc"]:  # a whole-file check: its message already names the setting
         return message
-    return f"{location}: {message} (got {error['input']!r})"
+    return f"{location}: {message} (got {_shown(error['input'])!r})"
+
+
+_URL_USERINFO = re.compile(r"//[^/@]*@")
+
+
+def _shown(value: object) -> object:
+    """A refused value as an error message may repeat it: with a URL's user:password@ masked."""
+    return _URL_USERINFO.sub("//***@", value) if isinstance(value, str) else value
 
 
 def parse_settings(raw: object, source: str = "settings") -> Settings:

@@ -87,6 +87,24 @@ def test_the_key_sent_in_another_header_than_the_api_expects_is_refused_and_not_
     assert receiver.log.received("users") == 0
 
 
+@pytest.mark.parametrize(
+    "bad_key",
+    [API_KEY + "\n", " " + API_KEY, API_KEY[:5] + "\r\n" + API_KEY[5:]],
+    ids=["trailing newline", "leading space", "line break inside"],
+)
+def test_an_api_key_that_is_not_a_valid_header_value_is_refused_without_showing_it(
+    receiver: ReceivingApi, bad_key: str
+) -> None:
+    """requests' own error for such a header quotes the value, and failed calls are logged."""
+    api = HttpSyncApiClient(api_key=bad_key, api_key_header=KEY_HEADER)
+
+    with pytest.raises(ValueError, match="api_key: not usable as an HTTP header value") as raised:
+        api.post_batch(receiver.base_url + "users", BODY, "key-1")
+
+    assert "SYNC_API_KEY" in str(raised.value)
+    assert "DO-NOT-LOG" not in exception_text(raised.value)
+
+
 def test_a_429_with_retry_after_in_seconds_gives_those_seconds(receiver: ReceivingApi) -> None:
     receiver.fail_calls("users", {1: Fault(429, {"Retry-After": "2"})})
 

@@ -107,11 +107,13 @@ BAD_SETTINGS = [
     pytest.param(setting("schedule.timezone", "Mars/Base"), ["schedule.timezone", "'Mars/Base'"], id="timezone"),
     pytest.param(setting("api.base_url", "ftp://x"), ["api.base_url", "'ftp://x'", "http"], id="ftp base_url"),
     pytest.param(
-        setting("api.base_url", "https://u:p@h/x"), ["api.base_url", "credentials"], id="base_url with credentials"
+        setting("api.base_url", "https://u:p@h/x"),
+        ["api.base_url", "'https://***@h/x'", "credentials"],
+        id="base_url with credentials",
     ),
     pytest.param(
         setting("entities.Users.endpoint", "https://u:p@h/x"),
-        ["entities.Users.endpoint", "'https://u:p@h/x'", "credentials"],
+        ["entities.Users.endpoint", "'https://***@h/x'", "credentials"],
         id="endpoint with credentials",
     ),
     pytest.param(
@@ -204,3 +206,14 @@ def test_an_entity_batch_size_overrides_the_global_one_for_that_entity_only() ->
 
     assert settings.batch_size_for("EventsCalendar") == 500
     assert settings.batch_size_for("Users") == 2500
+
+
+@pytest.mark.parametrize("path", ["api.base_url", "entities.Users.endpoint", "alerts.ui_base_url"])
+def test_a_url_refused_for_carrying_credentials_does_not_repeat_them(path: str) -> None:
+    raw = {"alerts": {}, **raw_default_settings()}
+    setting(path, "https://svc:TOPSECRET@h/x")(raw)
+
+    with pytest.raises(SettingsError) as raised:
+        parse_settings(raw)
+
+    assert "credentials" in str(raised.value) and "TOPSECRET" not in str(raised.value)

@@ -58,3 +58,20 @@ def test_masked_url_hides_the_password_also_inside_odbc_connect() -> None:
 
     assert "s3cret" not in plain and "***" in plain
     assert "s3cret" not in odbc and "PWD=***" in odbc.replace("%3D", "=").replace("%2A", "*")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("postgresql+psycopg://sync@h/db?password=s3cret", id="password in the query"),
+        pytest.param("mssql+pyodbc://sync@h/db?driver=ODBC+Driver+18&PWD=s3cret", id="PWD passed on to ODBC"),
+        pytest.param(
+            "mssql+pyodbc:///?odbc_connect=SERVER%3Dh%3BPWD%3D%7Bab%3Bs3cret%7D%7D%7D%3BDATABASE%3Dd",
+            id="braced PWD holding ; and }} in odbc_connect",
+        ),
+    ],
+)
+def test_masked_url_hides_a_password_wherever_a_driver_would_take_it_from(url: str) -> None:
+    masked = masked_url(url)
+
+    assert "cret" not in masked and "%2A%2A%2A" in masked

@@ -46,6 +46,13 @@ class HttpSyncApiClient(SyncApiClient):
             self._session.close()
 
     def _new_session(self) -> requests.Session:
+        if not _is_header_value(self.api_key):
+            # requests would refuse it on every call with the value in its message, which would
+            # then reach SchedulerLog and the logs: refuse it here, once, without showing it.
+            raise ValueError(
+                "api_key: not usable as an HTTP header value (leading or trailing whitespace, a line "
+                "break or another control character); check the SYNC_API_KEY environment variable"
+            )
         session = requests.Session()
         session.mount("https://", requests.adapters.HTTPAdapter(pool_maxsize=MAX_CONNECTIONS))
         session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=MAX_CONNECTIONS))
@@ -82,6 +89,11 @@ class HttpSyncApiClient(SyncApiClient):
         return ApiResponse(response.status_code, response.text[:500], retry_after)
 
 
+def _is_header_value(value: str) -> bool:
+    """What requests accepts as a header value: no surrounding whitespace, no control characters."""
+    return value == value.strip() and not any(ord(char) < 32 or ord(char) == 127 for char in value)
+
+
 def _is_mid_response(exc: requests.RequestException) -> bool:
     """A connection dropped after the request went out is a failed call, not an unreachable host."""
     text = str(exc)
@@ -89,5 +101,5 @@ def _is_mid_response(exc: requests.RequestException) -> bool:
 
 
 def _safe_reason(exc: requests.RequestException) -> str:
-    """The exception's class and message; requests never puts request headers (the key) in it."""
+    """The exception's class and message; the key cannot be in it, as an invalid one never gets this far."""
     return f"{type(exc).__name__}: {str(exc)[:300]}"

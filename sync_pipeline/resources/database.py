@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import dagster as dg
@@ -22,17 +23,27 @@ def create_sync_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, **options)
 
 
+_SECRET_QUERY_KEYS = ("password", "pwd", "passwd")
+_ODBC_PASSWORD = re.compile(r"\b(PWD|PASSWORD)(\s*=\s*)(\{(?:[^}]|\}\})*\}|[^;]*)", re.IGNORECASE)
+"""`PWD=value` in an ODBC connection string; a braced value may hold `;` and escapes `}` as `}}`."""
+
+
 def masked_url(url: str) -> str:
-    """The URL with its password masked, also inside pyodbc's `odbc_connect=` string."""
+    """The URL with every password masked: its own, any password query key, and inside `odbc_connect=`.
+
+    Drivers take a password from the query too (`?password=`, or `PWD=` that SQLAlchemy passes on
+    to ODBC), so masking only the URL's user:password part is not enough.
+    """
     parsed = sa.make_url(url)
-    odbc = parsed.query.get("odbc_connect")
-    if isinstance(odbc, str):
-        parts = [
-            f"{key}=***" if key.strip().upper() in ("PWD", "PASSWORD") else f"{key}={value}"
-            for key, _, value in (part.partition("=") for part in odbc.split(";") if part)
-        ]
-        parsed = parsed.update_query_dict({"odbc_connect": ";".join(parts)})
-    return parsed.render_as_string(hide_password=True)
+    query: dict[str, str | tuple[str, ...]] = {}
+    for key, value in parsed.query.items():
+        if any(secret in key.lower() for secret in _SECRET_QUERY_KEYS):
+            query[key] = "***"
+        elif key == "odbc_connect" and isinstance(value, str):
+            query[key] = _ODBC_PASSWORD.sub(r"\1\2***", value)
+        else:
+            query[key] = value
+    return parsed.set(query=query).render_as_string(hide_password=True)
 
 
 class SyncDatabase(dg.ConfigurableResource):
