@@ -61,17 +61,14 @@ def _ddl(args: argparse.Namespace) -> int:
 
 
 def _timestamp(value: str) -> dt.datetime:
-    """An ISO 8601 timestamp; with an offset it is converted, without one it is read as UTC."""
+    """An ISO 8601 timestamp (`LogQuery` reads one without an offset as UTC, and converts one with)."""
     try:
-        moment = dt.datetime.fromisoformat(value)
+        return dt.datetime.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 timestamp: {value!r} (e.g. 2024-01-31T08:00)") from None
-    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def _logs(args: argparse.Namespace) -> int:
-    import sqlalchemy as sa
-
     from sync_pipeline.defs.sync_assets import entity_plan
     from sync_pipeline.engine.db_errors import describe_db_error
     from sync_pipeline.entities import ENTITIES_BY_NAME

@@ -23,15 +23,13 @@ import sqlalchemy as sa
 from sync_pipeline.defs.resources import DATABASE_URL_ENV_VARS
 from sync_pipeline.engine.batching import ScanCounts, untracked_batches
 from sync_pipeline.engine.entity_sync import EntitySyncPlan
-from sync_pipeline.engine.scheduler_log import FAILURE, SUCCESS, SchedulerLogWriter
+from sync_pipeline.engine.scheduler_log import ACTIVITY_PREFIX, FAILURE, SUCCESS, SchedulerLogWriter, activity
 from sync_pipeline.engine.source_pages import SourceUnavailable, read_pages
 from sync_pipeline.engine.tracking import TrackingStore, TrackingUnavailable
 from sync_pipeline.entities import ENTITIES_BY_NAME, TAMHR_ENTITIES
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.tables import rejected_table, scheduler_log_table, tracking_table
 
-ACTIVITY_PREFIX = "Sync Batch: "
-"""SchedulerLog `Activity` of this job's rows is this prefix and the entity name."""
 PENDING = "Pending"
 STATUSES = (SUCCESS, FAILURE, PENDING)
 FORMATS = ("table", "csv", "json")
@@ -42,11 +40,6 @@ TABLE_TEXT_WIDTH = 100
 
 class LogViewerError(Exception):
     """A problem the viewer reports to its user in one line: a missing variable, an unreadable database."""
-
-
-def activity(entity: str) -> str:
-    """The SchedulerLog `Activity` of an entity's batch calls."""
-    return f"{ACTIVITY_PREFIX}{entity}"
 
 
 def referenced_entities(entities: Sequence[str]) -> list[str]:

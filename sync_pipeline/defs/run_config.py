@@ -16,6 +16,7 @@ from pydantic import Field
 from sync_pipeline.engine.entity_ids import InvalidEntityId, canonical_entity_id
 from sync_pipeline.engine.selection import SEND_UNTRACKED, Selection
 from sync_pipeline.entities import EntitySpec
+from sync_pipeline.sync_log import utc_naive
 
 
 class SyncRunConfig(dg.Config):
@@ -67,7 +68,5 @@ def selection_from(config: SyncRunConfig, spec: EntitySpec, key_column: str) -> 
                 "e.g. '2026-11-01T00:00:00'",
                 allow_retries=False,
             ) from None
-        if when.tzinfo is not None:
-            when = when.astimezone(dt.UTC).replace(tzinfo=None)
-        return Selection(resend="tracked_before", tracked_before=when)
+        return Selection(resend="tracked_before", tracked_before=utc_naive(when))
     return Selection(resend="all")

@@ -22,6 +22,7 @@ from sync_pipeline.demo.seed import create_log_tables, seed_entity
 from sync_pipeline.entities import TAMHR_ENTITIES
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, SETTINGS_ENV_VAR, load_settings
+from sync_pipeline.tables import tracking_table
 
 DEMO_ROWS = {"Users": 5000, "ActualOrg": 3000, "ActualEntity": 2500, "OrgObject": 4000, "EventsCalendar": 1500}
 DEMO_API_KEY = "demo-only-key"  # the local receiver's key; real keys come from SYNC_API_KEY
@@ -147,6 +148,6 @@ def tracking_count(paths: DemoPaths) -> int:
     """Rows in the demo's tracking table (for tests and curious users)."""
     engine = create_sync_engine(paths.database_url("log_db"))
     with engine.connect() as conn:
-        count = conn.execute(sa.text("SELECT COUNT(*) FROM TB_R_SYNC_TRACKING")).scalar_one()
+        count = conn.execute(sa.select(sa.func.count()).select_from(tracking_table)).scalar_one()
     engine.dispose()
     return int(count)

@@ -18,6 +18,8 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 """Statuses worth trying again: the receiver was busy or broken, not the request."""
 REJECTING_STATUSES = frozenset({400, 422})
 """Statuses that mean the content was refused: retrying is pointless, splitting may isolate it."""
+MAX_RESPONSE_EXCERPT = 500
+"""Characters of a response body kept for the log and the rejected-records table."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sync_pipeline.engine.api import (
+    MAX_RESPONSE_EXCERPT,
     REJECTING_STATUSES,
     RETRYABLE_STATUSES,
     ApiCallFailed,
@@ -28,7 +29,6 @@ from sync_pipeline.engine.payload import PayloadError, Record, RecordBuilder, en
 from sync_pipeline.engine.scheduler_log import ApiCall
 from sync_pipeline.engine.tracking import Rejection, TrackingStore
 
-MAX_RESPONSE_EXCERPT = 500
 MAX_REJECTED_IDS_SHOWN = 20
 
 
@@ -93,7 +93,6 @@ class BatchSender:
         before_each_attempt: Callable[[], None] = lambda: None,
         refresh_tracking: bool = False,
         sleep: Callable[[float], None] = time.sleep,
-        rng: random.Random | None = None,
     ) -> None:
         self.entity = entity
         self.endpoint_url = endpoint_url
@@ -108,7 +107,7 @@ class BatchSender:
         self._before_each_attempt = before_each_attempt
         self._refresh_tracking = refresh_tracking
         self._sleep = sleep
-        self._rng = rng or random.Random()
+        self._rng = random.Random()
 
     def send(self, entity_ids: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Validate the rows, refuse the invalid ones, and deliver the rest."""

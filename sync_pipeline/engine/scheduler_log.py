@@ -15,7 +15,14 @@ from sync_pipeline.tables import scheduler_log_table
 
 SUCCESS = "Success"
 FAILURE = "Failure"
+ACTIVITY_PREFIX = "Sync Batch: "
+"""SchedulerLog `Activity` of this job's rows is this prefix and the entity name."""
 MAX_EXCEPTION_MESSAGE = 4000
+
+
+def activity(entity: str) -> str:
+    """The SchedulerLog `Activity` of an entity's batch calls."""
+    return f"{ACTIVITY_PREFIX}{entity}"
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,7 @@ class SchedulerLogWriter:
         return {
             **self._constants,
             "ID": uuid.uuid4(),
-            "Activity": f"Sync Batch: {entity}",
+            "Activity": activity(entity),
             "Status": SUCCESS if call.ok else FAILURE,
             "AdditionalInformation": json.dumps(details, ensure_ascii=False),
             "CreatedOn": (now or dt.datetime.now(dt.UTC)).replace(tzinfo=None),

@@ -26,7 +26,7 @@ IDS_PER_ARRAY = 100_000
 
 _COLUMNS = ("EntityType", "EntityId", "SyncTimestamp")
 _COPY_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_COPY_TEXT_SPECIALS = ("\\", "\t", "\n", "\r")
+_COPY_TEXT_SPECIALS = tuple(map(chr, _COPY_TEXT_ESCAPES))
 
 
 def id_lookup(dialect_name: str) -> tuple[sa.Select[Any], int]:

@@ -8,7 +8,13 @@ import dagster as dg
 import requests
 from pydantic import Field, PrivateAttr
 
-from sync_pipeline.engine.api import ApiCallFailed, ApiResponse, ApiUnreachable, parse_retry_after
+from sync_pipeline.engine.api import (
+    MAX_RESPONSE_EXCERPT,
+    ApiCallFailed,
+    ApiResponse,
+    ApiUnreachable,
+    parse_retry_after,
+)
 
 USER_AGENT = "sync_pipeline/0.1"
 MAX_CONNECTIONS = 8  # keep-alive connections per host: enough for the most batches in flight
@@ -86,7 +92,7 @@ class HttpSyncApiClient(SyncApiClient):
         except requests.RequestException as exc:  # read timeout, a body cut off mid-way
             raise ApiCallFailed(_safe_reason(exc)) from None
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return ApiResponse(response.status_code, response.text[:500], retry_after)
+        return ApiResponse(response.status_code, response.text[:MAX_RESPONSE_EXCERPT], retry_after)
 
 
 def _is_header_value(value: str) -> bool:
