@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import dagster as dg
@@ -26,6 +26,7 @@ from sync_pipeline.defs.alerts import (
 )
 from sync_pipeline.defs.schedules import JOB_NAME, sync_job
 from sync_pipeline.defs.sync_assets import build_entity_assets
+from sync_pipeline.demo.receiver import BackgroundServer
 from sync_pipeline.engine.api import ApiResponse
 from sync_pipeline.engine.scheduler_log import ApiCall, SchedulerLogWriter
 from sync_pipeline.entities import TAMHR_ENTITIES
@@ -40,7 +41,7 @@ SECRET_PATH = "/services/T0000/B0000/s3cr3t-webhook-token"
 UI = "https://dagster.example.test"
 
 
-class WebhookReceiver:
+class WebhookReceiver(BackgroundServer):
     """An incoming webhook on 127.0.0.1, like Slack's: keeps each JSON body POSTed to its secret path."""
 
     def __init__(self) -> None:
@@ -65,23 +66,12 @@ class WebhookReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 """Quiet."""
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(Handler, name="webhook")
 
     @property
     def url(self) -> str:
         """The webhook's URL, secret token included."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}{SECRET_PATH}"
-
-    def __enter__(self) -> WebhookReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        return self.address(SECRET_PATH)
 
 
 class ListHandler(logging.Handler):

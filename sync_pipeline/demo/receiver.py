@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 PATH_PREFIX = "/api/sync/"
 
@@ -72,27 +72,20 @@ class ReceivedLog:
             return list(self.call_sizes[endpoint])
 
 
-class ReceivingApi:
-    """The receiver running in a background thread; `base_url` ends with `/api/sync/`."""
+class BackgroundServer:
+    """An HTTP server on 127.0.0.1, served from a daemon thread while its `with` block runs."""
 
-    def __init__(self, api_key: str, api_key_header: str = "X-API-Key", port: int = 0) -> None:
-        self.log = ReceivedLog()
-        handler = _handler_for(self.log, api_key, api_key_header)
+    def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0, name: str = "http-server") -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="receiving-api", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
 
-    @property
-    def base_url(self) -> str:
-        """Where the settings' `api.base_url` should point."""
+    def address(self, path: str) -> str:
+        """The URL of `path` on this server (port 0 is resolved to the one it got)."""
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}{PATH_PREFIX}"
+        return f"http://{host!s}:{port}{path}"
 
-    def fail_calls(self, endpoint: str, faults: dict[int, int | Fault]) -> None:
-        """Misbehave on the given 1-based call numbers at `endpoint` (an int is a plain status)."""
-        self.log.faults[endpoint] = {n: Fault(f) if isinstance(f, int) else f for n, f in faults.items()}
-
-    def __enter__(self) -> ReceivingApi:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -100,6 +93,23 @@ class ReceivingApi:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+class ReceivingApi(BackgroundServer):
+    """The receiver running in a background thread; `base_url` ends with `/api/sync/`."""
+
+    def __init__(self, api_key: str, api_key_header: str = "X-API-Key", port: int = 0) -> None:
+        self.log = ReceivedLog()
+        super().__init__(_handler_for(self.log, api_key, api_key_header), port, name="receiving-api")
+
+    @property
+    def base_url(self) -> str:
+        """Where the settings' `api.base_url` should point."""
+        return self.address(PATH_PREFIX)
+
+    def fail_calls(self, endpoint: str, faults: dict[int, int | Fault]) -> None:
+        """Misbehave on the given 1-based call numbers at `endpoint` (an int is a plain status)."""
+        self.log.faults[endpoint] = {n: Fault(f) if isinstance(f, int) else f for n, f in faults.items()}
 
 
 def _handler_for(log: ReceivedLog, api_key: str, api_key_header: str) -> type[BaseHTTPRequestHandler]:
