@@ -1,8 +1,11 @@
 # The two commands README.md promises: `make demo` (set up, run the job on the embedded default)
 # and `make test` (set up, lint, type-check, run every test). Both build .venv on first use.
+# No target needs an activated .venv: each calls the venv's own programs.
 VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.demo/dagster_home
+PORT ?= 8765
+UI_PORT ?= 3000
 
 .PHONY: setup demo ui test lint dagster-home
 
@@ -18,10 +21,10 @@ dagster-home:
 	mkdir -p "$(DAGSTER_HOME)" && cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
 demo: setup dagster-home
-	$(BIN)/sync-pipeline demo
+	$(BIN)/sync-pipeline demo --port $(PORT)
 
 ui: setup dagster-home
-	$(BIN)/sync-pipeline ui
+	$(BIN)/sync-pipeline ui --port $(PORT) --ui-port $(UI_PORT)
 
 lint: setup
 	$(BIN)/ruff check sync_pipeline sync_pipeline_tests
@@ -30,8 +33,8 @@ lint: setup
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# `make bench`: the product's `users` materialization against a lean hand-written baseline on the
-# local PostgreSQL, one table of figures (sync_pipeline_tests/benchmarks/run.py). Other sizes or
+# `make bench`: the product's `users` sync against a lean hand-written baseline on the local
+# PostgreSQL, one table of figures (sync_pipeline_tests/benchmarks/run.py). Other sizes or
 # cases: make bench BENCH_ARGS="--rows 100000 --cases empty,half --repeat 3".
 BENCH_ARGS ?= --rows 100000 --rows 1000000
 

@@ -35,15 +35,40 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
+    """`dg dev` on workspace.yaml (so the code location is called `sync_pipeline`, as in production),
+    started from DAGSTER_HOME so the instance's own dagster.yaml is the one in force."""
     from sync_pipeline.demo.run import DemoPaths, environment, prepare, running_receiver
 
-    paths = DemoPaths(Path(args.workdir))
-    prepare(paths, args.port)
-    env = {**os.environ, **environment(paths)}
-    Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    workspace = Path(args.workspace).resolve()
+    if not workspace.is_file():
+        sys.stderr.write(f"sync-pipeline ui: {workspace} not found; run it from the repository root (make ui)\n")
+        return 2
+    paths = DemoPaths(Path(args.workdir).resolve())
+    prepare(paths, args.port, ui_port=args.ui_port)
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        **environment(paths),
+        "VIRTUAL_ENV": str(bin_dir.parent),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    home = Path(env["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    command = [str(bin_dir / "dg"), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(args.ui_port)]
     with running_receiver(args.port):
-        command = ["dagster", "dev", "-m", "sync_pipeline.definitions", "-h", "127.0.0.1", "-p", str(args.ui_port)]
-        return subprocess.call([str(Path(sys.executable).with_name(command[0])), *command[1:]], env=env)
+        print(f"Dagster UI: http://127.0.0.1:{args.ui_port} (Ctrl-C stops it and the demo receiver)", flush=True)
+        process = subprocess.Popen(command, env=env, cwd=home)
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            # The terminal sent SIGINT to dg dev as well; give it the time it takes to stop its
+            # webserver and daemon, so no process is left behind.
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            return 130
 
 
 def _env(args: argparse.Namespace) -> int:
@@ -145,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--port", type=int, default=8765, help="the receiver's port on 127.0.0.1")
         command.set_defaults(handler=handler)
     commands.choices["ui"].add_argument("--ui-port", type=int, default=3000, help="the Dagster UI's port")
+    commands.choices["ui"].add_argument("--workspace", default="workspace.yaml", help="default ./workspace.yaml")
     ddl = commands.add_parser("ddl", help="print the Log tables' DDL for a dialect")
     ddl.add_argument("dialect", choices=DIALECTS)
     ddl.set_defaults(handler=_ddl)

@@ -107,6 +107,25 @@ class SchedulerLogSettings(_Strict):
         }
 
 
+class AssetSettings(_Strict):
+    """Who owns the sync assets and how they are tagged in the Dagster UI (the `assets:` settings)."""
+
+    owners: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _dagster_accepts_them(self) -> AssetSettings:
+        try:
+            dg.AssetSpec("validate", owners=list(self.owners), tags=dict(self.tags))
+        except (dg.DagsterInvalidDefinitionError, dg.DagsterError) as exc:
+            first_line = str(exc).strip().splitlines()[0]
+            raise ValueError(
+                f"owners must be e-mail addresses or 'team:<name>', tag keys and values short "
+                f"identifiers ({first_line})"
+            ) from None
+        return self
+
+
 class RetrySettings(_Strict):
     """How a batch call that failed transiently (connection, timeout, 408/429/5xx) is retried."""
 
@@ -178,6 +197,7 @@ class Settings(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 3000
     schedule: ScheduleSettings = ScheduleSettings()
     scheduler_log: SchedulerLogSettings = Field(default_factory=SchedulerLogSettings)
+    assets: AssetSettings = Field(default_factory=AssetSettings)
     retries: RetrySettings = RetrySettings()
     rejections: RejectionSettings = RejectionSettings()
     locking: LockSettings = LockSettings()

@@ -259,9 +259,11 @@ def test_rejections_show_in_the_asset_metadata_and_fail_its_check(
     resources: dict[str, Any] = {key: SyncDatabase(url=url) for key, url in databases.urls.items()}
     resources["sync_api"] = ValidatingApiClient(refused_ids=[ids[0], ids[3]])
 
-    result = dg.materialize(build_entity_assets(TAMHR_ENTITIES, settings), resources=resources, selection=["users"])
+    result = dg.materialize(
+        build_entity_assets(TAMHR_ENTITIES, settings), resources=resources, selection=["users"], raise_on_error=False
+    )
 
-    assert result.success
+    assert not result.success, "a run that left records undelivered fails"
     (event,) = result.get_asset_materialization_events()
     assert event.materialization is not None
     metadata = {name: entry.value for name, entry in event.materialization.metadata.items()}

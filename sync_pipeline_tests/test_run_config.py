@@ -1,4 +1,4 @@
-"""Dry runs and operator resends, launched with run config as the README shows."""
+"""Dry runs (their own job) and operator resends (run config of an asset), as the README shows them."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import dagster as dg
 import pytest
 
 from sync_pipeline.definitions import build_definitions
+from sync_pipeline.defs.dry_run_job import DRY_RUN_JOB_NAME, build_dry_run_job
 from sync_pipeline.defs.resources import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
-from sync_pipeline.defs.schedules import JOB_NAME
-from sync_pipeline.defs.sync_assets import build_entity_assets
+from sync_pipeline.defs.sync_assets import CHECK_NAME, DRY_RUN_TAG, build_entity_assets
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.entities import TAMHR_ENTITIES
 from sync_pipeline.resources.api_client import HttpSyncApiClient
@@ -20,6 +20,7 @@ from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import Settings
 
 from .conftest import SettingsFactory, SyncDatabases
+from .fakes import RecordingApiClient
 
 API_KEY = "run-config-test-key"
 USERS_URL_PATH = "users"
@@ -56,6 +57,26 @@ def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]
     return {name: entry.value for name, entry in event.materialization.metadata.items()}
 
 
+def dry_run(
+    databases: SyncDatabases,
+    settings: Settings,
+    config: dict[str, Any] | None = None,
+    instance: dg.DagsterInstance | None = None,
+) -> dg.ExecuteInProcessResult:
+    """The dry-run job over the test's databases and the live receiver."""
+    resources: dict[str, Any] = {key: SyncDatabase(url=url) for key, url in databases.urls.items()}
+    resources["sync_api"] = HttpSyncApiClient(api_key=API_KEY)
+    return build_dry_run_job(TAMHR_ENTITIES, settings).execute_in_process(
+        run_config={"ops": config or {}}, resources=resources, instance=instance or dg.DagsterInstance.ephemeral()
+    )
+
+
+def observed(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    """The metadata values of the dry run's observation of `asset`."""
+    (event,) = [e for e in result.get_asset_observation_events() if e.asset_key.path[-1] == asset]
+    return {name: entry.value for name, entry in event.asset_observation_data.asset_observation.metadata.items()}
+
+
 def test_a_dry_run_of_the_whole_job_counts_and_previews_but_posts_and_writes_nothing(
     databases: SyncDatabases, live_settings: Settings, receiver: ReceivingApi
 ) -> None:
@@ -64,20 +85,59 @@ def test_a_dry_run_of_the_whole_job_counts_and_previews_but_posts_and_writes_not
         databases.insert_rows(spec.name, 6)
     databases.track("Users", [str(row["Id"]) for row in users[:2]])
 
-    result = materialize(
-        databases, live_settings, {s.asset_name: {"config": {"dry_run": True}} for s in TAMHR_ENTITIES}
-    )
+    result = dry_run(databases, live_settings)
 
-    assert result.success
-    users_metadata = metadata_of(result, "users")
+    assert result.success and result.dagster_run.tags[DRY_RUN_TAG] == "true"
+    users_metadata = observed(result, "users")
     figures = ("dry_run", "would_send", "already_tracked", "batches")
     assert tuple(users_metadata[name] for name in figures) == (True, 4, 2, 1)
     payload = users_metadata["first_payload"]
     assert sum(str(row["Id"]) in payload for row in users[2:]) == 3, "the preview shows three untracked records"
     assert not any(str(row["Id"]) in payload for row in users[:2]) and API_KEY not in payload
-    assert all(metadata_of(result, s.asset_name)["would_send"] == 6 for s in TAMHR_ENTITIES[1:])
+    assert all(observed(result, s.asset_name)["would_send"] == 6 for s in TAMHR_ENTITIES[1:])
+    assert result.get_asset_materialization_events() == [] and result.get_asset_check_evaluations() == []
     assert sum(len(sizes) for sizes in receiver.log.call_sizes.values()) == 0
     assert databases.scheduler_log_rows() == [] and len(databases.tracking_rows()) == 2
+
+
+def test_a_dry_run_leaves_the_last_real_materialization_and_its_failed_check_as_they_were(
+    databases: SyncDatabases, live_settings: Settings, receiver: ReceivingApi
+) -> None:
+    databases.insert_rows("Users", 6)
+    instance = dg.DagsterInstance.ephemeral()
+    resources: dict[str, Any] = {key: SyncDatabase(url=url) for key, url in databases.urls.items()}
+    resources["sync_api"] = RecordingApiClient(unreachable_urls=[live_settings.endpoint_url("Users")])
+    real = dg.materialize(
+        build_entity_assets(TAMHR_ENTITIES, live_settings),
+        resources=resources,
+        selection=["users"],
+        instance=instance,
+        raise_on_error=False,
+    )
+
+    preview = dry_run(databases, live_settings, instance=instance)
+
+    users = dg.AssetKey("users")
+    latest = instance.get_latest_materialization_event(users)
+    check = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(users, CHECK_NAME))
+    assert preview.success and latest is not None and check is not None
+    assert latest.run_id == real.run_id and check.run_id == real.run_id
+    assert check.evaluation is not None and not check.evaluation.passed
+    (observation,) = instance.fetch_observations(users, limit=10).records
+    assert observation.run_id == preview.run_id
+    assert observation.asset_observation is not None and observation.asset_observation.tags[DRY_RUN_TAG] == "true"
+
+
+def test_a_preview_of_a_resend_needs_no_confirmation_and_sends_nothing(
+    databases: SyncDatabases, live_settings: Settings, receiver: ReceivingApi
+) -> None:
+    rows = databases.insert_rows("Users", 6)
+    databases.track("Users", [str(row["Id"]) for row in rows])
+
+    result = dry_run(databases, live_settings, {"preview_users": {"config": {"resend": "all"}}})
+
+    assert result.success and observed(result, "users")["would_send"] == 6
+    assert receiver.log.calls(USERS_URL_PATH) == []
 
 
 def test_a_resend_without_the_confirmation_is_refused_and_sends_nothing(
@@ -142,7 +202,7 @@ def test_a_resend_of_records_tracked_before_a_time_sends_only_those(
     assert receiver.log.duplicates(USERS_URL_PATH) == 0, "the four tracked today were not sent again"
 
 
-def test_the_job_takes_one_dry_run_switch_for_every_entity(
+def test_the_dry_run_job_is_in_the_code_location_and_previews_every_entity_in_sync_order(
     databases: SyncDatabases, live_settings: Settings, receiver: ReceivingApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for spec in TAMHR_ENTITIES:
@@ -150,11 +210,13 @@ def test_the_job_takes_one_dry_run_switch_for_every_entity(
     for key, env_var in DATABASE_URL_ENV_VARS.items():
         monkeypatch.setenv(env_var, databases.urls[key])
     monkeypatch.setenv(API_KEY_ENV_VAR, API_KEY)
-    job = build_definitions(live_settings).resolve_job_def(JOB_NAME)
+    job = build_definitions(live_settings).resolve_job_def(DRY_RUN_JOB_NAME)
 
-    result = job.execute_in_process(run_config={"dry_run": True}, instance=dg.DagsterInstance.ephemeral())
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
 
     assert result.success
-    assert [metadata_of(result, s.asset_name)["would_send"] for s in TAMHR_ENTITIES] == [3] * 5
+    order = [event.step_key for event in result.all_events if event.is_step_start]
+    assert order == [f"preview_{spec.asset_name}" for spec in TAMHR_ENTITIES]
+    assert [observed(result, s.asset_name)["would_send"] for s in TAMHR_ENTITIES] == [3] * 5
     assert sum(len(sizes) for sizes in receiver.log.call_sizes.values()) == 0
     assert databases.tracking_rows() == []

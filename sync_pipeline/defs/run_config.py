@@ -1,6 +1,8 @@
-"""Run config of the sync assets: dry runs and operator resends, refused without confirmation.
+"""Run config of the sync assets and of the dry-run job's previews: which records a run selects.
 
-The defaults are the nightly run. Launchpad / `dg launch --config` example for one asset:
+The defaults are the nightly run (everything not tracked yet). An operator's resend is refused
+without confirmation, except in a preview, which never sends. Launchpad / `dg launch --config-json`
+example for one asset:
 
     ops:
       actual_org:
@@ -20,11 +22,8 @@ from sync_pipeline.sync_log import utc_naive
 
 
 class SyncRunConfig(dg.Config):
-    """What one run of a sync asset does; by default, send what is not tracked yet."""
+    """Which records one run of a sync asset (or its preview) selects; by default, what is not tracked yet."""
 
-    dry_run: bool = Field(
-        default=False, description="Count and preview what would be sent; POST nothing, write nothing."
-    )
     resend: Literal["none", "all", "ids", "tracked_before"] = Field(
         default="none",
         description="Send again regardless of tracking: every record, only `ids`, or records tracked "
@@ -34,17 +33,18 @@ class SyncRunConfig(dg.Config):
     tracked_before: str | None = Field(
         default=None, description="ISO timestamp (UTC unless it has an offset), with resend: tracked_before."
     )
-    confirm: str = Field(default="", description="Must be 'resend <asset name>' for a resend that is not a dry run.")
+    confirm: str = Field(default="", description="'resend <asset name>' for a real resend (a preview needs none).")
 
 
-def selection_from(config: SyncRunConfig, spec: EntitySpec, key_column: str) -> Selection:
-    """The records this run sends; raises `dg.Failure` (sending nothing) for an unconfirmed or bad resend."""
+def selection_from(config: SyncRunConfig, spec: EntitySpec, key_column: str, preview: bool = False) -> Selection:
+    """The records this run sends (or previews); raises `dg.Failure`, sending nothing, for a bad resend
+    or for a real resend without its confirmation."""
     if config.resend == "none":
         if config.ids or config.tracked_before:
             raise dg.Failure(description="ids and tracked_before only apply with resend: ids / tracked_before")
         return SEND_UNTRACKED
     expected = f"resend {spec.asset_name}"
-    if not config.dry_run and config.confirm != expected:
+    if not preview and config.confirm != expected:
         raise dg.Failure(
             description=f"resend: {config.resend} sends records again regardless of tracking; "
             f"refused without confirm: '{expected}' (got {config.confirm!r})",

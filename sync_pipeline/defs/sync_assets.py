@@ -3,18 +3,21 @@
 No `from __future__ import annotations` here: Dagster reads the `context` annotation at runtime.
 """
 
+import datetime as dt
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
 import sqlalchemy as sa
 
 from sync_pipeline.defs.run_config import SyncRunConfig, selection_from
+from sync_pipeline.defs.run_outcome import COMPLETE, OUTCOME, fail_run_if_incomplete
 from sync_pipeline.engine.delivery import RetryPolicy
 from sync_pipeline.engine.entity_sync import DeliveryPolicy, EntitySyncPlan, EntitySyncReport, sync_entity
 from sync_pipeline.engine.scheduler_log import SchedulerLogWriter
-from sync_pipeline.engine.tracking import TrackingStore
+from sync_pipeline.engine.selection import SEND_UNTRACKED, Selection
+from sync_pipeline.engine.tracking import TrackingStore, TrackingUnavailable
 from sync_pipeline.entities import EntitySpec
 from sync_pipeline.resources.api_client import SyncApiClient
 from sync_pipeline.resources.database import SyncDatabase
@@ -24,6 +27,10 @@ from sync_pipeline.tables import source_table
 
 GROUP = "tamhr_sync"
 CHECK_NAME = "all_records_delivered"
+DRY_RUN_TAG = "sync_pipeline/dry_run"
+"""Tag of a dry run's run and of its observations: nothing was sent or written."""
+HISTORY_WINDOW = dt.timedelta(hours=24)
+"""The window of the call-attempt success figure on each materialization."""
 
 
 def entity_plan(spec: EntitySpec, settings: Settings) -> EntitySyncPlan:
@@ -55,11 +62,14 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
     )
 
 
-def report_metadata(report: EntitySyncReport) -> dict[str, dg.MetadataValue]:
-    """The figures shown on each materialization; `dagster/row_count` is what the receiver now holds."""
+def report_metadata(
+    report: EntitySyncReport, selection: Selection, tracked_now: int | None
+) -> dict[str, dg.MetadataValue]:
+    """The figures of one real sync; `dagster/row_count` is what the receiver holds from us, as tracked."""
+    skipped = "already_tracked" if selection.resend == "none" else "not_selected"
     counts = {
         "rows_found": report.rows_found,
-        "already_tracked": report.already_tracked,
+        skipped: report.already_tracked,
         "sent": report.sent,
         "failed": report.failed,
         "batches_ok": report.batches_ok,
@@ -68,42 +78,47 @@ def report_metadata(report: EntitySyncReport) -> dict[str, dg.MetadataValue]:
         "delivered_untracked": report.delivered_untracked,
         "api_calls": report.api_calls,
         "retries": report.retries,
-        "dagster/row_count": report.already_tracked + report.sent,
     }
     metadata: dict[str, dg.MetadataValue] = {name: dg.MetadataValue.int(value) for name, value in counts.items()}
+    if tracked_now is not None:
+        metadata["dagster/row_count"] = dg.MetadataValue.int(tracked_now)
     metadata["duration_seconds"] = dg.MetadataValue.float(round(report.duration_seconds, 3))
     rate = report.sent / report.duration_seconds if report.duration_seconds > 0 else 0.0
     metadata["records_per_second"] = dg.MetadataValue.float(round(rate, 1))
     if report.rejected_ids:
         metadata["rejected_ids"] = dg.MetadataValue.text(", ".join(report.rejected_ids))
+    metadata[OUTCOME] = dg.MetadataValue.text(report_problem(report) or COMPLETE)
     return metadata
 
 
-def history_metadata(log_db: SyncDatabase, entity: str) -> dict[str, dg.MetadataValue]:
-    """Success rate of calls, last success and rejected records so far; nothing if the Log database is down."""
+def report_problem(report: EntitySyncReport) -> str | None:
+    """Why the entity did not deliver everything it selected, or None when it did."""
+    if report.succeeded:
+        return None
+    return report.stopped_because or report.first_batch_error or f"{report.rejected} record(s) rejected"
+
+
+def history_metadata(log_db: SyncDatabase, entity: str, now: dt.datetime) -> dict[str, dg.MetadataValue]:
+    """Call attempts that succeeded over the last day, the last success and refused records not yet
+    delivered; nothing if the Log database cannot be read."""
     try:
-        summary = entity_summary(log_db.get_engine(), entity)
+        summary = entity_summary(log_db.get_engine(), entity, since=now - HISTORY_WINDOW)
     except sa.exc.SQLAlchemyError:
         return {}
     metadata: dict[str, dg.MetadataValue] = {"rejected_records": dg.MetadataValue.int(summary["rejected_records"])}
     if summary["call_success_rate"] is not None:
-        metadata["call_success_rate"] = dg.MetadataValue.float(summary["call_success_rate"])
+        percent = round(summary["call_success_rate"] * 100, 2)
+        metadata["attempt_success_percent_24h"] = dg.MetadataValue.float(percent)
     if summary["last_success_utc"]:
-        metadata["last_success_utc"] = dg.MetadataValue.text(summary["last_success_utc"])
+        last = dt.datetime.fromisoformat(summary["last_success_utc"]).replace(tzinfo=dt.UTC)
+        metadata["last_success_utc"] = dg.MetadataValue.timestamp(last)
     return metadata
 
 
-def dry_run_result(report: EntitySyncReport) -> dg.MaterializeResult:
-    """A dry run's counts and first payload, tagged so it is never mistaken for a real sync."""
+def preview_observation(report: EntitySyncReport, asset_key: dg.AssetKey) -> dg.AssetObservation:
+    """A dry run's counts and first payload: an observation, so the last real sync's status stays."""
     assert report.preview is not None
     problem = report.stopped_because or "; ".join(report.preview.refusals) or None
-    check = dg.AssetCheckResult(
-        check_name=CHECK_NAME,
-        passed=problem is None,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"dry_run": True, "would_refuse": report.preview.would_refuse},
-        description=f"dry run: {problem}" if problem else "dry run: every selected record would be sent",
-    )
     metadata: dict[str, dg.MetadataValue] = {
         "dry_run": dg.MetadataValue.bool(True),
         "rows_found": dg.MetadataValue.int(report.rows_found),
@@ -111,22 +126,25 @@ def dry_run_result(report: EntitySyncReport) -> dg.MaterializeResult:
         "would_send": dg.MetadataValue.int(report.preview.would_send),
         "would_refuse": dg.MetadataValue.int(report.preview.would_refuse),
         "batches": dg.MetadataValue.int(report.preview.batches),
+        "problem": dg.MetadataValue.text(problem or "none: every selected record would be sent"),
         "first_payload": dg.MetadataValue.md(f"```json\n{report.preview.first_payload or '(nothing to send)'}\n```"),
     }
-    return dg.MaterializeResult(metadata=metadata, check_results=[check], tags={"sync_pipeline/dry_run": "true"})
+    return dg.AssetObservation(asset_key=asset_key, metadata=metadata, tags={DRY_RUN_TAG: "true"})
 
 
 def report_result(
-    report: EntitySyncReport, asset_key: dg.AssetKey, history: dict[str, dg.MetadataValue] | None = None
+    report: EntitySyncReport,
+    asset_key: dg.AssetKey,
+    selection: Selection = SEND_UNTRACKED,
+    tracked_now: int | None = None,
+    history: dict[str, dg.MetadataValue] | None = None,
 ) -> dg.MaterializeResult:
     """The materialization plus a non-blocking ERROR check, so later entities still run."""
-    if report.preview is not None:
-        return dry_run_result(report)
-    problem = report.stopped_because or report.first_batch_error
+    problem = report_problem(report)
     check = dg.AssetCheckResult(
         asset_key=asset_key,
         check_name=CHECK_NAME,
-        passed=report.succeeded,
+        passed=problem is None,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "batches_failed": report.batches_failed,
@@ -135,13 +153,51 @@ def report_result(
             "stopped_early": report.stopped_because is not None,
             **({"first_error": problem} if problem else {}),
         },
-        description=None if report.succeeded else problem,
+        description=problem,
     )
-    return dg.MaterializeResult(metadata={**report_metadata(report), **(history or {})}, check_results=[check])
+    metadata = {**report_metadata(report, selection, tracked_now), **(history or {})}
+    return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
-def build_entity_asset(spec: EntitySpec, settings: Settings, upstream: dg.AssetKey | None) -> dg.AssetsDefinition:
-    """The asset that syncs one entity; reads its source through the resource named in the spec."""
+def run_entity(
+    context: dg.OpExecutionContext,
+    spec: EntitySpec,
+    plan: EntitySyncPlan,
+    policy: DeliveryPolicy,
+    log_columns: Mapping[str, str],
+    selection: Selection,
+    dry_run: bool,
+) -> EntitySyncReport:
+    """Sync (or preview) one entity with the run's resources and log what it did in one line."""
+    source: SyncDatabase = getattr(context.resources, spec.source_db)
+    log_db: SyncDatabase = context.resources.log_db
+    api: SyncApiClient = context.resources.sync_api
+    tracking = TrackingStore(log_db.get_engine(), SchedulerLogWriter(log_columns))
+    context.log.info(f"{spec.name}: {plan.table.fullname} on {source.describe()} -> {plan.endpoint_url}")
+    owner = f"{socket.gethostname()}:{os.getpid()}:run {context.run.run_id}"
+    report = sync_entity(plan, source.get_engine(), tracking, api, context.log, owner, policy, selection, dry_run)
+    outcome = (
+        f"would send {report.preview.would_send}, would refuse {report.preview.would_refuse} (dry run)"
+        if report.preview
+        else f"sent {report.sent}, failed {report.failed}, rejected {report.rejected} in {report.api_calls} calls"
+    )
+    context.log.info(
+        f"{spec.name}: found {report.rows_found}, skipped {report.already_tracked} as "
+        f"{'already sent' if selection.resend == 'none' else 'not selected'}, {outcome}, "
+        f"{report.duration_seconds:.1f}s"
+    )
+    return report
+
+
+def build_entity_asset(
+    spec: EntitySpec, settings: Settings, upstream: dg.AssetKey | None, specs: Sequence[EntitySpec]
+) -> dg.AssetsDefinition:
+    """The asset that syncs one entity; reads its source through the resource named in the spec.
+
+    The last entity of a run's selection fails its step, after its own materialization, when any
+    entity of the run did not deliver everything: the run then ends as failed once every entity
+    had its turn (a failed check alone leaves a run green).
+    """
     plan = entity_plan(spec, settings)
     policy = delivery_policy(settings)
     log_columns = settings.scheduler_log.columns()
@@ -159,38 +215,38 @@ def build_entity_asset(spec: EntitySpec, settings: Settings, upstream: dg.AssetK
             )
         ],
         kinds={"sql", "api"},
+        owners=list(settings.assets.owners),
+        tags=dict(settings.assets.tags),
         description=f"Pushes untracked {spec.name} records from {plan.table.fullname} to the API.",
-        metadata={"endpoint": plan.endpoint_url, "source_table": plan.table.fullname, "batch_size": plan.batch_size},
+        metadata={
+            "endpoint": dg.MetadataValue.url(plan.endpoint_url),
+            "source_table": plan.table.fullname,
+            "batch_size": plan.batch_size,
+        },
     )
-    def sync_asset(context: dg.AssetExecutionContext, config: SyncRunConfig) -> dg.MaterializeResult:
+    def sync_asset(context: dg.AssetExecutionContext, config: SyncRunConfig) -> Iterator[dg.MaterializeResult]:
         selection = selection_from(config, spec, plan.key_column)
-        source: SyncDatabase = getattr(context.resources, spec.source_db)
+        report = run_entity(context.op_execution_context, spec, plan, policy, log_columns, selection, False)
         log_db: SyncDatabase = context.resources.log_db
-        api: SyncApiClient = context.resources.sync_api
-        tracking = TrackingStore(log_db.get_engine(), SchedulerLogWriter(log_columns))
-        context.log.info(f"{spec.name}: {plan.table.fullname} on {source.describe()} -> {plan.endpoint_url}")
-        owner = f"{socket.gethostname()}:{os.getpid()}:run {context.run.run_id}"
-        report = sync_entity(
-            plan, source.get_engine(), tracking, api, context.log, owner, policy, selection, config.dry_run
-        )
-        outcome = (
-            f"would send {report.preview.would_send}, would refuse {report.preview.would_refuse} (dry run)"
-            if report.preview
-            else f"sent {report.sent}, failed {report.failed}, rejected {report.rejected} in {report.api_calls} calls"
-        )
-        context.log.info(
-            f"{spec.name}: found {report.rows_found}, skipped {report.already_tracked} as already sent, "
-            f"{outcome}, {report.duration_seconds:.1f}s"
-        )
-        history = {} if report.preview else history_metadata(log_db, spec.name)
-        return report_result(report, context.asset_key, history)
+        tracked_now = tracked_count(log_db, spec.name)
+        history = history_metadata(log_db, spec.name, dt.datetime.now(dt.UTC).replace(tzinfo=None))
+        yield report_result(report, context.asset_key, selection, tracked_now, history)
+        fail_run_if_incomplete(context, spec, specs, report_problem(report))
 
     return sync_asset
+
+
+def tracked_count(log_db: SyncDatabase, entity: str) -> int | None:
+    """Records of the entity now tracked (acknowledged by the API); None if the Log database cannot say."""
+    try:
+        return TrackingStore(log_db.get_engine(), SchedulerLogWriter({})).tracked_count(entity)
+    except TrackingUnavailable:
+        return None
 
 
 def build_entity_assets(specs: Sequence[EntitySpec], settings: Settings) -> list[dg.AssetsDefinition]:
     """All entity assets, each depending on the one before it."""
     assets: list[dg.AssetsDefinition] = []
     for spec in specs:
-        assets.append(build_entity_asset(spec, settings, assets[-1].key if assets else None))
+        assets.append(build_entity_asset(spec, settings, assets[-1].key if assets else None, specs))
     return assets

@@ -27,6 +27,9 @@ from sync_pipeline.tables import tracking_table
 DEMO_ROWS = {"Users": 5000, "ActualOrg": 3000, "ActualEntity": 2500, "OrgObject": 4000, "EventsCalendar": 1500}
 DEMO_API_KEY = "demo-only-key"  # the local receiver's key; real keys come from SYNC_API_KEY
 DEFAULT_PORT = 8765
+DEFAULT_UI_PORT = 3000
+QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+"""The demo prints its own summary; the run's event log keeps every event for the UI."""
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,13 @@ class DemoPaths:
         return self.workdir / "dagster_home"
 
 
-def prepare(paths: DemoPaths, port: int) -> bool:
-    """Write the demo settings and, the first time, seed the databases; True if it seeded."""
+def prepare(paths: DemoPaths, port: int, ui_port: int = DEFAULT_UI_PORT) -> bool:
+    """Write the demo settings (the receiver's port, alert links to the UI's port) and, the first
+    time, seed the databases; True if it seeded."""
     paths.workdir.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load(DEFAULT_SETTINGS_PATH.read_text(encoding="utf-8"))
     raw["api"]["base_url"] = f"http://127.0.0.1:{port}/api/sync/"
+    raw.setdefault("alerts", {})["ui_base_url"] = f"http://127.0.0.1:{ui_port}"
     paths.settings_file.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     seeded_before = Path(paths.database_url("log_db").removeprefix("sqlite:///")).exists()
     engine = create_sync_engine(paths.database_url("log_db"))
@@ -120,7 +125,9 @@ def run_demo(workdir: Path, port: int = DEFAULT_PORT) -> int:
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     defs = build_definitions(load_settings(paths.settings_file))
     with running_receiver(port), dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def(JOB_NAME).execute_in_process(instance=instance, raise_on_error=False)
+        result = defs.resolve_job_def(JOB_NAME).execute_in_process(
+            run_config=QUIET_RUN, instance=instance, raise_on_error=False
+        )
     table = summary(result)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(
@@ -137,6 +144,9 @@ def run_demo(workdir: Path, port: int = DEFAULT_PORT) -> int:
                 ]
             ].to_string()
         )
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.user_failure_data is not None:
+            print(f"FAILED {event.step_key}: {event.step_failure_data.user_failure_data.description}")
     print(
         f"run {result.run_id}: sent {int(table['sent'].sum())} records in total "
         f"(Dagster UI: `make ui`, DAGSTER_HOME={os.environ['DAGSTER_HOME']})"

@@ -73,6 +73,15 @@ class TrackingStore:
         except sa.exc.SQLAlchemyError as exc:
             raise TrackingUnavailable(f"cannot read {tracking_table.name}: {describe_db_error(exc)}") from exc
 
+    def tracked_count(self, entity: str) -> int:
+        """How many records of `entity` are tracked: what the receiver holds from us (an index range count)."""
+        query = sa.select(sa.func.count()).select_from(tracking_table).where(tracking_table.c.EntityType == entity)
+        try:
+            with self.engine.connect() as conn:
+                return int(conn.execute(query).scalar_one())
+        except sa.exc.SQLAlchemyError as exc:
+            raise TrackingUnavailable(f"cannot read {tracking_table.name}: {describe_db_error(exc)}") from exc
+
     def tracked_among(
         self, entity: str, entity_ids: Sequence[str], tracked_before: dt.datetime | None = None
     ) -> set[str]:

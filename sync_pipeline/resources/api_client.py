@@ -33,7 +33,6 @@ class HttpSyncApiClient(SyncApiClient):
 
     api_key: str = Field(
         description="Sent in `api_key_header`; always given as EnvVar('SYNC_API_KEY').",
-        json_schema_extra={"dagster__is_secret": True},
     )
     api_key_header: str = "X-API-Key"
     timeout_seconds: float = 30.0

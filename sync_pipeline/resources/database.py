@@ -51,7 +51,6 @@ class SyncDatabase(dg.ConfigurableResource):
 
     url: str = Field(
         description="SQLAlchemy URL, e.g. mssql+pyodbc://...; always given as an EnvVar.",
-        json_schema_extra={"dagster__is_secret": True},
     )
     _engine: sa.Engine | None = PrivateAttr(default=None)
 
