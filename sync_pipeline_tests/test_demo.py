@@ -27,7 +27,8 @@ def test_the_demo_sends_every_seeded_record_once_and_a_second_run_sends_none(
     workdir = tmp_path / "demo"
 
     first = run_demo(workdir, free_port())
-    first_output = capsys.readouterr().out
+    first_printed = capsys.readouterr()
+    first_output = first_printed.out
     second = run_demo(workdir, free_port())
     second_output = capsys.readouterr().out
 
@@ -35,3 +36,4 @@ def test_the_demo_sends_every_seeded_record_once_and_a_second_run_sends_none(
     assert tracking_count(DemoPaths(workdir)) == sum(DEMO_ROWS.values())
     assert f"sent {sum(DEMO_ROWS.values())} records in total" in first_output
     assert "sent 0 records in total" in second_output
+    assert " - DEBUG - " not in first_printed.out + first_printed.err, "the summary, not the run's event log"
