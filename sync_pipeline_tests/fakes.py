@@ -187,3 +187,26 @@ class InterceptingApiClient(RecordingApiClient):
             self._hook(url)
         with self._answering:
             return super().post_batch(url, body, idempotency_key)
+
+
+class MultiStatusApiClient(RecordingApiClient):
+    """The recording fake as an API that answers 207 Multi-Status with each record's own result.
+
+    Records in `refused_ids` get status 422 and an error naming them; those in `unanswered_ids` are
+    left out of the results, as an API that dropped them would.
+    """
+
+    refused_ids: list[str] = Field(default_factory=list)
+    unanswered_ids: list[str] = Field(default_factory=list)
+
+    def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
+        """Keep the call, then answer 207 with `{"results": [{"Id", "status", "error"?}, ...]}`."""
+        super().post_batch(url, body, idempotency_key)
+        results = [
+            {"Id": r["Id"], "status": 422, "error": f"{r['Id']} fails validation"}
+            if r["Id"] in self.refused_ids
+            else {"Id": r["Id"], "status": 201}
+            for r in json.loads(body.decode("utf-8"))
+            if r["Id"] not in self.unanswered_ids
+        ]
+        return ApiResponse(207, json.dumps({"results": results}), content_type=JSON)
