@@ -48,8 +48,9 @@ class HttpSyncApiClient(SyncApiClient):
     )
     api_key_header: str = "X-API-Key"
     timeout_seconds: float = 30.0
-    call_deadline_seconds: float = Field(
-        default=30.0, description="Most seconds one whole call (connect, send, receive) may take."
+    call_deadline_seconds: float | None = Field(
+        default=None,
+        description="Most seconds one whole call (connect, send, receive) may take; unset: timeout_seconds.",
     )
     verify_tls: bool = True
     _session: requests.Session | None = PrivateAttr(default=None)
@@ -90,7 +91,7 @@ class HttpSyncApiClient(SyncApiClient):
     def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
         """POST the batch within the call deadline; transport errors become the engine's own exceptions."""
         session = self._session = self._session or self._new_session()
-        deadline = time.monotonic() + self.call_deadline_seconds
+        deadline = time.monotonic() + self._deadline_seconds
         outcome: list[ApiResponse | BaseException] = []
         finished = threading.Event()
 
@@ -105,7 +106,7 @@ class HttpSyncApiClient(SyncApiClient):
         # A watchdog, because a server trickling its headers keeps every socket read short: the call
         # is left to end on its own and this batch is handled as if it timed out.
         threading.Thread(target=call, name="api-call", daemon=True).start()
-        if not finished.wait(self.call_deadline_seconds):
+        if not finished.wait(self._deadline_seconds):
             raise ApiCallFailed(self._past_deadline(url))
         if isinstance(outcome[0], BaseException):
             raise outcome[0]
@@ -115,7 +116,7 @@ class HttpSyncApiClient(SyncApiClient):
         self, session: requests.Session, url: str, body: bytes, idempotency_key: str, deadline: float
     ) -> ApiResponse:
         """One POST whose body is read in pieces against the deadline, so a trickle cannot outlast it."""
-        read_timeout = min(self.timeout_seconds, self.call_deadline_seconds)
+        read_timeout = min(self.timeout_seconds, self._deadline_seconds)
         try:
             with session.post(
                 url,
@@ -147,8 +148,12 @@ class HttpSyncApiClient(SyncApiClient):
             response.headers.get("Content-Type", ""),
         )
 
+    @property
+    def _deadline_seconds(self) -> float:
+        return self.call_deadline_seconds or self.timeout_seconds
+
     def _past_deadline(self, url: str) -> str:
-        return f"no complete answer from {url} within api.call_deadline_seconds ({self.call_deadline_seconds:g} s)"
+        return f"no complete answer from {url} within api.call_deadline_seconds ({self._deadline_seconds:g} s)"
 
     def _redact(self, text: str) -> str:
         """The text with the API key cut out: receivers echo it in error bodies, which are logged and kept."""
