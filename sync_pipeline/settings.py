@@ -47,16 +47,57 @@ def check_http_url(value: str) -> str:
     return value
 
 
+_MEDIA_TYPE = r"^[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+$"
+_SUCCESS_STATUS = Annotated[int, Field(ge=200, le=299)]
+
+
+class PerRecordResultsSettings(_Strict):
+    """Where a 207-style answer lists each record's outcome, so records are acknowledged one by one."""
+
+    statuses: Annotated[list[_SUCCESS_STATUS], Field(min_length=1)] = [207]
+    path: str = "results"
+    id_field: Annotated[str, Field(min_length=1)] = "Id"
+    status_field: Annotated[str, Field(min_length=1)] = "status"
+    accepted: Annotated[list[int | str], Field(min_length=1)] = [200, 201, "ok"]
+
+
+class AcknowledgementSettings(_Strict):
+    """Which 2xx answers acknowledge a batch; any other 2xx tracks nothing (a login page, a proxy's)."""
+
+    statuses: Annotated[list[_SUCCESS_STATUS], Field(min_length=1)] = [200, 201, 202, 204]
+    content_types: Annotated[list[Annotated[str, Field(pattern=_MEDIA_TYPE)]], Field(min_length=1)] = [
+        "application/json"
+    ]
+    results: PerRecordResultsSettings | None = None
+
+    @model_validator(mode="after")
+    def _per_record_statuses_are_their_own(self) -> AcknowledgementSettings:
+        shared = sorted(set(self.statuses) & set(self.results.statuses if self.results else []))
+        if shared:
+            raise ValueError(
+                f"api.acknowledgement.results.statuses: {shared} also in api.acknowledgement.statuses; "
+                "a status acknowledges either the whole batch or record by record"
+            )
+        return self
+
+
 class ApiSettings(_Strict):
     """Where the third-party API is and how it is called."""
 
     base_url: str
     api_key_header: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$")] = "X-API-Key"
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    call_deadline_seconds: Annotated[float, Field(gt=0, le=3600)] | None = None
     verify_tls: bool = True
     max_in_flight: Annotated[int, Field(ge=1, le=8)] = 1
+    acknowledgement: AcknowledgementSettings = AcknowledgementSettings()
 
     _base_url = field_validator("base_url")(check_http_url)
+
+    @property
+    def deadline_seconds(self) -> float:
+        """Most seconds one whole call (connect, send, receive) may take: the deadline, else the timeout."""
+        return self.call_deadline_seconds or self.timeout_seconds
 
 
 class ScheduleSettings(_Strict):
@@ -136,9 +177,10 @@ class RetrySettings(_Strict):
 
 
 class RejectionSettings(_Strict):
-    """How a batch the API refuses with 400/422 is split to isolate the bad records."""
+    """How a batch the API refuses with 400/413/422 is split to isolate the bad records, and at what cost."""
 
     max_split_depth: Annotated[int, Field(ge=0, le=20)] = 12
+    max_calls_per_batch: Annotated[int, Field(ge=1, le=100_000)] = 100
 
 
 class LockSettings(_Strict):
@@ -207,12 +249,17 @@ class Settings(_Strict):
     @model_validator(mode="after")
     def _lease_outlives_one_attempt(self) -> Settings:
         # The lease is extended before a call once a quarter of it has passed, so three quarters
-        # of it must cover one call and one wait.
-        needed = (self.api.timeout_seconds + self.retries.max_delay_seconds) * 4 / 3
+        # of it must cover one whole call (bounded by its deadline) and one wait.
+        needed = (self.api.deadline_seconds + self.retries.max_delay_seconds) * 4 / 3
         if self.locking.lease_seconds <= needed:
+            call = (
+                "api.call_deadline_seconds"
+                if self.api.call_deadline_seconds
+                else "api.timeout_seconds (api.call_deadline_seconds is not set)"
+            )
             raise ValueError(
-                f"locking.lease_seconds: must exceed 4/3 x (api.timeout_seconds + retries.max_delay_seconds) "
-                f"= {needed:g}, or another run could take the lock while this one waits "
+                f"locking.lease_seconds: must exceed 4/3 x ({call} + retries.max_delay_seconds) "
+                f"= {needed:g}, or another run could take the lock while this one waits or calls "
                 f"(got {self.locking.lease_seconds:g})"
             )
         return self

@@ -16,10 +16,11 @@ from sync_pipeline.engine.api import ApiCallFailed, ApiResponse, ApiUnreachable
 from sync_pipeline.resources.api_client import SyncApiClient
 
 Record = dict[str, Any]
+JSON = "application/json; charset=utf-8"
 
 
 class ScriptedAnswer(dg.Config):
-    """A non-2xx answer to `times` calls from call number `call_number` (1 = first) to one URL."""
+    """A scripted answer (by default a 500) to `times` calls from call number `call_number` (1 = first) to one URL."""
 
     url: str
     call_number: int
@@ -27,6 +28,7 @@ class ScriptedAnswer(dg.Config):
     status: int = 500
     body: str = '{"error": "internal server error"}'
     retry_after_seconds: float | None = None
+    content_type: str = JSON
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class RecordingApiClient(SyncApiClient):
         records = json.loads(body.decode("utf-8"))
         if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
             calls.append(ReceivedCall(number, [], 400, idempotency_key))
-            return ApiResponse(400, '{"error": "expected a JSON array of objects"}')
+            return ApiResponse(400, '{"error": "expected a JSON array of objects"}', content_type=JSON)
         answer = next(
             (a for a in self.scripted_answers if a.url == url and a.call_number <= number < a.call_number + a.times),
             None,
@@ -65,8 +67,8 @@ class RecordingApiClient(SyncApiClient):
         status = answer.status if answer else 200
         calls.append(ReceivedCall(number, records, status, idempotency_key))
         if answer:
-            return ApiResponse(status, answer.body, answer.retry_after_seconds)
-        return ApiResponse(status, f'{{"accepted": {len(records)}}}')
+            return ApiResponse(status, answer.body, answer.retry_after_seconds, answer.content_type)
+        return ApiResponse(status, f'{{"accepted": {len(records)}}}', content_type=JSON)
 
     def calls(self, url: str) -> list[ReceivedCall]:
         """Every call made to `url`, in order, whatever it answered."""
@@ -153,7 +155,7 @@ class ValidatingApiClient(RecordingApiClient):
         calls = self._calls.setdefault(url, [])
         calls.append(ReceivedCall(len(calls) + 1, records, self.refusal_status, idempotency_key))
         errors = [{"Id": entity_id, "error": "fails validation"} for entity_id in offending]
-        return ApiResponse(self.refusal_status, json.dumps({"errors": errors}))
+        return ApiResponse(self.refusal_status, json.dumps({"errors": errors}), content_type=JSON)
 
     def exact_accepted_records(self, url: str) -> list[Record]:
         """The accepted records at `url` as the JSON text had them, numbers as `Decimal`."""
@@ -185,3 +187,26 @@ class InterceptingApiClient(RecordingApiClient):
             self._hook(url)
         with self._answering:
             return super().post_batch(url, body, idempotency_key)
+
+
+class MultiStatusApiClient(RecordingApiClient):
+    """The recording fake as an API that answers 207 Multi-Status with each record's own result.
+
+    Records in `refused_ids` get status 422 and an error naming them; those in `unanswered_ids` are
+    left out of the results, as an API that dropped them would.
+    """
+
+    refused_ids: list[str] = Field(default_factory=list)
+    unanswered_ids: list[str] = Field(default_factory=list)
+
+    def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
+        """Keep the call, then answer 207 with `{"results": [{"Id", "status", "error"?}, ...]}`."""
+        super().post_batch(url, body, idempotency_key)
+        results = [
+            {"Id": r["Id"], "status": 422, "error": f"{r['Id']} fails validation"}
+            if r["Id"] in self.refused_ids
+            else {"Id": r["Id"], "status": 201}
+            for r in json.loads(body.decode("utf-8"))
+            if r["Id"] not in self.unanswered_ids
+        ]
+        return ApiResponse(207, json.dumps({"results": results}), content_type=JSON)

@@ -9,13 +9,14 @@ import socket
 import time
 import traceback
 from collections.abc import Iterator
+from typing import Literal
 
 import dagster as dg
 import pytest
 
 from sync_pipeline.defs.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.demo.receiver import Fault, ReceivingApi
-from sync_pipeline.engine.api import ApiCallFailed, ApiUnreachable, idempotency_key
+from sync_pipeline.engine.api import ApiCallFailed, ApiUnreachable
 from sync_pipeline.engine.entity_sync import EntitySyncReport, sync_entity
 from sync_pipeline.engine.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.tracking import TrackingStore
@@ -61,7 +62,7 @@ def test_a_batch_is_posted_with_the_key_in_the_configured_header_and_its_idempot
 ) -> None:
     response = client().post_batch(receiver.base_url + "users", BODY, "key-123")
 
-    assert (response.status_code, response.ok) == (200, True)
+    assert (response.status_code, response.is_2xx) == (200, True)
     assert receiver.log.received("users") == 1
     assert receiver.log.idempotency_keys["users"] == ["key-123"]
 
@@ -72,7 +73,7 @@ def test_a_redirect_is_not_followed_so_the_key_never_reaches_another_server(rece
 
         response = client().post_batch(receiver.base_url + "users", BODY, "key-123")
 
-        assert (response.status_code, response.ok) == (307, False)
+        assert (response.status_code, response.is_2xx) == (307, False)
         assert elsewhere.log.calls("users") == []
 
 
@@ -264,10 +265,66 @@ def test_a_sync_over_http_retries_a_failed_call_with_the_same_idempotency_key_an
     ids = sorted(str(entity_id(USERS, number)) for number in range(3))
     assert (report.sent, report.retries, report.stopped_because) == (3, 1, None)
     assert receiver.log.calls("users") == [3, 3]
-    assert receiver.log.idempotency_keys["users"] == [idempotency_key("Users", ids)] * 2
+    first_key, second_key = receiver.log.idempotency_keys["users"]
+    assert first_key == second_key and len(first_key) == 64
     assert (receiver.log.received("users"), receiver.log.duplicates("users")) == (3, 0)
     assert databases.tracked_ids("Users") == set(ids)
     if fault.headers.get("Retry-After") == "2":
         assert waits == [2.0], "the API's Retry-After was waited"
     else:
         assert len(waits) == 1 and 0 <= waits[0] <= 0.01, "the first backoff is at most initial_delay_seconds"
+
+
+def deadline_client(deadline: float) -> HttpSyncApiClient:
+    """The real client with a per-read timeout no trickle trips and a short total deadline."""
+    return HttpSyncApiClient(
+        api_key=API_KEY, api_key_header=KEY_HEADER, timeout_seconds=2.0, call_deadline_seconds=deadline
+    )
+
+
+@pytest.mark.parametrize("action", ["slow_body", "slow_headers"])
+def test_an_answer_trickling_one_byte_at_a_time_is_cut_at_the_call_deadline(
+    action: Literal["slow_body", "slow_headers"], receiver: ReceivingApi
+) -> None:
+    """Each byte comes well within the per-read timeout, so only the whole-call deadline can end it."""
+    receiver.fail_calls("users", {1: Fault(action=action, seconds=4.0)})
+    started = time.monotonic()
+
+    with pytest.raises(ApiCallFailed, match=r"within api.call_deadline_seconds \(0.5 s\)") as raised:
+        deadline_client(0.5).post_batch(receiver.base_url + "users", BODY, "key-123")
+
+    assert time.monotonic() - started < 3.0, "gave up at the deadline, not when the trickle ended"
+    assert not isinstance(raised.value, ApiUnreachable)
+
+
+def test_a_call_that_ends_within_the_deadline_is_answered_as_usual(receiver: ReceivingApi) -> None:
+    receiver.fail_calls("users", {1: Fault(action="slow_body", seconds=0.3)})
+
+    response = deadline_client(5.0).post_batch(receiver.base_url + "users", BODY, "key-123")
+
+    assert (response.status_code, response.content_type, response.body) == (
+        200,
+        "application/json",
+        '{"received": "slowly"}',
+    )
+
+
+@pytest.mark.parametrize("status", [401, 400])
+def test_a_receiver_that_echoes_the_api_key_in_its_error_body_never_hands_it_on(
+    status: int, receiver: ReceivingApi
+) -> None:
+    receiver.fail_calls("users", {1: Fault(status, echo_headers=True)})
+
+    response = client().post_batch(receiver.base_url + "users", BODY, "key-123")
+
+    assert response.status_code == status
+    assert API_KEY not in response.body
+    assert f'"{KEY_HEADER}": "[redacted]"' in response.body
+
+
+def test_a_200_html_page_comes_back_with_its_content_type_for_the_engine_to_judge(receiver: ReceivingApi) -> None:
+    receiver.fail_calls("users", {1: Fault(200, body="<html>Sign in</html>", content_type="text/html")})
+
+    response = client().post_batch(receiver.base_url + "users", BODY, "key-123")
+
+    assert (response.status_code, response.content_type, response.body) == (200, "text/html", "<html>Sign in</html>")

@@ -156,6 +156,7 @@ def test_the_launchpad_shows_no_secret_and_launches_as_shown_and_ctrl_c_stops_ev
     output, _ = ui.process.communicate(timeout=60)
     assert ui.process.returncode == 130
     assert "Traceback" not in output
+    assert not [warning for warning in ("superseded", "will not be used", "does not match") if warning in output]
     assert processes_in_group(ui.process.pid, wait_seconds=15) == "", "no process of the UI is left behind"
 
 

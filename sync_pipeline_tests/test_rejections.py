@@ -10,7 +10,8 @@ import dagster as dg
 import pytest
 
 from sync_pipeline.defs.sync_assets import CHECK_NAME, build_entity_assets
-from sync_pipeline.engine.delivery import MAX_REJECTED_IDS_SHOWN, MAX_RESPONSE_EXCERPT
+from sync_pipeline.engine.api import MAX_RESPONSE_EXCERPT
+from sync_pipeline.engine.delivery import MAX_REJECTED_IDS_SHOWN
 from sync_pipeline.entities import ENTITIES_BY_NAME, TAMHR_ENTITIES
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import RejectionSettings, Settings
@@ -48,8 +49,9 @@ def test_a_refused_batch_is_halved_until_the_bad_record_is_alone_and_the_good_on
 
     report = run_sync("Users", settings=settings, api=api)
 
-    assert ids_per_call(api, url) == [ids, ids[:4], ids[4:], ids[4:6], [ids[4]], [ids[5]], ids[6:]]
-    assert [call.status for call in api.calls(url)] == [status, 200, status, status, 200, status, 200]
+    # both halves are sent before either is split: comparing their refusals needs both answers
+    assert ids_per_call(api, url) == [ids, ids[:4], ids[4:], ids[4:6], ids[6:], [ids[4]], [ids[5]]]
+    assert [call.status for call in api.calls(url)] == [status, 200, status, status, 200, 200, status]
     assert sorted(api.accepted_ids(url)) == sorted(set(ids) - {ids[5]})
     assert databases.tracked_ids("Users") == set(ids) - {ids[5]}
     assert (report.sent, report.rejected, report.failed, report.batches_failed) == (7, 1, 0, 0)
@@ -272,3 +274,84 @@ def test_rejections_show_in_the_asset_metadata_and_fail_its_check(
     (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == CHECK_NAME]
     assert not check.passed
     assert check.metadata["rejected"].value == 2
+
+
+def with_call_budget(settings: Settings, calls: int) -> Settings:
+    """The same settings with `rejections.max_calls_per_batch` set to `calls`."""
+    return settings.model_copy(update={"rejections": RejectionSettings(max_calls_per_batch=calls)})
+
+
+def test_a_receiver_that_refuses_everything_alike_costs_three_calls_and_every_record_is_rejected_with_its_reason(
+    databases: SyncDatabases, run_sync: EntitySync, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(batch_size=64)
+    databases.insert_rows("Users", 64)
+    url = settings.endpoint_url("Users")
+    body = '{"error": "bad request"}'
+    api = RecordingApiClient(
+        scripted_answers=[ScriptedAnswer(url=url, call_number=1, times=1000, status=400, body=body)]
+    )
+
+    report = run_sync("Users", settings=settings, api=api)
+
+    assert api.call_sizes(url) == [64, 32, 32], "halving 64 records down to singles would cost 127 calls"
+    assert (report.rejected, report.sent, report.api_calls) == (64, 0, 3)
+    rows = databases.rejected_rows()
+    assert len(rows) == 64 and {row["ResponseExcerpt"] for row in rows} == {body}
+    assert {row["Reason"] for row in rows} == {
+        "rejected by the API: HTTP 400 (both halves of 64 records refused alike, not split further)"
+    }
+
+
+def test_refusals_that_differ_every_time_are_split_only_until_the_batch_has_cost_max_calls_per_batch(
+    databases: SyncDatabases, run_sync: EntitySync, make_settings: SettingsFactory
+) -> None:
+    settings = with_call_budget(make_settings(batch_size=64), 10)
+    databases.insert_rows("Users", 64)
+    ids = users_in_key_order(64)
+    url = settings.endpoint_url("Users")
+    api = ValidatingApiClient(refused_ids=ids)  # names the refused Ids: no two halves read alike
+
+    report = run_sync("Users", settings=settings, api=api)
+
+    assert len(api.calls(url)) <= 10
+    assert report.rejected == 64 and databases.tracked_ids("Users") == set()
+    reasons = {row["Reason"] for row in databases.rejected_rows()}
+    assert "rejected by the API: HTTP 422 (not split further: rejections.max_calls_per_batch 10 reached)" in reasons
+
+
+def test_a_413_is_split_whatever_the_halves_answer_until_they_are_small_enough_and_says_so(
+    databases: SyncDatabases, run_sync: EntitySync, make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(batch_size=8)
+    databases.insert_rows("Users", 8)
+    url = settings.endpoint_url("Users")
+    too_large = '{"error": "payload too large"}'
+    api = RecordingApiClient(
+        scripted_answers=[ScriptedAnswer(url=url, call_number=1, times=3, status=413, body=too_large)]
+    )
+
+    report = run_sync("Users", settings=settings, api=api)
+
+    assert api.call_sizes(url) == [8, 4, 4, 2, 2, 2, 2]
+    assert (report.sent, report.rejected, report.failed) == (8, 0, 0)
+    assert databases.tracked_ids("Users") == set(users_in_key_order(8))
+    assert "HTTP 413 Payload Too Large for 8 records" in caplog.text
+    assert "lower entities.Users.batch_size" in caplog.text
+
+
+def test_a_single_record_refused_with_413_is_rejected_as_too_large_on_its_own(
+    databases: SyncDatabases, run_sync: EntitySync, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(batch_size=1)
+    databases.insert_rows("Users", 1)
+    url = settings.endpoint_url("Users")
+    api = RecordingApiClient(scripted_answers=[ScriptedAnswer(url=url, call_number=1, status=413, body="too large")])
+
+    report = run_sync("Users", settings=settings, api=api)
+
+    (row,) = databases.rejected_rows()
+    assert report.rejected == 1
+    assert (
+        row["Reason"] == "rejected by the API: HTTP 413 Payload Too Large: this record alone is too large for the API"
+    )

@@ -142,6 +142,25 @@ BAD_SETTINGS = [
     ),
     pytest.param(setting("api", None), ["api"], id="api missing"),
     pytest.param(setting("schedule.enabled", "yes"), ["schedule.enabled", "'yes'"], id="enabled not a bool"),
+    pytest.param(setting("api.call_deadline_seconds", 0), ["api.call_deadline_seconds", "got 0"], id="deadline 0"),
+    pytest.param(
+        setting("api.acknowledgement", {"statuses": [200, 302]}),
+        ["api.acknowledgement.statuses.1", "got 302"],
+        id="acknowledging status not a 2xx",
+    ),
+    pytest.param(
+        setting("api.acknowledgement", {"content_types": ["JSON please"]}),
+        ["api.acknowledgement.content_types.0", "'JSON please'"],
+        id="content type not a media type",
+    ),
+    pytest.param(
+        setting("api.acknowledgement", {"statuses": [200, 207], "results": {"path": "results"}}),
+        ["api.acknowledgement.results.statuses: [207] also in api.acknowledgement.statuses"],
+        id="207 both whole-batch and per-record",
+    ),
+    pytest.param(
+        setting("rejections", {"max_calls_per_batch": 0}), ["rejections.max_calls_per_batch", "got 0"], id="no calls"
+    ),
 ]
 
 
@@ -217,3 +236,31 @@ def test_a_url_refused_for_carrying_credentials_does_not_repeat_them(path: str) 
         parse_settings(raw)
 
     assert "credentials" in str(raised.value) and "TOPSECRET" not in str(raised.value)
+
+
+def test_the_whole_call_deadline_must_fit_in_the_lease_with_a_wait_and_is_named_when_it_does_not() -> None:
+    raw = raw_default_settings()
+    raw["api"]["call_deadline_seconds"] = 500
+    raw["locking"] = {"lease_seconds": 600}
+
+    with pytest.raises(SettingsError) as raised:
+        parse_settings(raw, source="tamhr.yaml")
+
+    message = str(raised.value)
+    assert "locking.lease_seconds: must exceed 4/3 x (api.call_deadline_seconds + retries.max_delay_seconds)" in message
+    assert "= 746.667" in message and "got 600" in message
+
+
+def test_without_a_call_deadline_a_whole_call_is_bounded_by_the_timeout() -> None:
+    raw = raw_default_settings()
+    assert parse_settings(raw).api.deadline_seconds == 30
+
+    raw["api"]["call_deadline_seconds"] = 120
+    assert parse_settings(raw).api.deadline_seconds == 120
+
+
+def test_by_default_only_a_200_201_202_or_204_with_a_json_body_acknowledges_a_batch() -> None:
+    acknowledgement = parse_settings(raw_default_settings()).api.acknowledgement
+
+    assert (acknowledgement.statuses, acknowledgement.content_types) == ([200, 201, 202, 204], ["application/json"])
+    assert acknowledgement.results is None

@@ -27,6 +27,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             api_key=dg.EnvVar(API_KEY_ENV_VAR),
             api_key_header=settings.api.api_key_header,
             timeout_seconds=settings.api.timeout_seconds,
+            call_deadline_seconds=settings.api.deadline_seconds,
             verify_tls=settings.api.verify_tls,
         ),
     }

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from sync_pipeline.defs.run_config import SyncRunConfig, selection_from
 from sync_pipeline.defs.run_outcome import COMPLETE, OUTCOME, fail_run_if_incomplete
+from sync_pipeline.engine.api import Acknowledgement, PerRecordResults
 from sync_pipeline.engine.delivery import RetryPolicy
 from sync_pipeline.engine.entity_sync import DeliveryPolicy, EntitySyncPlan, EntitySyncReport, sync_entity
 from sync_pipeline.engine.scheduler_log import SchedulerLogWriter
@@ -46,8 +47,10 @@ def entity_plan(spec: EntitySpec, settings: Settings) -> EntitySyncPlan:
 
 
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
-    """Retries, rejection splitting and the lock lease, from the settings."""
+    """Retries, rejection splitting, what acknowledges a batch and the lock lease, from the settings."""
     retries = settings.retries
+    acknowledgement = settings.api.acknowledgement
+    results = acknowledgement.results
     return DeliveryPolicy(
         retry=RetryPolicy(
             max_attempts=retries.max_attempts,
@@ -56,6 +59,20 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
             max_total_wait=retries.max_total_wait_seconds,
         ),
         max_split_depth=settings.rejections.max_split_depth,
+        max_calls_per_batch=settings.rejections.max_calls_per_batch,
+        acknowledgement=Acknowledgement(
+            statuses=frozenset(acknowledgement.statuses),
+            content_types=frozenset(acknowledgement.content_types),
+            results=PerRecordResults(
+                path=results.path,
+                id_field=results.id_field,
+                status_field=results.status_field,
+                accepted=frozenset(str(value).lower() for value in results.accepted),
+                statuses=frozenset(results.statuses),
+            )
+            if results
+            else None,
+        ),
         lock_lease_seconds=settings.locking.lease_seconds,
         lock_wait_seconds=settings.locking.wait_seconds,
         max_in_flight=settings.api.max_in_flight,

@@ -2,8 +2,8 @@
 
 It accepts JSON arrays POSTed under `/api/sync/<endpoint>`, checks the API key header, keeps
 every record's Id per endpoint (so duplicates are visible) and can be told to misbehave on chosen
-calls the way real APIs do: an error status (with `Retry-After`), a hang, a reset connection or a
-body that trickles out.
+calls the way real APIs do: an error status (with `Retry-After`, any body and content type, or one
+echoing the request's headers), a hang, a reset connection, or a body or headers that trickle out.
 """
 
 from __future__ import annotations
@@ -25,12 +25,19 @@ PATH_PREFIX = "/api/sync/"
 
 @dataclass(frozen=True)
 class Fault:
-    """How to misbehave on one call: answer `status` (with headers), hang, reset, or trickle the body."""
+    """How to misbehave on one call: answer `status` (with headers and body), hang, reset, or trickle.
+
+    `echo_headers` puts the request's headers (the API key among them) in the body, as some APIs
+    and debugging proxies do in their error answers.
+    """
 
     status: int = 500
     headers: dict[str, str] = field(default_factory=dict)
-    action: Literal["answer", "hang", "reset", "slow_body"] = "answer"
+    action: Literal["answer", "hang", "reset", "slow_body", "slow_headers"] = "answer"
     seconds: float = 0.0
+    body: str | None = None
+    content_type: str = "application/json"
+    echo_headers: bool = False
 
 
 @dataclass
@@ -149,21 +156,36 @@ def _handler_for(log: ReceivedLog, api_key: str, api_key_header: str) -> type[Ba
             elif fault.action == "slow_body":
                 data = json.dumps({"received": "slowly"}).encode()
                 self.send_response(HTTPStatus.OK)
+                self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                for byte in data:
-                    self.wfile.write(bytes([byte]))
-                    self.wfile.flush()
-                    time.sleep(fault.seconds / len(data))
+                self._trickle(data, fault.seconds)
+            elif fault.action == "slow_headers":
+                data = json.dumps({"received": "slowly"}).encode()
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                self._trickle(head.encode() + b"X-Padding: " + b"." * 40 + b"\r\n\r\n", fault.seconds)
+                self.wfile.write(data)
             else:
-                self._answer(HTTPStatus(fault.status), {"error": "injected"}, fault.headers)
+                payload: dict[str, Any] = {"error": "injected"}
+                if fault.echo_headers:
+                    payload["request_headers"] = dict(self.headers.items())
+                data = fault.body.encode() if fault.body is not None else json.dumps(payload).encode()
+                self._send(HTTPStatus(fault.status), data, fault.content_type, fault.headers)
+
+        def _trickle(self, data: bytes, seconds: float) -> None:
+            for byte in data:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(seconds / len(data))
 
         def _answer(self, status: HTTPStatus, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(payload).encode()
+            self._send(status, json.dumps(payload).encode(), "application/json", headers or {})
+
+        def _send(self, status: HTTPStatus, data: bytes, content_type: str, headers: dict[str, str]) -> None:
             self.send_response(status)
-            for name, value in (headers or {}).items():
+            for name, value in headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

@@ -10,30 +10,129 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import hashlib
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 """Statuses worth trying again: the receiver was busy or broken, not the request."""
-REJECTING_STATUSES = frozenset({400, 422})
+REJECTING_STATUSES = frozenset({400, 413, 422})
 """Statuses that mean the content was refused: retrying is pointless, splitting may isolate it."""
+TOO_LARGE = 413
+"""Refused for its size, not its content: halving always helps, whatever the halves answer."""
 MAX_RESPONSE_EXCERPT = 500
 """Characters of a response body kept for the log and the rejected-records table."""
+MAX_RESPONSE_BODY = 16 * 1024 * 1024
+"""Bytes of a response body kept for reading per-record results; the rest is dropped."""
 
 
 @dataclass(frozen=True)
 class ApiResponse:
-    """What came back from one POST: the status and the start of the body, for the log."""
+    """What came back from one POST: status, content type and the (bounded, redacted) body."""
 
     status_code: int
-    body_excerpt: str = ""
+    body: str = ""
     retry_after_seconds: float | None = None
+    content_type: str = ""
 
     @property
-    def ok(self) -> bool:
-        """Any 2xx means the receiver accepted the whole batch."""
+    def is_2xx(self) -> bool:
+        """A 2xx status; whether it acknowledges the batch is `Acknowledgement.judge`'s call."""
         return 200 <= self.status_code < 300
+
+    @property
+    def body_excerpt(self) -> str:
+        """The start of the body, for the log and the rejected-records table."""
+        return self.body[:MAX_RESPONSE_EXCERPT]
+
+
+@dataclass(frozen=True)
+class PerRecordResults:
+    """Where a 207-style answer lists each record's outcome: `path` (dots) to a list of objects."""
+
+    path: str
+    id_field: str = "Id"
+    status_field: str = "status"
+    accepted: frozenset[str] = frozenset({"200", "201", "ok"})
+    statuses: frozenset[int] = frozenset({207})
+
+
+@dataclass(frozen=True)
+class WholeBatch:
+    """The answer acknowledges every record of the batch."""
+
+
+@dataclass(frozen=True)
+class NotAcknowledged:
+    """A 2xx that is not the API's acknowledgement (an HTML login wall, an unknown status)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class RecordByRecord:
+    """A per-record answer: the acknowledged IDs, the refused ones with their own excerpt, the unanswered."""
+
+    acknowledged: list[str]
+    refused: dict[str, str]
+    unanswered: list[str]
+
+
+Verdict = WholeBatch | NotAcknowledged | RecordByRecord
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """What counts as the API's acknowledgement of a batch; anything else tracks nothing."""
+
+    statuses: frozenset[int] = frozenset({200, 201, 202, 204})
+    content_types: frozenset[str] = frozenset({"application/json"})
+    results: PerRecordResults | None = None
+
+    def judge(self, response: ApiResponse, entity_ids: Sequence[str]) -> Verdict:
+        """Decide from status and content type alone for a whole-batch answer (no per-record work)."""
+        status = response.status_code
+        per_record = self.results is not None and status in self.results.statuses
+        if status not in self.statuses and not per_record:
+            return NotAcknowledged(
+                f"HTTP {status} but not an acknowledgement: {status} is not in api.acknowledgement.statuses"
+            )
+        if response.body:
+            media_type = response.content_type.partition(";")[0].strip().lower()
+            if media_type not in self.content_types:
+                return NotAcknowledged(
+                    f"HTTP {status} but not an acknowledgement: content type {media_type or '(none)'}"
+                )
+        if not per_record or self.results is None:
+            return WholeBatch()
+        return _read_per_record(self.results, response, entity_ids)
+
+
+def _read_per_record(results: PerRecordResults, response: ApiResponse, entity_ids: Sequence[str]) -> Verdict:
+    """Each record's own outcome from the results list; a record the answer does not mention is not tracked."""
+    status = response.status_code
+    try:
+        found: object = json.loads(response.body)
+    except ValueError:
+        return NotAcknowledged(f"HTTP {status} but not an acknowledgement: the body is not JSON")
+    for part in filter(None, results.path.split(".")):
+        found = found.get(part) if isinstance(found, Mapping) else None
+    if not isinstance(found, list):
+        return NotAcknowledged(f"HTTP {status} but not an acknowledgement: no list at {results.path!r}")
+    outcomes: dict[str, Mapping[str, object]] = {
+        str(item.get(results.id_field)): item for item in found if isinstance(item, Mapping)
+    }
+    answer = RecordByRecord([], {}, [])
+    for entity_id in entity_ids:
+        item = outcomes.get(entity_id)
+        if item is None:
+            answer.unanswered.append(entity_id)
+        elif str(item.get(results.status_field)).lower() in results.accepted:
+            answer.acknowledged.append(entity_id)
+        else:
+            answer.refused[entity_id] = json.dumps(item, default=str)[:MAX_RESPONSE_EXCERPT]
+    return answer
 
 
 class ApiCallFailed(Exception):
@@ -53,11 +152,14 @@ class BatchPoster(Protocol):
         ...
 
 
-def idempotency_key(entity: str, entity_ids: Sequence[str]) -> str:
-    """Derived only from the entity and the batch's IDs, so a resent batch carries the same key."""
+def idempotency_key(entity: str, entity_ids: Sequence[str], body: bytes) -> str:
+    """Derived from the entity, the batch's IDs and its exact bytes: the same content resent keeps
+    its key, changed content (a corrected record) gets a new one."""
     digest = hashlib.sha256(entity.encode("utf-8"))
     for entity_id in entity_ids:
         digest.update(b"\n" + entity_id.encode("utf-8"))
+    digest.update(b"\0")
+    digest.update(body)
     return digest.hexdigest()
 
 

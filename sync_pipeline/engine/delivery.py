@@ -1,9 +1,11 @@
 """Delivering one batch: validate, POST with retries, split on rejection, and record every outcome.
 
 Transient failures (no answer, 408, 429, 5xx) are retried with exponential backoff and full jitter,
-honouring `Retry-After`, within a bounded number of attempts and total wait. A 400/422 means the
+honouring `Retry-After`, within a bounded number of attempts and total wait. A 400/413/422 means the
 content was refused: the batch is halved and each half sent on its own, down to single records,
-so the good records go through and each bad one is isolated. Every attempt is logged.
+so the good records go through and each bad one is isolated; halving stops when both halves are
+refused alike or the batch has cost `max_calls_per_batch` calls. Only an answer that
+`Acknowledgement` accepts tracks records. Every attempt is logged.
 """
 
 from __future__ import annotations
@@ -13,16 +15,20 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sync_pipeline.engine.api import (
-    MAX_RESPONSE_EXCERPT,
     REJECTING_STATUSES,
     RETRYABLE_STATUSES,
+    TOO_LARGE,
+    Acknowledgement,
     ApiCallFailed,
     ApiUnreachable,
     BatchPoster,
+    NotAcknowledged,
+    RecordByRecord,
+    Verdict,
     idempotency_key,
 )
 from sync_pipeline.engine.payload import PayloadError, Record, RecordBuilder, encode_batch, explain_unencodable
@@ -30,6 +36,8 @@ from sync_pipeline.engine.scheduler_log import ApiCall
 from sync_pipeline.engine.tracking import Rejection, TrackingStore
 
 MAX_REJECTED_IDS_SHOWN = 20
+ACKNOWLEDGED_BY_DEFAULT = Acknowledgement()
+"""200, 201, 202 or 204 with a JSON body (or none): the settings' default."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,28 @@ class _Attempt:
     unreachable: bool = False
     retry_after: float | None = None
     excerpt: str = ""
+    verdict: Verdict | None = None  # set when the call got an acknowledgement
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A part of a batch the API refused as a whole (400/413/422), as it was sent."""
+
+    entity_ids: list[str]
+    records: list[Record]
+    status: int
+    excerpt: str
+
+    def alike(self, other: _Refused) -> bool:
+        """Refused for the same reason; a 413 is about size, so two halves too large say nothing about content."""
+        return self.status != TOO_LARGE and (self.status, self.excerpt) == (other.status, other.excerpt)
+
+
+@dataclass
+class _CallBudget:
+    """The API calls one batch may still cost, its halves and retries included."""
+
+    left: int
 
 
 class BatchSender:
@@ -93,6 +123,8 @@ class BatchSender:
         before_each_attempt: Callable[[], None] = lambda: None,
         refresh_tracking: bool = False,
         sleep: Callable[[float], None] = time.sleep,
+        acknowledgement: Acknowledgement = ACKNOWLEDGED_BY_DEFAULT,
+        max_calls_per_batch: int = 100,
     ) -> None:
         self.entity = entity
         self.endpoint_url = endpoint_url
@@ -107,6 +139,8 @@ class BatchSender:
         self._before_each_attempt = before_each_attempt
         self._refresh_tracking = refresh_tracking
         self._sleep = sleep
+        self._acknowledgement = acknowledgement
+        self._max_calls_per_batch = max_calls_per_batch
         self._rng = random.Random()
 
     def send(self, entity_ids: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -119,38 +153,104 @@ class BatchSender:
             self._deliver([entity_ids[index] for index in built.positions], built.records, depth=0)
 
     def _deliver(self, entity_ids: list[str], records: list[Record], depth: int) -> None:
+        budget = _CallBudget(self._max_calls_per_batch)
+        refused = self._send_part(entity_ids, records, budget)
+        if refused is not None:
+            if refused.status == TOO_LARGE and len(refused.entity_ids) > 1:
+                self._log.warning(
+                    f"{self.entity}: HTTP 413 Payload Too Large for {len(refused.entity_ids)} records: sending "
+                    f"them in halves; lower entities.{self.entity}.batch_size to avoid the extra calls"
+                )
+            self._split(refused, depth, budget)
+
+    def _send_part(self, entity_ids: list[str], records: list[Record], budget: _CallBudget) -> _Refused | None:
+        """Post one batch or part of one; track, reject or fail it, or return its refusal to be split."""
         try:
             body = encode_batch(records)
         except PayloadError:
             entity_ids, records = self._drop_unencodable(entity_ids, records)
             if not entity_ids:
-                return
+                return None
             body = encode_batch(records)
         try:
-            call, excerpt = self._post_with_retries(entity_ids, body)
+            attempt = self._post_with_retries(entity_ids, body, budget)
         except EndpointUnreachable as exc:
             self._count_failed(entity_ids, str(exc))
             raise
-        if call.ok:
-            self._tracking.record_delivered(self.entity, entity_ids, call, refresh=self._refresh_tracking)
-            with self._counting:
-                self.counts.sent += len(entity_ids)
-                self.counts.batches_ok += 1
-            return
-        if call.http_status in REJECTING_STATUSES and len(entity_ids) > 1 and depth < self._max_split_depth:
-            half = len(entity_ids) // 2
-            self._deliver(entity_ids[:half], records[:half], depth + 1)
-            self._deliver(entity_ids[half:], records[half:], depth + 1)
-            return
+        call = attempt.call
+        if isinstance(attempt.verdict, RecordByRecord):
+            self._settle_record_by_record(entity_ids, call, attempt.verdict)
+            return None
+        if attempt.verdict is not None:
+            self._track(entity_ids, call)
+            return None
         if call.http_status in REJECTING_STATUSES:
-            reason = f"rejected by the API: HTTP {call.http_status}"
-            self._reject([Rejection(entity_id, call.http_status, reason, excerpt) for entity_id in entity_ids])
+            return _Refused(entity_ids, records, call.http_status, attempt.excerpt)
+        self._fail(entity_ids, call)
+        return None
+
+    def _split(self, refused: _Refused, depth: int, budget: _CallBudget) -> None:
+        """Halve a refused part to isolate the records the API refuses, while halving can still tell them apart."""
+        if len(refused.entity_ids) == 1:
+            self._reject_refused(refused)
             return
+        if depth >= self._max_split_depth:
+            self._reject_refused(refused, f"not split further: rejections.max_split_depth {self._max_split_depth}")
+            return
+        if budget.left < 2:
+            self._reject_refused(
+                refused, f"not split further: rejections.max_calls_per_batch {self._max_calls_per_batch} reached"
+            )
+            return
+        half = len(refused.entity_ids) // 2
+        ids, records = refused.entity_ids, refused.records
+        first = self._send_part(ids[:half], records[:half], budget)
+        second = self._send_part(ids[half:], records[half:], budget)
+        if first is not None and second is not None and first.alike(second):
+            note = f"both halves of {len(ids)} records refused alike, not split further"
+            self._reject_refused(first, note)
+            self._reject_refused(second, note)
+            return
+        for part in (first, second):
+            if part is not None:
+                self._split(part, depth + 1, budget)
+
+    def _reject_refused(self, refused: _Refused, note: str = "") -> None:
+        reason = f"rejected by the API: HTTP {refused.status}"
+        if refused.status == TOO_LARGE and len(refused.entity_ids) == 1:
+            reason += " Payload Too Large: this record alone is too large for the API"
+        if note:
+            reason += f" ({note})"
+        self._reject([Rejection(i, refused.status, reason, refused.excerpt) for i in refused.entity_ids])
+
+    def _track(self, entity_ids: list[str], call: ApiCall) -> None:
+        self._tracking.record_delivered(self.entity, entity_ids, call, refresh=self._refresh_tracking)
+        with self._counting:
+            self.counts.sent += len(entity_ids)
+            self.counts.batches_ok += 1
+
+    def _fail(self, entity_ids: list[str], call: ApiCall) -> None:
         self._count_failed(entity_ids, call.error or "")
         self._log.error(
             f"{self.entity}: {len(entity_ids)} records ({entity_ids[0]}..{entity_ids[-1]}) failed after "
             f"{call.attempt} attempt(s), left for the next run: {call.error}"
         )
+
+    def _settle_record_by_record(self, entity_ids: list[str], call: ApiCall, verdict: RecordByRecord) -> None:
+        """A per-record answer: track what it acknowledged, reject what it refused, fail what it left out."""
+        if verdict.acknowledged:
+            self._track(verdict.acknowledged, call)
+        else:
+            self._tracking.record_failed(
+                self.entity, replace(call, error=f"HTTP {call.http_status}: none of {len(entity_ids)} acknowledged")
+            )
+        reason = f"rejected by the API: HTTP {call.http_status}, its result for this record is not an acceptance"
+        self._reject([Rejection(i, call.http_status, reason, excerpt) for i, excerpt in verdict.refused.items()])
+        if verdict.unanswered:
+            self._fail(
+                verdict.unanswered,
+                replace(call, error=f"HTTP {call.http_status}: no result for {len(verdict.unanswered)} record(s)"),
+            )
 
     def _count_failed(self, entity_ids: list[str], error: str) -> None:
         with self._counting:
@@ -184,19 +284,20 @@ class BatchSender:
             self.counts.rejected_ids.extend(r.entity_id for r in rejections[: max(room, 0)])
         self._log.warning(f"{self.entity}: {len(rejections)} record(s) refused, e.g. {rejections[0].describe()}")
 
-    def _post_with_retries(self, entity_ids: list[str], body: bytes) -> tuple[ApiCall, str]:
-        """The final attempt's call (logged by the caller when it succeeded) and its response excerpt."""
-        key = idempotency_key(self.entity, entity_ids)
+    def _post_with_retries(self, entity_ids: list[str], body: bytes, budget: _CallBudget) -> _Attempt:
+        """The final attempt (its call logged by the caller when it was acknowledged)."""
+        key = idempotency_key(self.entity, entity_ids, body)
         waited = 0.0
         attempt_number = 0
         while True:
             attempt_number += 1
             self._before_each_attempt()
-            attempt = self._attempt(body, key, attempt_number, len(entity_ids))
+            attempt = self._attempt(body, key, attempt_number, entity_ids)
+            budget.left -= 1
             with self._counting:
                 self.counts.api_calls += 1
             if attempt.call.ok:
-                return attempt.call, attempt.excerpt
+                return attempt
             self._tracking.record_failed(self.entity, attempt.call)
             delay = attempt.retry_after
             if delay is None:
@@ -209,18 +310,18 @@ class BatchSender:
             ):
                 if attempt.unreachable:
                     raise EndpointUnreachable(attempt.call.error)
-                return attempt.call, attempt.excerpt
+                return attempt
             with self._counting:
                 self.counts.retries += 1
             self._sleep(delay)
             waited += delay
 
-    def _attempt(self, body: bytes, key: str, attempt: int, size: int) -> _Attempt:
+    def _attempt(self, body: bytes, key: str, attempt: int, entity_ids: list[str]) -> _Attempt:
         started = time.perf_counter()
 
         def call(status: int | None, error: str | None) -> ApiCall:
             duration_ms = round((time.perf_counter() - started) * 1000)
-            return ApiCall(self.endpoint_url, size, status, duration_ms, error, attempt)
+            return ApiCall(self.endpoint_url, len(entity_ids), status, duration_ms, error, attempt)
 
         try:
             response = self._api.post_batch(self.endpoint_url, body, key)
@@ -228,9 +329,12 @@ class BatchSender:
             return _Attempt(call(None, f"endpoint unreachable: {exc}"), retryable=True, unreachable=True)
         except ApiCallFailed as exc:
             return _Attempt(call(None, f"no response: {exc}"), retryable=True)
-        if response.ok:
-            return _Attempt(call(response.status_code, None), retryable=False)
-        excerpt = response.body_excerpt[:MAX_RESPONSE_EXCERPT]
+        excerpt = response.body_excerpt
+        if response.is_2xx:
+            verdict = self._acknowledgement.judge(response, entity_ids)
+            if isinstance(verdict, NotAcknowledged):  # the same page would come back: not retried
+                return _Attempt(call(response.status_code, verdict.reason), retryable=False, excerpt=excerpt)
+            return _Attempt(call(response.status_code, None), retryable=False, verdict=verdict)
         return _Attempt(
             call(response.status_code, f"HTTP {response.status_code}: {excerpt}"),
             retryable=response.status_code in RETRYABLE_STATUSES,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from sync_pipeline.engine.api import BatchPoster
+from sync_pipeline.engine.api import Acknowledgement, BatchPoster
 from sync_pipeline.engine.batching import Batch, ScanCounts, untracked_batches
 from sync_pipeline.engine.delivery import BatchSender, DeliveryCounts, EndpointUnreachable, RetryPolicy
 from sync_pipeline.engine.dry_run import DryRunPreview, preview
@@ -46,6 +46,8 @@ class DeliveryPolicy:
 
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_split_depth: int = 12
+    max_calls_per_batch: int = 100
+    acknowledgement: Acknowledgement = field(default_factory=Acknowledgement)
     lock_lease_seconds: float = 600.0
     lock_wait_seconds: float = 0.0
     max_in_flight: int = 1
@@ -135,6 +137,8 @@ def sync_entity(
         before_each_attempt=lock.refresh_if_due,
         refresh_tracking=selection.refreshes_tracking,
         sleep=sleep,
+        acknowledgement=policy.acknowledgement,
+        max_calls_per_batch=policy.max_calls_per_batch,
     )
     batches = untracked_batches(
         read_pages(source, plan.table, columns, plan.key_column, plan.batch_size),

@@ -1,15 +1,22 @@
-"""The third-party API client resource: a keep-alive `requests.Session` that posts JSON batches."""
+"""The third-party API client resource: a keep-alive `requests.Session` that posts JSON batches.
+
+Each call is bounded as a whole by `call_deadline_seconds` (requests only bounds each socket read),
+and the API key is cut out of everything a response or a transport error brings back.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 from abc import ABC, abstractmethod
 
 import dagster as dg
 import requests
+import urllib3
 from pydantic import Field, PrivateAttr
 
 from sync_pipeline.engine.api import (
-    MAX_RESPONSE_EXCERPT,
+    MAX_RESPONSE_BODY,
     ApiCallFailed,
     ApiResponse,
     ApiUnreachable,
@@ -18,6 +25,8 @@ from sync_pipeline.engine.api import (
 
 USER_AGENT = "sync_pipeline/0.1"
 MAX_CONNECTIONS = 8  # keep-alive connections per host: enough for the most batches in flight
+READ_SIZE = 64 * 1024
+REDACTED = "[redacted]"
 
 
 class SyncApiClient(dg.ConfigurableResource, ABC):
@@ -32,10 +41,17 @@ class HttpSyncApiClient(SyncApiClient):
     """The real client: one keep-alive session per run, the API key in a configurable header."""
 
     api_key: str = Field(
-        description="Sent in `api_key_header`; always given as EnvVar('SYNC_API_KEY').",
+        description=(
+            "Sent in `api_key_header`. Always `{env: SYNC_API_KEY}` (read from the environment when the "
+            "run starts); leave it so in the launchpad, never paste the key itself."
+        ),
     )
     api_key_header: str = "X-API-Key"
     timeout_seconds: float = 30.0
+    call_deadline_seconds: float | None = Field(
+        default=None,
+        description="Most seconds one whole call (connect, send, receive) may take; unset: timeout_seconds.",
+    )
     verify_tls: bool = True
     _session: requests.Session | None = PrivateAttr(default=None)
 
@@ -73,25 +89,79 @@ class HttpSyncApiClient(SyncApiClient):
         return session
 
     def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
-        """POST the batch; transport errors become the engine's own exceptions, without secrets."""
-        if self._session is None:
-            self._session = self._new_session()
+        """POST the batch within the call deadline; transport errors become the engine's own exceptions."""
+        session = self._session = self._session or self._new_session()
+        deadline = time.monotonic() + self._deadline_seconds
+        outcome: list[ApiResponse | BaseException] = []
+        finished = threading.Event()
+
+        def call() -> None:
+            try:
+                outcome.append(self._post(session, url, body, idempotency_key, deadline))
+            except BaseException as exc:  # handed to the caller's thread below
+                outcome.append(exc)
+            finally:
+                finished.set()
+
+        # A watchdog, because a server trickling its headers keeps every socket read short: the call
+        # is left to end on its own and this batch is handled as if it timed out.
+        threading.Thread(target=call, name="api-call", daemon=True).start()
+        if not finished.wait(self._deadline_seconds):
+            raise ApiCallFailed(self._past_deadline(url))
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
+    def _post(
+        self, session: requests.Session, url: str, body: bytes, idempotency_key: str, deadline: float
+    ) -> ApiResponse:
+        """One POST whose body is read in pieces against the deadline, so a trickle cannot outlast it."""
+        read_timeout = min(self.timeout_seconds, self._deadline_seconds)
         try:
-            response = self._session.post(
+            with session.post(
                 url,
                 data=body,
                 headers={"Idempotency-Key": idempotency_key},
-                timeout=self.timeout_seconds,
+                timeout=read_timeout,
                 allow_redirects=False,  # a redirect would carry the API key header to another server
-            )
+                stream=True,
+            ) as response:
+                content = bytearray()
+                while piece := response.raw.read1(READ_SIZE, decode_content=True):
+                    if time.monotonic() > deadline:
+                        raise ApiCallFailed(self._past_deadline(url))
+                    content += piece
+                    if len(content) >= MAX_RESPONSE_BODY:
+                        del content[MAX_RESPONSE_BODY:]
+                        break  # closing the response drops the rest and the connection
         except requests.ConnectionError as exc:  # includes ConnectTimeout
             if _is_mid_response(exc):
-                raise ApiCallFailed(_safe_reason(exc)) from None
-            raise ApiUnreachable(_safe_reason(exc)) from None
-        except requests.RequestException as exc:  # read timeout, a body cut off mid-way
-            raise ApiCallFailed(_safe_reason(exc)) from None
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return ApiResponse(response.status_code, response.text[:MAX_RESPONSE_EXCERPT], retry_after)
+                raise ApiCallFailed(self._safe_reason(exc)) from None
+            raise ApiUnreachable(self._safe_reason(exc)) from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:  # timeout, cut off
+            raise ApiCallFailed(self._safe_reason(exc)) from None
+        text = content.decode(response.encoding or "utf-8", errors="replace")
+        return ApiResponse(
+            response.status_code,
+            self._redact(text),
+            parse_retry_after(response.headers.get("Retry-After")),
+            response.headers.get("Content-Type", ""),
+        )
+
+    @property
+    def _deadline_seconds(self) -> float:
+        return self.call_deadline_seconds or self.timeout_seconds
+
+    def _past_deadline(self, url: str) -> str:
+        return f"no complete answer from {url} within api.call_deadline_seconds ({self._deadline_seconds:g} s)"
+
+    def _redact(self, text: str) -> str:
+        """The text with the API key cut out: receivers echo it in error bodies, which are logged and kept."""
+        return text.replace(self.api_key, REDACTED) if self.api_key else text
+
+    def _safe_reason(self, exc: BaseException) -> str:
+        """The exception's class and message, with the key cut out should a library ever quote it."""
+        return self._redact(f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
 def _is_header_value(value: str) -> bool:
@@ -103,8 +173,3 @@ def _is_mid_response(exc: requests.RequestException) -> bool:
     """A connection dropped after the request went out is a failed call, not an unreachable host."""
     text = str(exc)
     return "RemoteDisconnected" in text or "Connection aborted" in text
-
-
-def _safe_reason(exc: requests.RequestException) -> str:
-    """The exception's class and message; the key cannot be in it, as an invalid one never gets this far."""
-    return f"{type(exc).__name__}: {str(exc)[:300]}"

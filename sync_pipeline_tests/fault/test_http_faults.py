@@ -54,3 +54,22 @@ def test_a_misbehaving_call_is_retried_and_every_record_arrives_exactly_once(
         first = min(faulty_calls)
         keys = receiver.log.idempotency_keys["users"]
         assert keys[first - 1] == keys[first]
+
+
+def test_an_answer_trickling_past_the_call_deadline_is_cut_and_retried_well_within_the_lease(
+    receiver: ReceivingApi, pg_urls: dict[str, str], ledger: FaultLedger
+) -> None:
+    """Every byte comes within the 1 s read timeout, but the whole answer would take 8 s: past the 5 s lease."""
+    receiver.fail_calls("users", {2: Fault(action="slow_body", seconds=8.0)})
+    settings = fault_settings(receiver, batch_size=BATCH)
+    seed_users(pg_urls, ROWS, settings)
+
+    report = sync_users(pg_urls, settings)
+
+    ledger.records_lost += ROWS - receiver.log.received("users")
+    assert report.succeeded, report.stopped_because or report.first_batch_error
+    assert report.retries == 1
+    assert receiver.log.received("users") == ROWS
+    keys = receiver.log.idempotency_keys["users"]
+    assert keys[1] == keys[2], "the cut call was retried with the same Idempotency-Key"
+    assert settings.api.deadline_seconds < settings.locking.lease_seconds

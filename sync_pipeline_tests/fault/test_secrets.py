@@ -44,6 +44,12 @@ def test_a_failing_run_leaks_no_secret_to_output_event_log_tables_or_metadata(
         log_metadata.create_all(log_engine)
         receiver.fail_calls("users", {n: 500 for n in range(1, 5)})  # batch 1 fails on every attempt
         receiver.fail_calls("actual-organization-structures", {1: Fault(422), 2: Fault(422), 3: Fault(422)})
+        # receivers that echo the request's headers, the API key among them, in their error bodies
+        echoing = {"ActualEntity": 401, "OrgObject": 400}
+        for name, status in echoing.items():
+            receiver.fail_calls(
+                settings.entities[name].endpoint, {n: Fault(status, echo_headers=True) for n in range(1, 40)}
+            )
         settings_file = tmp_path / "settings.yaml"
         settings_file.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
         env = {
@@ -85,3 +91,5 @@ def test_a_failing_run_leaks_no_secret_to_output_event_log_tables_or_metadata(
     assert rejected and "ASSET_CHECK_EVALUATION" in event_log and "cannot read" in event_log
     assert "***" in event_log, "URLs are shown, but masked"
     assert hits == []
+    assert any("[redacted]" in (row["ExceptionMessage"] or "") for row in scheduler_log), "a 401 echoed the key"
+    assert any("[redacted]" in (row["ResponseExcerpt"] or "") for row in rejected), "a 400 echoed the key"
