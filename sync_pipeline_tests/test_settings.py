@@ -217,3 +217,35 @@ def test_a_url_refused_for_carrying_credentials_does_not_repeat_them(path: str) 
         parse_settings(raw)
 
     assert "credentials" in str(raised.value) and "TOPSECRET" not in str(raised.value)
+
+
+def test_an_empty_settings_variable_is_refused_naming_it_rather_than_loading_the_demo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(SETTINGS_ENV_VAR, "")
+
+    with pytest.raises(SettingsError, match=f"{SETTINGS_ENV_VAR} is set but empty"):
+        load_settings()
+
+
+def test_a_settings_file_that_is_not_utf8_is_reported_with_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(yaml.safe_dump(raw_default_settings()).encode() + "# Bogotá\n".encode("latin-1"))
+
+    with pytest.raises(SettingsError) as raised:
+        load_settings(path)
+
+    assert str(path) in str(raised.value) and "not UTF-8" in str(raised.value)
+
+
+@pytest.mark.parametrize(("entity", "column"), [("Users", "Email"), ("OrgObject", "ObjectText")])
+def test_a_nullable_field_is_refused_as_key_column_naming_the_fields_allowed(entity: str, column: str) -> None:
+    raw = raw_default_settings()
+    raw["entities"][entity]["key_column"] = column
+
+    with pytest.raises(SettingsError) as raised:
+        parse_settings(raw)
+
+    message = str(raised.value)
+    assert f"entities.{entity}.key_column: {column!r} is a nullable field of {entity}" in message
+    assert "allowed: Id" in message and column not in message.split("allowed:")[1]
