@@ -17,7 +17,7 @@ from sync_pipeline.engine.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.tracking import TrackingStore
 from sync_pipeline.entities import EntitySpec
 from sync_pipeline.resources.api_client import SyncApiClient
-from sync_pipeline.resources.database import SyncDatabase
+from sync_pipeline.resources.database import DatabaseUrlError, SyncDatabase
 from sync_pipeline.settings import Settings
 from sync_pipeline.sync_log import entity_summary
 from sync_pipeline.tables import source_table
@@ -167,12 +167,15 @@ def build_entity_asset(spec: EntitySpec, settings: Settings, upstream: dg.AssetK
         source: SyncDatabase = getattr(context.resources, spec.source_db)
         log_db: SyncDatabase = context.resources.log_db
         api: SyncApiClient = context.resources.sync_api
-        tracking = TrackingStore(log_db.get_engine(), SchedulerLogWriter(log_columns))
+        try:
+            tracking = TrackingStore(log_db.get_engine(), SchedulerLogWriter(log_columns))
+            source_engine = source.get_engine()
+        except DatabaseUrlError as exc:  # this entity stops; entities on the other databases run
+            context.log.error(f"{spec.name} stopped early: {exc}")
+            return report_result(EntitySyncReport(spec.name, stopped_because=str(exc)), context.asset_key)
         context.log.info(f"{spec.name}: {plan.table.fullname} on {source.describe()} -> {plan.endpoint_url}")
         owner = f"{socket.gethostname()}:{os.getpid()}:run {context.run.run_id}"
-        report = sync_entity(
-            plan, source.get_engine(), tracking, api, context.log, owner, policy, selection, config.dry_run
-        )
+        report = sync_entity(plan, source_engine, tracking, api, context.log, owner, policy, selection, config.dry_run)
         outcome = (
             f"would send {report.preview.would_send}, would refuse {report.preview.would_refuse} (dry run)"
             if report.preview
