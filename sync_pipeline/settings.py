@@ -274,10 +274,13 @@ class Settings(_Strict):
             raise ValueError(f"entities: every entity needs settings; missing: {', '.join(missing)}")
         for name, entity in self.entities.items():
             spec = ENTITIES_BY_NAME[name]
-            if entity.key_column not in {f.name for f in spec.fields}:
+            keys = [f.name for f in spec.fields if not f.nullable]
+            if entity.key_column not in keys:
+                nullable = entity.key_column in {f.name for f in spec.fields}
+                why = "is a nullable field" if nullable else "is not a field"
                 raise ValueError(
-                    f"entities.{name}.key_column: {entity.key_column!r} is not a field of {name}; "
-                    f"allowed: {', '.join(f.name for f in spec.fields)}"
+                    f"entities.{name}.key_column: {entity.key_column!r} {why} of {name}; the key must be a "
+                    f"unique, non-nullable field; allowed: {', '.join(keys)}"
                 )
             try:
                 check_http_url(self.endpoint_url(name))
@@ -333,7 +336,14 @@ def parse_settings(raw: object, source: str = "settings") -> Settings:
 def settings_path() -> Path:
     """The settings file in force: `$SYNC_PIPELINE_SETTINGS`, else the packaged demo defaults."""
     configured = os.environ.get(SETTINGS_ENV_VAR)
-    return Path(configured) if configured else DEFAULT_SETTINGS_PATH
+    if configured is None:
+        return DEFAULT_SETTINGS_PATH
+    if not configured.strip():
+        raise SettingsError(
+            f"{SETTINGS_ENV_VAR} is set but empty: set it to the settings file's path, or unset it to use "
+            f"the packaged demo settings"
+        )
+    return Path(configured)
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -343,6 +353,11 @@ def load_settings(path: Path | None = None) -> Settings:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise SettingsError(f"cannot read settings file {path} ({SETTINGS_ENV_VAR}): {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(
+            f"settings file {path} ({SETTINGS_ENV_VAR}) is not UTF-8 text: byte {exc.start} cannot be decoded; "
+            f"save it as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
         raise SettingsError(f"settings file {path} is not valid YAML: {exc}") from None
     return parse_settings(raw, source=f"settings file {path}")

@@ -15,9 +15,8 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
-import pandas as pd
 import sqlalchemy as sa
 
 from sync_pipeline.defs.resources import DATABASE_URL_ENV_VARS
@@ -27,8 +26,11 @@ from sync_pipeline.engine.scheduler_log import ACTIVITY_PREFIX, FAILURE, SUCCESS
 from sync_pipeline.engine.source_pages import SourceUnavailable, read_pages
 from sync_pipeline.engine.tracking import TrackingStore, TrackingUnavailable
 from sync_pipeline.entities import ENTITIES_BY_NAME, TAMHR_ENTITIES
-from sync_pipeline.resources.database import create_sync_engine
+from sync_pipeline.resources.database import DatabaseUrlError, create_sync_engine
 from sync_pipeline.tables import rejected_table, scheduler_log_table, tracking_table
+
+if TYPE_CHECKING:  # pandas is for reporting only: a sync run, which imports this module, never loads it
+    import pandas as pd
 
 PENDING = "Pending"
 STATUSES = (SUCCESS, FAILURE, PENDING)
@@ -36,6 +38,10 @@ FORMATS = ("table", "csv", "json")
 DEFAULT_LIMIT = 200
 TABLE_TEXT_WIDTH = 100
 """Longest exception message shown in `table` format; csv and json carry it whole."""
+HOW_TO_SET_THE_ENVIRONMENT = (
+    'for the demo run `eval "$(.venv/bin/sync-pipeline env)"` first; for a deployment set the SYNC_* '
+    "variables the code location reads (SYNC_DEFAULT_DB_URL, SYNC_ESS_DB_URL, SYNC_LOG_DB_URL)"
+)
 
 
 class LogViewerError(Exception):
@@ -201,15 +207,15 @@ class EntitySummary(TypedDict):
 
 
 def rejected_untracked_query(entity: str) -> sa.Select[Any]:
-    """Distinct records of `entity` the API refused and that are still not tracked (not delivered since)."""
+    """Records of `entity` the API refused (one row each) that are still not tracked (not delivered since)."""
     rejected = rejected_table.c
     tracked = (
         sa.select(tracking_table.c.EntityId)
         .where(tracking_table.c.EntityType == rejected.EntityType)
         .where(tracking_table.c.EntityId == rejected.EntityId)
     )
-    return sa.select(sa.func.count(sa.distinct(rejected.EntityId))).where(
-        rejected.EntityType == entity, ~sa.exists(tracked)
+    return (
+        sa.select(sa.func.count()).select_from(rejected_table).where(rejected.EntityType == entity, ~sa.exists(tracked))
     )
 
 
@@ -285,8 +291,13 @@ def environment_engines(
             env_var = DATABASE_URL_ENV_VARS[key]
             url = environ.get(env_var)
             if not url:
-                raise LogViewerError(f"{env_var} is not set: it holds the SQLAlchemy URL of {key}")
-            engines[key] = create_sync_engine(url)
+                raise LogViewerError(
+                    f"{env_var} is not set: it holds the SQLAlchemy URL of {key}; {HOW_TO_SET_THE_ENVIRONMENT}"
+                )
+            try:
+                engines[key] = create_sync_engine(url, env_var)
+            except DatabaseUrlError as exc:
+                raise LogViewerError(str(exc)) from None
         yield engines
     finally:
         for engine in engines.values():
@@ -295,18 +306,24 @@ def environment_engines(
 
 def log_frame(rows: Iterable[LogRow]) -> pd.DataFrame:
     """SchedulerLog rows as a table, one column per `LogRow` field."""
+    import pandas as pd
+
     columns = list(LogRow.__dataclass_fields__)
     return pd.DataFrame([asdict(row) for row in rows], columns=columns, dtype=object)
 
 
 def pending_frame(counts: Iterable[PendingCount]) -> pd.DataFrame:
     """Pending counts as a table, one row per entity."""
+    import pandas as pd
+
     columns = list(PendingCount.__dataclass_fields__)
     return pd.DataFrame([asdict(count) for count in counts], columns=columns, dtype=object)
 
 
 def render(frame: pd.DataFrame, output_format: str) -> str:
     """The frame as `table` (for people), `csv` or `json` (records); timestamps ISO 8601, in UTC."""
+    import pandas as pd
+
     if output_format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {output_format!r}")
     as_table = output_format == "table"

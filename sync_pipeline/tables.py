@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables: the Log database's two tables and each entity's source table.
+"""SQLAlchemy Core tables: the Log database's four tables and each entity's source table.
 
 Types are chosen for SQL Server first (NVARCHAR, DATETIME2, UNIQUEIDENTIFIER) and mapped to the
 nearest equivalent elsewhere, so the same `Table` objects query production and the local
@@ -66,14 +66,17 @@ rejected_table = sa.Table(
     sa.Column("Id", sa.Integer, sa.Identity(start=1, increment=1), primary_key=True),
     sa.Column("EntityType", sa.Unicode(100), nullable=False),
     sa.Column("EntityId", sa.Unicode(255), nullable=False),
+    sa.Column("RejectionCount", sa.Integer, nullable=False),
     sa.Column("HttpResponseCode", sa.Integer, nullable=True),
     sa.Column("Reason", LongText, nullable=False),
     sa.Column("ResponseExcerpt", LongText, nullable=True),
-    sa.Column("RejectedOn", DateTime2, nullable=False),
-    sa.Index("IX_TB_R_SYNC_REJECTED_EntityType_RejectedOn", "EntityType", "RejectedOn"),
+    sa.Column("FirstRejectedOn", DateTime2, nullable=False),
+    sa.Column("LastRejectedOn", DateTime2, nullable=False),
+    sa.Index("UQ_TB_R_SYNC_REJECTED_EntityType_EntityId", "EntityType", "EntityId", unique=True),
 )
 """Records the API refused one by one (400/422 after splitting) or that failed validation before
-sending, with the reason. An audit trail: such records stay untracked and are tried again next run."""
+sending: one row per record, with how often and when it was first and last refused, and the last
+status, reason and response. Such records stay untracked and are tried again every run."""
 
 lock_table = sa.Table(
     LOCK_TABLE_NAME,

@@ -30,7 +30,7 @@ from sync_pipeline.demo.receiver import BackgroundServer
 from sync_pipeline.engine.api import ApiResponse
 from sync_pipeline.engine.scheduler_log import ApiCall, SchedulerLogWriter
 from sync_pipeline.entities import TAMHR_ENTITIES
-from sync_pipeline.resources.database import SyncDatabase
+from sync_pipeline.resources.database import SyncDatabase, create_sync_engine
 from sync_pipeline.settings import Settings
 from sync_pipeline.tables import scheduler_log_table
 
@@ -150,6 +150,16 @@ def alert_sensor(instance: dg.DagsterInstance, seeded: SyncDatabases, receiver: 
     return AlertSensor(instance, seeded.urls["log_db"], AlertWebhook(url=receiver.url), receiver)
 
 
+class DatabaseCheckedAtRunStart(SyncDatabase):
+    """A Log database resource that creates its engine when the run starts: with a bad URL the run
+    fails before any entity runs, which is how these tests make a run fail (SyncDatabase itself
+    stops only the entities on a database with a bad URL)."""
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Fail the run's resource initialisation on a URL that cannot make an engine."""
+        create_sync_engine(self.url).dispose()
+
+
 def run_sync_job(
     instance: dg.DagsterInstance,
     databases: SyncDatabases,
@@ -160,7 +170,7 @@ def run_sync_job(
     """A real run of the sync job on `instance`, against the test databases and a fake API."""
     resources: dict[str, Any] = {key: SyncDatabase(url=url) for key, url in databases.urls.items()}
     if log_url:
-        resources["log_db"] = SyncDatabase(url=log_url)
+        resources["log_db"] = DatabaseCheckedAtRunStart(url=log_url)
     defs = dg.Definitions(
         assets=build_entity_assets(TAMHR_ENTITIES, settings), jobs=[sync_job], resources={**resources, "sync_api": api}
     )

@@ -19,10 +19,10 @@ from sqlalchemy.dialects import mssql
 from sync_pipeline.defs.sync_assets import entity_plan
 from sync_pipeline.engine.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.source_pages import page_queries
-from sync_pipeline.engine.tracking import MAX_IDS_PER_LOOKUP, TrackingStore
+from sync_pipeline.engine.tracking import MAX_IDS_PER_LOOKUP, Rejection, TrackingStore
 from sync_pipeline.entities import ENTITIES_BY_NAME, TAMHR_ENTITIES, FieldType
 from sync_pipeline.settings import Settings
-from sync_pipeline.tables import LongText, scheduler_log_table, source_table, tracking_table
+from sync_pipeline.tables import LongText, rejected_table, scheduler_log_table, source_table, tracking_table
 
 from .conftest import EntitySync, SettingsFactory, SyncDatabases, entity_id
 from .fakes import RecordingApiClient, ScriptedAnswer
@@ -53,6 +53,8 @@ class Execution:
         compiled: Any
         if isinstance(self.statement, sa.Insert):
             compiled = self.statement.compile(dialect=MSSQL, column_keys=list(first))
+        elif isinstance(self.statement, sa.Update | sa.Delete):  # their values come as bindparams
+            compiled = self.statement.compile(dialect=MSSQL, compile_kwargs={"render_postcompile": True})
         else:
             bound = self.statement.params(first) if first else self.statement
             compiled = bound.compile(dialect=MSSQL, compile_kwargs={"render_postcompile": True})
@@ -233,3 +235,21 @@ def test_where_sqlalchemy_pages_an_executemany_into_values_lists_for_mssql_it_st
 
     assert per_statement_rows <= MAX_VALUES_ROWS
     assert per_statement_rows * len(["EntityType", "EntityId", "SyncTimestamp"]) < MAX_PARAMETERS
+
+
+def test_rejecting_4500_records_twice_keeps_one_row_each_and_every_statement_fits_sql_server(
+    databases: SyncDatabases, recorder: StatementRecorder, settings: Settings
+) -> None:
+    store = TrackingStore(databases.log, SchedulerLogWriter(settings.scheduler_log.columns()))
+    ids = [str(uuid.UUID(int=n)) for n in range(4500)]
+    store.record_rejected("Users", [Rejection(eid, 422, "first") for eid in ids[:3000]])
+    recorder.forget()
+
+    store.record_rejected("Users", [Rejection(eid, 400, "again") for eid in ids])
+
+    with databases.log.connect() as conn:
+        rows = conn.execute(sa.select(rejected_table.c.EntityId, rejected_table.c.RejectionCount)).all()
+    assert sorted(rows) == sorted((eid, 2 if n < 3000 else 1) for n, eid in enumerate(ids))
+    kinds = {type(execution.statement).__name__ for execution in recorder.executions}
+    assert kinds == {"Select", "Update", "Insert"}
+    assert recorder.violations() == []

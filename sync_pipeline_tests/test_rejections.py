@@ -76,7 +76,8 @@ def test_the_isolated_record_is_kept_with_its_status_response_and_time_and_is_no
     assert (rejection["EntityType"], rejection["EntityId"], rejection["HttpResponseCode"]) == ("Users", bad, 422)
     assert "422" in rejection["Reason"]
     assert json.loads(rejection["ResponseExcerpt"]) == {"errors": [{"Id": bad, "error": "fails validation"}]}
-    assert before - dt.timedelta(seconds=1) <= rejection["RejectedOn"] <= after + dt.timedelta(seconds=1)
+    assert before - dt.timedelta(seconds=1) <= rejection["LastRejectedOn"] <= after + dt.timedelta(seconds=1)
+    assert (rejection["RejectionCount"], rejection["FirstRejectedOn"]) == (1, rejection["LastRejectedOn"])
     assert bad not in databases.tracked_ids("Users")
 
 
@@ -216,7 +217,9 @@ def test_a_record_still_refused_next_run_is_rejected_again_without_resending_the
 
     assert ids_per_call(later, url) == [[bad]]
     assert (report.already_tracked, report.sent, report.rejected, report.rejected_ids) == (3, 0, 1, [bad])
-    assert [row["EntityId"] for row in databases.rejected_rows()] == [bad, bad]
+    (row,) = databases.rejected_rows()
+    assert (row["EntityId"], row["RejectionCount"]) == (bad, 2)
+    assert row["FirstRejectedOn"] < row["LastRejectedOn"]
 
 
 def test_the_rejected_count_is_complete_when_the_ids_shown_are_capped(

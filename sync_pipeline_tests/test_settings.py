@@ -264,3 +264,33 @@ def test_by_default_only_a_200_201_202_or_204_with_a_json_body_acknowledges_a_ba
 
     assert (acknowledgement.statuses, acknowledgement.content_types) == ([200, 201, 202, 204], ["application/json"])
     assert acknowledgement.results is None
+def test_an_empty_settings_variable_is_refused_naming_it_rather_than_loading_the_demo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(SETTINGS_ENV_VAR, "")
+
+    with pytest.raises(SettingsError, match=f"{SETTINGS_ENV_VAR} is set but empty"):
+        load_settings()
+
+
+def test_a_settings_file_that_is_not_utf8_is_reported_with_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(yaml.safe_dump(raw_default_settings()).encode() + "# Bogotá\n".encode("latin-1"))
+
+    with pytest.raises(SettingsError) as raised:
+        load_settings(path)
+
+    assert str(path) in str(raised.value) and "not UTF-8" in str(raised.value)
+
+
+@pytest.mark.parametrize(("entity", "column"), [("Users", "Email"), ("OrgObject", "ObjectText")])
+def test_a_nullable_field_is_refused_as_key_column_naming_the_fields_allowed(entity: str, column: str) -> None:
+    raw = raw_default_settings()
+    raw["entities"][entity]["key_column"] = column
+
+    with pytest.raises(SettingsError) as raised:
+        parse_settings(raw)
+
+    message = str(raised.value)
+    assert f"entities.{entity}.key_column: {column!r} is a nullable field of {entity}" in message
+    assert "allowed: Id" in message and column not in message.split("allowed:")[1]

@@ -16,7 +16,7 @@ from sync_pipeline.defs.resources import DATABASE_URL_ENV_VARS
 from sync_pipeline.defs.sync_assets import entity_plan
 from sync_pipeline.engine.entity_sync import EntitySyncPlan
 from sync_pipeline.engine.scheduler_log import ApiCall, SchedulerLogWriter
-from sync_pipeline.engine.tracking import TrackingStore
+from sync_pipeline.engine.tracking import Rejection, TrackingStore
 from sync_pipeline.entities import ENTITIES_BY_NAME
 from sync_pipeline.settings import SETTINGS_ENV_VAR, Settings
 from sync_pipeline.sync_log import (
@@ -34,7 +34,7 @@ from sync_pipeline.sync_log import (
     rejected_untracked_query,
     render,
 )
-from sync_pipeline.tables import rejected_table, scheduler_log_table
+from sync_pipeline.tables import scheduler_log_table
 
 from .conftest import EntitySync, SyncDatabases, entity_id
 
@@ -78,12 +78,8 @@ def write_foreign_row(databases: SyncDatabases, settings: Settings, when: dt.dat
 
 def reject(databases: SyncDatabases, entity: str, entity_ids: list[str]) -> None:
     """TB_R_SYNC_REJECTED rows, as the engine leaves them for records the API refused."""
-    rows = [
-        {"EntityType": entity, "EntityId": eid, "HttpResponseCode": 422, "Reason": "bad email", "RejectedOn": NOW}
-        for eid in entity_ids
-    ]
-    with databases.log.begin() as conn:
-        conn.execute(sa.insert(rejected_table), rows)
+    store = TrackingStore(databases.log, SchedulerLogWriter({}))
+    store.record_rejected(entity, [Rejection(eid, 422, "bad email") for eid in entity_ids])
 
 
 def test_rows_are_listed_newest_first_with_failure_details_from_additional_information(

@@ -30,14 +30,16 @@ CREATE TABLE `TB_R_SYNC_REJECTED` (
 	`Id` INTEGER NOT NULL AUTO_INCREMENT, 
 	`EntityType` VARCHAR(100) NOT NULL, 
 	`EntityId` VARCHAR(255) NOT NULL, 
+	`RejectionCount` INTEGER NOT NULL, 
 	`HttpResponseCode` INTEGER, 
 	`Reason` TEXT NOT NULL, 
 	`ResponseExcerpt` TEXT, 
-	`RejectedOn` DATETIME(6) NOT NULL, 
+	`FirstRejectedOn` DATETIME(6) NOT NULL, 
+	`LastRejectedOn` DATETIME(6) NOT NULL, 
 	PRIMARY KEY (`Id`)
 );
 
-CREATE INDEX `IX_TB_R_SYNC_REJECTED_EntityType_RejectedOn` ON `TB_R_SYNC_REJECTED` (`EntityType`, `RejectedOn`);
+CREATE UNIQUE INDEX `UQ_TB_R_SYNC_REJECTED_EntityType_EntityId` ON `TB_R_SYNC_REJECTED` (`EntityType`, `EntityId`);
 
 CREATE TABLE `TB_R_SYNC_TRACKING` (
 	`Id` INTEGER NOT NULL AUTO_INCREMENT, 

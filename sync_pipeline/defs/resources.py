@@ -19,7 +19,7 @@ API_KEY_ENV_VAR = "SYNC_API_KEY"
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The three databases and the API client, keyed as the assets require them."""
     databases: dict[str, dg.ConfigurableResource] = {
-        key: SyncDatabase(url=dg.EnvVar(env_var)) for key, env_var in DATABASE_URL_ENV_VARS.items()
+        key: SyncDatabase(url=dg.EnvVar(env_var), env_var=env_var) for key, env_var in DATABASE_URL_ENV_VARS.items()
     }
     return {
         **databases,

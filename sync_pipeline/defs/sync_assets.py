@@ -21,7 +21,7 @@ from sync_pipeline.engine.selection import SEND_UNTRACKED, Selection
 from sync_pipeline.engine.tracking import TrackingStore, TrackingUnavailable
 from sync_pipeline.entities import EntitySpec
 from sync_pipeline.resources.api_client import SyncApiClient
-from sync_pipeline.resources.database import SyncDatabase
+from sync_pipeline.resources.database import DatabaseUrlError, SyncDatabase
 from sync_pipeline.settings import Settings
 from sync_pipeline.sync_log import entity_summary
 from sync_pipeline.tables import source_table
@@ -189,10 +189,15 @@ def run_entity(
     source: SyncDatabase = getattr(context.resources, spec.source_db)
     log_db: SyncDatabase = context.resources.log_db
     api: SyncApiClient = context.resources.sync_api
-    tracking = TrackingStore(log_db.get_engine(), SchedulerLogWriter(log_columns))
+    try:
+        tracking = TrackingStore(log_db.get_engine(), SchedulerLogWriter(log_columns))
+        source_engine = source.get_engine()
+    except DatabaseUrlError as exc:  # this entity stops; entities on the other databases run
+        context.log.error(f"{spec.name} stopped early: {exc}")
+        return EntitySyncReport(spec.name, stopped_because=str(exc))
     context.log.info(f"{spec.name}: {plan.table.fullname} on {source.describe()} -> {plan.endpoint_url}")
     owner = f"{socket.gethostname()}:{os.getpid()}:run {context.run.run_id}"
-    report = sync_entity(plan, source.get_engine(), tracking, api, context.log, owner, policy, selection, dry_run)
+    report = sync_entity(plan, source_engine, tracking, api, context.log, owner, policy, selection, dry_run)
     outcome = (
         f"would send {report.preview.would_send}, would refuse {report.preview.would_refuse} (dry run)"
         if report.preview
@@ -257,7 +262,7 @@ def tracked_count(log_db: SyncDatabase, entity: str) -> int | None:
     """Records of the entity now tracked (acknowledged by the API); None if the Log database cannot say."""
     try:
         return TrackingStore(log_db.get_engine(), SchedulerLogWriter({})).tracked_count(entity)
-    except TrackingUnavailable:
+    except (TrackingUnavailable, sa.exc.SQLAlchemyError):  # a bad URL is an ArgumentError
         return None
 
 

@@ -70,5 +70,6 @@ def seed_entity(engine: sa.Engine, spec: EntitySpec, where: EntitySettings, coun
 
 
 def create_log_tables(engine: sa.Engine) -> None:
-    """Create TB_R_SYNC_TRACKING and SchedulerLog from the metadata (non-production databases)."""
+    """Create the Log tables that are missing (TB_R_SYNC_TRACKING, SchedulerLog, TB_R_SYNC_REJECTED,
+    TB_R_SYNC_LOCK) from the metadata (non-production databases)."""
     log_metadata.create_all(engine)

@@ -128,21 +128,56 @@ class TrackingStore:
             raise TrackingUnavailable(f"cannot write SchedulerLog: {describe_db_error(exc)}") from exc
 
     def record_rejected(self, entity: str, rejections: Sequence[Rejection]) -> None:
-        """Keep refused records with their reason; they stay untracked and are tried again next run."""
+        """Keep refused records, one row each with a count, first and last time and the latest reason;
+        they stay untracked and are tried again next run."""
+        latest = {r.entity_id: r for r in rejections}  # one row per record, even if a batch repeats it
         now = utc_now()
-        rows = [
-            {
-                "EntityType": entity,
-                "EntityId": r.entity_id,
-                "HttpResponseCode": r.http_status,
-                "Reason": r.reason,
-                "ResponseExcerpt": r.response_excerpt,
-                "RejectedOn": now,
-            }
-            for r in rejections
-        ]
         try:
             with self.engine.begin() as conn:
-                conn.execute(sa.insert(rejected_table), rows)
+                known: set[str] = set()
+                for chunk in chunks(list(latest), MAX_IDS_PER_LOOKUP):
+                    known.update(conn.execute(_rejected_among, {"entity_type": entity, "entity_ids": chunk}).scalars())
+                again = [_rejection_values(entity, r, now) for entity_id, r in latest.items() if entity_id in known]
+                new = [_rejection_values(entity, r, now) for entity_id, r in latest.items() if entity_id not in known]
+                if again:
+                    conn.execute(_rejected_again, [{f"b_{key}": value for key, value in row.items()} for row in again])
+                if new:
+                    conn.execute(
+                        sa.insert(rejected_table),
+                        [{**row, "RejectionCount": 1, "FirstRejectedOn": now} for row in new],
+                    )
         except sa.exc.SQLAlchemyError as exc:
             raise TrackingUnavailable(f"cannot write {rejected_table.name}: {describe_db_error(exc)}") from exc
+
+
+_rejected_among = sa.select(rejected_table.c.EntityId).where(
+    rejected_table.c.EntityType == sa.bindparam("entity_type"),
+    rejected_table.c.EntityId.in_(sa.bindparam("entity_ids", expanding=True)),
+)
+"""Which of a chunk of IDs already have a TB_R_SYNC_REJECTED row (the entity lock makes this race-free)."""
+
+_rejected_again = (
+    sa.update(rejected_table)
+    .where(rejected_table.c.EntityType == sa.bindparam("b_EntityType"))
+    .where(rejected_table.c.EntityId == sa.bindparam("b_EntityId"))
+    .values(
+        RejectionCount=rejected_table.c.RejectionCount + 1,
+        HttpResponseCode=sa.bindparam("b_HttpResponseCode"),
+        Reason=sa.bindparam("b_Reason"),
+        ResponseExcerpt=sa.bindparam("b_ResponseExcerpt"),
+        LastRejectedOn=sa.bindparam("b_LastRejectedOn"),
+    )
+)
+"""A record refused again: one more, and the latest status, reason and time (an executemany)."""
+
+
+def _rejection_values(entity: str, rejection: Rejection, now: dt.datetime) -> dict[str, object]:
+    """The columns a rejection sets, keyed for the INSERT; `_rejected_again` takes them with a `b_` prefix."""
+    return {
+        "EntityType": entity,
+        "EntityId": rejection.entity_id,
+        "HttpResponseCode": rejection.http_status,
+        "Reason": rejection.reason,
+        "ResponseExcerpt": rejection.response_excerpt,
+        "LastRejectedOn": now,
+    }

@@ -49,8 +49,13 @@ def insert_tracking_rows(conn: sa.Connection, entity: str, entity_ids: Sequence[
         prefix = f"{entity.translate(_COPY_TEXT_ESCAPES)}\t"
         suffix = f"\t{now.isoformat()}\n"
         block = prefix + (suffix + prefix).join(_copy_escaped(entity_ids)) + suffix
-        with conn.connection.driver_connection.cursor() as cursor, cursor.copy(copy_sql) as copy:  # type: ignore[union-attr]
-            copy.write(block)
+        try:
+            with conn.connection.driver_connection.cursor() as cursor, cursor.copy(copy_sql) as copy:  # type: ignore[union-attr]
+                copy.write(block)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            # The raw cursor bypasses SQLAlchemy: wrap its error as SQLAlchemy would (UniqueViolation
+            # becomes IntegrityError), so callers handle it as any other database error.
+            raise sa.exc.DBAPIError.instance(copy_sql, None, exc, conn.dialect.loaded_dbapi.Error) from exc
         return
     rows = [{"EntityType": entity, "EntityId": entity_id, "SyncTimestamp": now} for entity_id in entity_ids]
     conn.execute(sa.insert(tracking_table), rows)

@@ -10,17 +10,12 @@ import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
 
 
-def create_sync_engine(url: str) -> sa.Engine:
-    """An engine with the settings every sync database needs, whatever the dialect.
+class DatabaseUrlError(sa.exc.ArgumentError):
+    """A database URL that cannot be used as given; the message names its variable, never its password.
 
-    Row values stay out of error messages (`hide_parameters`), dropped connections are noticed
-    before use, and on SQL Server pyodbc's `fast_executemany` makes tracking inserts one bulk
-    executemany (one row's parameters per execution, so the 2100-parameter limit is never near).
+    An `ArgumentError`, as SQLAlchemy's own unparsable-URL error is, so whoever handles database
+    errors (`SQLAlchemyError`) handles this one too.
     """
-    options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
-    if sa.make_url(url).get_backend_name() == "mssql":
-        options["fast_executemany"] = True
-    return sa.create_engine(url, **options)
 
 
 _SECRET_QUERY_KEYS = ("password", "pwd", "passwd")
@@ -28,13 +23,29 @@ _ODBC_PASSWORD = re.compile(r"\b(PWD|PASSWORD)(\s*=\s*)(\{(?:[^}]|\}\})*\}|[^;]*
 """`PWD=value` in an ODBC connection string; a braced value may hold `;` and escapes `}` as `}}`."""
 
 
+def _userinfo_span(url: str) -> tuple[int, int] | None:
+    """Where `user:password` sits in the URL: after the scheme, up to the last `@` of the authority."""
+    scheme_end = url.find("://")
+    if scheme_end < 0 or url[scheme_end + 3 : scheme_end + 4] == "/":  # no authority (sqlite:////path)
+        return None
+    start = scheme_end + 3
+    at = url.split("?", 1)[0].rfind("@", start)
+    return (start, at) if at >= 0 else None
+
+
 def masked_url(url: str) -> str:
-    """The URL with every password masked: its own, any password query key, and inside `odbc_connect=`.
+    """The URL with everything secret masked: the whole `user:password@` part, any password query key,
+    and `PWD=` inside `odbc_connect=`; an unparsable URL keeps only its scheme.
 
     Drivers take a password from the query too (`?password=`, or `PWD=` that SQLAlchemy passes on
-    to ODBC), so masking only the URL's user:password part is not enough.
+    to ODBC), so masking only the URL's user:password part is not enough. Everything up to the
+    last `@` is masked because an unencoded `@` in a password would otherwise end it early.
     """
-    parsed = sa.make_url(url)
+    span = _userinfo_span(url)
+    try:
+        parsed = sa.make_url(url if span is None else url[: span[0]] + url[span[1] + 1 :])
+    except (sa.exc.ArgumentError, ValueError):
+        return f"{url.partition('://')[0]}://*** (unparsable)" if "://" in url else "*** (not a URL)"
     query: dict[str, str | tuple[str, ...]] = {}
     for key, value in parsed.query.items():
         if any(secret in key.lower() for secret in _SECRET_QUERY_KEYS):
@@ -43,20 +54,87 @@ def masked_url(url: str) -> str:
             query[key] = _ODBC_PASSWORD.sub(r"\1\2***", value)
         else:
             query[key] = value
-    return parsed.set(query=query).render_as_string(hide_password=True)
+    shown = parsed.set(query=query).render_as_string(hide_password=True)
+    return shown if span is None else shown.replace("://", "://***@", 1)
+
+
+def checked_url(url: str, env_var: str) -> sa.URL:
+    """The parsed URL, or a `DatabaseUrlError` naming `env_var` that says what to fix."""
+    span = _userinfo_span(url)
+    if span is not None and "@" in url[span[0] : span[1]].partition(":")[2]:
+        raise DatabaseUrlError(
+            f"{env_var}: the password in the URL contains an unencoded '@'; write '@' as %40 "
+            f"(percent-encode the password), e.g. postgresql+psycopg://user:pa%40ss@host/db"
+        )
+    try:
+        return sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        reason = "the port is not a number" if isinstance(exc, ValueError) else "it is not a SQLAlchemy URL"
+        raise DatabaseUrlError(
+            f"{env_var} ({masked_url(url)}): {reason}; expected dialect+driver://user:password@host:port/database"
+        ) from None
+
+
+def create_sync_engine(url: str, env_var: str | None = None) -> sa.Engine:
+    """An engine with the settings every sync database needs, whatever the dialect.
+
+    Row values stay out of error messages (`hide_parameters`), dropped connections are noticed
+    before use, and on SQL Server pyodbc's `fast_executemany` makes tracking inserts one bulk
+    executemany (one row's parameters per execution, so the 2100-parameter limit is never near).
+    With `env_var`, a bad URL or a failed connection is reported naming the variable and the
+    database (see `name_connection_errors`).
+    """
+    parsed = checked_url(url, env_var) if env_var else sa.make_url(url)
+    options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
+    if parsed.get_backend_name() == "mssql":
+        options["fast_executemany"] = True
+    if env_var is None:
+        return sa.create_engine(parsed, **options)
+    try:
+        engine = sa.create_engine(parsed, **options)
+    except Exception as exc:  # an unknown dialect, a driver not installed, a bad driver option
+        raise DatabaseUrlError(f"{env_var} ({masked_url(url)}): {_safe(exc, parsed)}") from None
+    name_connection_errors(engine, env_var, masked_url(url))
+    return engine
+
+
+def name_connection_errors(engine: sa.Engine, env_var: str, shown_url: str) -> None:
+    """Make every failed connect a driver error that names the variable and the (masked) database.
+
+    Drivers fail some connects with errors of their own (pymysql: `FileNotFoundError` for a wrong
+    `ssl_ca`) that SQLAlchemy does not wrap; as the driver's `OperationalError` they reach the
+    callers that stop an entity on a database error, like any connection refused.
+    """
+    dbapi_error = engine.dialect.loaded_dbapi.OperationalError
+    password = engine.url.password
+
+    @sa.event.listens_for(engine, "do_connect")
+    def connect(dialect: sa.Dialect, record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except Exception as exc:
+            raise dbapi_error(f"{env_var} ({shown_url}): cannot connect: {_safe(exc, password)}") from exc
+
+
+def _safe(exc: BaseException, secret: sa.URL | str | None) -> str:
+    """The error's first line, with the password cut out should a driver repeat it."""
+    password = secret.password if isinstance(secret, sa.URL) else secret
+    text = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"[:500]
+    return text.replace(str(password), "***") if password else text
 
 
 class SyncDatabase(dg.ConfigurableResource):
     """One database the sync reads or writes; its URL is a secret and comes from an env var."""
 
     url: str = Field(
-        description="SQLAlchemy URL, e.g. mssql+pyodbc://...; always given as an EnvVar.",
+        description="SQLAlchemy URL, e.g. mssql+pyodbc://...; always given as an EnvVar (the launchpad "
+        "shows `{env: SYNC_..._DB_URL}`, never the value).",
+    )
+    env_var: str | None = Field(
+        default=None,
+        description="Name of the environment variable `url` comes from, for error messages.",
     )
     _engine: sa.Engine | None = PrivateAttr(default=None)
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """Create the engine once per run; its pool is shared by every asset using it."""
-        self._engine = create_sync_engine(self.url)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         """Close the pool's connections at the end of the run."""
@@ -64,9 +142,12 @@ class SyncDatabase(dg.ConfigurableResource):
             self._engine.dispose()
 
     def get_engine(self) -> sa.Engine:
-        """The run's engine (created on first use outside a run, e.g. in a direct call)."""
+        """The run's engine, created on first use (so a bad URL stops only the entities that use it).
+
+        Raises `DatabaseUrlError`, naming the variable, when the URL cannot be used.
+        """
         if self._engine is None:
-            self._engine = create_sync_engine(self.url)
+            self._engine = create_sync_engine(self.url, self.env_var or "the database URL")
         return self._engine
 
     def describe(self) -> str:
