@@ -167,7 +167,7 @@ def build_entity_asset(spec: EntitySpec, settings: Settings, upstream: dg.AssetK
         source: SyncDatabase = getattr(context.resources, spec.source_db)
         log_db: SyncDatabase = context.resources.log_db
         api: SyncApiClient = context.resources.sync_api
-        tracking = TrackingStore(log_db.get_engine(), SchedulerLogWriter(log_columns))
+        tracking = TrackingStore(log_db.get_engine(), SchedulerLogWriter(log_columns, context.run.run_id))
         context.log.info(f"{spec.name}: {plan.table.fullname} on {source.describe()} -> {plan.endpoint_url}")
         owner = f"{socket.gethostname()}:{os.getpid()}:run {context.run.run_id}"
         report = sync_entity(
