@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sync_pipeline.defs.resources import DATABASE_URL_ENV_VARS
 from sync_pipeline.engine.batching import ScanCounts, untracked_batches
 from sync_pipeline.engine.entity_sync import EntitySyncPlan
-from sync_pipeline.engine.scheduler_log import ACTIVITY_PREFIX, FAILURE, SUCCESS, SchedulerLogWriter, activity
+from sync_pipeline.engine.scheduler_log import ACTIVITY_PREFIX, FAILURE, RUN_ID, SUCCESS, SchedulerLogWriter, activity
 from sync_pipeline.engine.source_pages import SourceUnavailable, read_pages
 from sync_pipeline.engine.tracking import TrackingStore, TrackingUnavailable
 from sync_pipeline.entities import ENTITIES_BY_NAME, TAMHR_ENTITIES
@@ -94,6 +94,8 @@ class LogRow:
     duration_ms: int | None
     exception_message: str | None
     endpoint_url: str | None
+    run_id: str | None = None
+    """The Dagster run that made the call; None for rows written before runs were recorded."""
 
 
 def log_rows_query(query: LogQuery, newest_first: bool = True) -> sa.Select[Any]:
@@ -121,6 +123,10 @@ def _optional_int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _optional_str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def log_rows(log_engine: sa.Engine, query: LogQuery, newest_first: bool = True) -> list[LogRow]:
     """This job's SchedulerLog rows matching `query`, newest first unless asked otherwise."""
     with log_engine.connect() as conn:
@@ -138,6 +144,7 @@ def log_rows(log_engine: sa.Engine, query: LogQuery, newest_first: bool = True) 
                 duration_ms=_optional_int(details.get("DurationMs")),
                 exception_message=exception_message or details.get("ExceptionMessage"),
                 endpoint_url=details.get("EndpointUrl"),
+                run_id=_optional_str(details.get(RUN_ID)),
             )
         )
     return result

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.defs.alerts import (
+    DRY_RUN_TAG,
     SENSOR_NAME,
     WEBHOOK_URL_ENV_VAR,
     AlertSettings,
@@ -32,6 +33,7 @@ from sync_pipeline.engine.scheduler_log import ApiCall, SchedulerLogWriter
 from sync_pipeline.entities import TAMHR_ENTITIES
 from sync_pipeline.resources.database import SyncDatabase, create_sync_engine
 from sync_pipeline.settings import Settings
+from sync_pipeline.sync_log import LogQuery, log_rows
 from sync_pipeline.tables import scheduler_log_table
 
 from .conftest import SyncDatabases
@@ -166,15 +168,21 @@ def run_sync_job(
     settings: Settings,
     api: RecordingApiClient,
     log_url: str | None = None,
+    dry_run: bool = False,
 ) -> dg.ExecuteInProcessResult:
-    """A real run of the sync job on `instance`, against the test databases and a fake API."""
+    """A real run of the sync job on `instance`, against the test databases and a fake API; a dry run is tagged."""
     resources: dict[str, Any] = {key: SyncDatabase(url=url) for key, url in databases.urls.items()}
     if log_url:
         resources["log_db"] = DatabaseCheckedAtRunStart(url=log_url)
     defs = dg.Definitions(
         assets=build_entity_assets(TAMHR_ENTITIES, settings), jobs=[sync_job], resources={**resources, "sync_api": api}
     )
-    return defs.resolve_job_def(JOB_NAME).execute_in_process(instance=instance, raise_on_error=False)
+    return defs.resolve_job_def(JOB_NAME).execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        run_config={"dry_run": True} if dry_run else None,
+        tags={DRY_RUN_TAG: "true"} if dry_run else None,
+    )
 
 
 def users_unreachable(settings: Settings) -> RecordingApiClient:
@@ -482,3 +490,151 @@ def test_alert_settings_have_the_documented_defaults() -> None:
 def test_invalid_alert_settings_are_refused(values: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         AlertSettings.model_validate(values)
+
+
+class UsersDownAndActualOrgBroken(RecordingApiClient):
+    """Users' endpoint refuses connections and the client raises on ActualOrg: a run that fails with failed calls."""
+
+    def post_batch(self, url: str, *args: Any, **kwargs: Any) -> ApiResponse:
+        if url.endswith("/actual-organization-structures"):
+            raise RuntimeError("client bug: unexpected answer shape")
+        return super().post_batch(url, *args, **kwargs)
+
+
+def test_every_scheduler_log_row_names_the_run_that_made_the_call(
+    instance: dg.DagsterInstance, seeded: SyncDatabases, settings: Settings
+) -> None:
+    run = run_sync_job(instance, seeded, settings, users_unreachable(settings))
+
+    rows = log_rows(seeded.log, LogQuery())
+
+    assert rows and {row.run_id for row in rows} == {run.run_id}
+
+
+def test_a_failed_call_alert_links_the_run_of_the_failures_not_the_newest_run(
+    alert_sensor: AlertSensor, instance: dg.DagsterInstance, seeded: SyncDatabases, settings: Settings
+) -> None:
+    failing = run_sync_job(instance, seeded, settings, users_unreachable(settings))
+    run_sync_job(instance, seeded, settings, RecordingApiClient(), log_url="nosuchdialect://log")  # newest, no calls
+
+    alerts = {alert["condition"]: alert for alert in alert_sensor.tick()}
+
+    assert alerts["failed_calls"]["run_url"] == f"{UI}/runs/{failing.run_id}"
+
+
+def test_one_failed_run_with_failed_calls_gives_one_alert_naming_the_entities_that_fell_short(
+    alert_sensor: AlertSensor, instance: dg.DagsterInstance, seeded: SyncDatabases, settings: Settings
+) -> None:
+    failed = run_sync_job(
+        instance, seeded, settings, UsersDownAndActualOrgBroken(unreachable_urls=[settings.endpoint_url("Users")])
+    )
+    assert not failed.success
+
+    (alert,) = alert_sensor.tick()
+
+    assert outline([alert]) == [("started", "run_failed", "Users, ActualOrg")]
+    assert "unreachable" in alert["first_error"] and alert["first_error"].startswith("Users: ")
+    assert alert["run_url"] == f"{UI}/runs/{failed.run_id}"
+
+
+def test_a_resolved_check_alert_links_the_run_whose_check_passed(
+    alert_sensor: AlertSensor, instance: dg.DagsterInstance, seeded: SyncDatabases, settings: Settings
+) -> None:
+    alert_sensor.settings = AlertSettings(ui_base_url=UI, failed_call_ratio=0.99, consecutive_failures=1)
+    run_sync_job(instance, seeded, settings, users_unreachable(settings))
+    assert outline(alert_sensor.tick()) == [("started", "check_failing", "Users")]
+    passing = run_sync_job(instance, seeded, settings, RecordingApiClient())
+    run_sync_job(instance, seeded, settings, RecordingApiClient(), log_url="nosuchdialect://log")  # newest
+
+    alerts = {alert["condition"]: alert for alert in alert_sensor.tick()}
+
+    assert alerts["check_failing"]["state"] == "resolved"
+    assert alerts["check_failing"]["run_url"] == f"{UI}/runs/{passing.run_id}"
+
+
+def test_a_resolved_run_alert_links_the_run_that_succeeded_not_a_later_dry_run(
+    alert_sensor: AlertSensor, instance: dg.DagsterInstance, seeded: SyncDatabases, settings: Settings
+) -> None:
+    run_sync_job(instance, seeded, settings, RecordingApiClient(), log_url="nosuchdialect://log")
+    assert outline(alert_sensor.tick()) == [("started", "run_failed", "- (failed before any entity ran)")]
+    succeeded = run_sync_job(instance, seeded, settings, RecordingApiClient())
+    run_sync_job(instance, seeded, settings, RecordingApiClient(), dry_run=True)
+
+    (resolved,) = alert_sensor.tick()
+
+    assert resolved["run_url"] == f"{UI}/runs/{succeeded.run_id}"
+
+
+def test_a_failed_dry_run_raises_no_alert(
+    alert_sensor: AlertSensor, instance: dg.DagsterInstance, seeded: SyncDatabases, settings: Settings
+) -> None:
+    dry = run_sync_job(instance, seeded, settings, RecordingApiClient(), log_url="nosuchdialect://log", dry_run=True)
+    assert not dry.success
+
+    assert alert_sensor.tick() == []
+
+
+def test_a_dry_run_does_not_clear_a_failing_check(
+    alert_sensor: AlertSensor, instance: dg.DagsterInstance, seeded: SyncDatabases, settings: Settings
+) -> None:
+    alert_sensor.settings = AlertSettings(ui_base_url=UI, failed_call_ratio=0.99, consecutive_failures=2)
+    for _ in range(2):
+        run_sync_job(instance, seeded, settings, users_unreachable(settings))
+    assert outline(alert_sensor.tick()) == [("started", "check_failing", "Users")]
+
+    run_sync_job(instance, seeded, settings, RecordingApiClient(), dry_run=True)
+
+    assert alert_sensor.tick() == []
+    assert "check_failing:users" in (alert_sensor.cursor or "")
+
+
+def test_runs_between_two_evaluations_all_count_toward_the_streak(
+    alert_sensor: AlertSensor, instance: dg.DagsterInstance, seeded: SyncDatabases, settings: Settings
+) -> None:
+    alert_sensor.settings = AlertSettings(ui_base_url=UI, failed_call_ratio=0.99, consecutive_failures=3)
+    run_sync_job(instance, seeded, settings, users_unreachable(settings))
+    assert alert_sensor.tick() == []
+    run_sync_job(instance, seeded, settings, RecordingApiClient())
+    seeded.insert_rows("Users", 1, start=100)
+    for _ in range(2):
+        run_sync_job(instance, seeded, settings, users_unreachable(settings))
+
+    assert alert_sensor.tick() == []  # the pass between the two ticks broke the streak: 2, not 3
+
+    third = run_sync_job(instance, seeded, settings, users_unreachable(settings))
+    (alert,) = alert_sensor.tick()
+    assert alert["counts"]["consecutive_failed_runs"] == 3
+    assert alert["run_url"] == f"{UI}/runs/{third.run_id}"
+
+
+def test_an_empty_cursor_announces_a_streak_still_on_once_and_an_old_one_not_at_all(
+    alert_sensor: AlertSensor, instance: dg.DagsterInstance, seeded: SyncDatabases, settings: Settings
+) -> None:
+    alert_sensor.settings = AlertSettings(ui_base_url=UI, failed_call_ratio=0.99, consecutive_failures=2)
+    for _ in range(2):
+        run_sync_job(instance, seeded, settings, users_unreachable(settings))
+
+    assert outline(alert_sensor.tick()) == [("started", "check_failing", "Users")]
+    assert alert_sensor.tick() == []
+
+    run_sync_job(instance, seeded, settings, RecordingApiClient())
+    alert_sensor.cursor = None  # the sensor was reset after the streak had ended
+
+    assert alert_sensor.tick() == []
+
+
+def test_a_cursor_from_before_streaks_were_kept_does_not_announce_its_alert_again(
+    alert_sensor: AlertSensor, instance: dg.DagsterInstance, seeded: SyncDatabases, settings: Settings
+) -> None:
+    alert_sensor.settings = AlertSettings(ui_base_url=UI, failed_call_ratio=0.99, consecutive_failures=2)
+    for _ in range(2):
+        run_sync_job(instance, seeded, settings, users_unreachable(settings))
+    assert outline(alert_sensor.tick()) == [("started", "check_failing", "Users")]
+    alert_sensor.cursor = json.dumps({"active": json.loads(alert_sensor.cursor or "{}")["active"]})
+
+    assert alert_sensor.tick() == []
+
+    passing = run_sync_job(instance, seeded, settings, RecordingApiClient())
+    (resolved,) = alert_sensor.tick()
+    assert outline([resolved]) == [("resolved", "check_failing", "Users")]
+    assert resolved["run_url"] == f"{UI}/runs/{passing.run_id}"

@@ -13,28 +13,31 @@ No `from __future__ import annotations` here: Dagster reads the sensor's paramet
 import datetime as dt
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Optional, Protocol
 
 import dagster as dg
 import requests
 import sqlalchemy as sa
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-from dagster_shared.error import SerializableErrorInfo
 from pydantic import Field
 
 from sync_pipeline.defs.schedules import JOB_NAME
-from sync_pipeline.defs.sync_assets import CHECK_NAME
+from sync_pipeline.defs.sync_assets import CHECK_NAME, DRY_RUN_TAG
 from sync_pipeline.engine.db_errors import describe_db_error
+from sync_pipeline.engine.scheduler_log import FAILURE, SUCCESS
 from sync_pipeline.entities import TAMHR_ENTITIES, EntitySpec
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import AlertSettings
-from sync_pipeline.sync_log import call_counts, first_failure
+from sync_pipeline.sync_log import LogQuery, LogRow, call_counts, log_rows
 
 SENSOR_NAME = "tamhr_sync_alerts"
 WEBHOOK_URL_ENV_VAR = "SYNC_ALERT_WEBHOOK_URL"
 MAX_ERROR_TEXT = 500
+MAX_FAILED_ROWS = 1000
+"""Failed SchedulerLog rows read per evaluation to tell whose runs they belong to."""
+MAX_NEW_RUNS = 100
+"""Materializations (runs) counted per entity and sensor evaluation; more wait for the next evaluation."""
 
 CHECK_FAILING = "check_failing"
 FAILED_CALLS = "failed_calls"
@@ -44,13 +47,19 @@ RUN_FAILED = "run_failed"
 STARTED = "started"
 RESOLVED = "resolved"
 
-_COMPLETED_CHECK = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
 _RUN_PROGRESS_EVENTS = {
     dg.DagsterEventType.STEP_START,
     dg.DagsterEventType.STEP_SUCCESS,
     dg.DagsterEventType.STEP_FAILURE,
     dg.DagsterEventType.RUN_FAILURE,
     dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+}
+_UNFINISHED_RUN = {
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
 }
 
 
@@ -137,26 +146,74 @@ class Alert:
 
 
 @dataclass
+class CheckStreak:
+    """What the sensor has counted of one entity's check: failed evaluations in a row and where it stopped.
+
+    `materialization_id` is the storage id of the entity's last counted materialization (each real
+    sync writes one with its check), `run_id` the run of the last counted evaluation (a passing one
+    is the run that clears the alert) and `failure` the alert the newest counted failure gives.
+    """
+
+    failures: int = 0
+    materialization_id: int | None = None
+    run_id: str | None = None
+    failure: Alert | None = None
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> "CheckStreak":
+        """Read one entity's streak as `to_json` wrote it."""
+        failure = raw.get("failure")
+        return cls(**{**raw, "failure": Alert(**failure) if failure else None})
+
+    def to_json(self) -> dict[str, Any]:
+        """The streak as plain JSON values."""
+        return asdict(self)
+
+
+@dataclass
 class AlertState:
-    """The conditions already announced, kept in the sensor cursor as JSON."""
+    """The conditions already announced and each entity's check streak, kept in the sensor cursor as JSON.
+
+    A cursor without `streaks` (written before streaks were kept there) is read too: each entity's
+    streak is then counted from its newest runs, and an alert still true is not announced again.
+    """
 
     active: dict[str, Alert] = field(default_factory=dict)
+    streaks: dict[str, CheckStreak] = field(default_factory=dict)
 
     @classmethod
     def from_cursor(cls, cursor: str | None) -> "AlertState":
-        """Read the cursor; an empty or unreadable one means nothing was announced yet."""
+        """Read the cursor; an empty or unreadable one means nothing was announced or counted yet."""
         try:
             raw = json.loads(cursor) if cursor else {}
-            return cls({key: Alert(**value) for key, value in raw.get("active", {}).items()})
+            return cls(
+                {key: Alert(**value) for key, value in raw.get("active", {}).items()},
+                {name: CheckStreak.from_json(value) for name, value in raw.get("streaks", {}).items()},
+            )
         except (ValueError, TypeError, AttributeError):
             return cls()
 
     def to_cursor(self) -> str:
         """The cursor to store for the next evaluation."""
-        return json.dumps({"active": {key: asdict(alert) for key, alert in sorted(self.active.items())}})
+        return json.dumps(
+            {
+                "active": {key: asdict(alert) for key, alert in sorted(self.active.items())},
+                "streaks": {name: streak.to_json() for name, streak in sorted(self.streaks.items())},
+            }
+        )
 
 
-def _error_text(error: SerializableErrorInfo | None, fallback: str) -> str:
+class ErrorInfo(Protocol):
+    """The part of a Dagster error (step or run failure) an alert shows: its message and its cause."""
+
+    @property
+    def message(self) -> str: ...
+
+    @property
+    def cause(self) -> Optional["ErrorInfo"]: ...
+
+
+def _error_text(error: ErrorInfo | None, fallback: str) -> str:
     """The innermost cause of a Dagster error (the exception that really happened); `fallback` without one."""
     if error is None:
         return fallback
@@ -172,6 +229,8 @@ class RunProgress:
     started: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)
+    delivered: list[str] = field(default_factory=list)
     first_error: str | None = None
 
     @property
@@ -179,9 +238,18 @@ class RunProgress:
         """Entities whose step started and has not finished."""
         return [name for name in self.started if name not in self.finished and name not in self.failed]
 
+    @property
+    def to_blame(self) -> list[str]:
+        """Entities that did not deliver everything: a failed check, or a failed step whose check did not pass.
+
+        A step that delivered everything and then failed the run (to report the others) is not to blame.
+        """
+        failed_steps = [name for name in self.failed if name not in self.delivered]
+        return list(dict.fromkeys([*self.incomplete, *failed_steps]))
+
 
 def run_progress(instance: dg.DagsterInstance, run_id: str, specs: Sequence[EntitySpec]) -> RunProgress:
-    """Read a run's step and check events: which entities started, finished or failed, and the first error."""
+    """Read a run's step and check events: which entities started, finished, failed or fell short, the first error."""
     entity_of = {spec.asset_name: spec.name for spec in specs}
     progress = RunProgress()
     run_error: str | None = None
@@ -200,7 +268,10 @@ def run_progress(instance: dg.DagsterInstance, run_id: str, specs: Sequence[Enti
             progress.first_error = progress.first_error or f"{entity}: {error}"
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
-            if isinstance(evaluation, dg.AssetCheckEvaluation) and not evaluation.passed:
+            if isinstance(evaluation, dg.AssetCheckEvaluation) and evaluation.passed:
+                progress.delivered.append(entity)
+            elif isinstance(evaluation, dg.AssetCheckEvaluation):
+                progress.incomplete.append(entity)
                 problem = evaluation.description or "check failed"
                 progress.first_error = progress.first_error or f"{entity}: {problem}"
         elif event.event_type == dg.DagsterEventType.RUN_FAILURE:
@@ -210,41 +281,116 @@ def run_progress(instance: dg.DagsterInstance, run_id: str, specs: Sequence[Enti
     return progress
 
 
-def failing_check_alerts(instance: dg.DagsterInstance, specs: Sequence[EntitySpec], consecutive: int) -> list[Alert]:
+def run_check_evaluation(instance: dg.DagsterInstance, run_id: str, spec: EntitySpec) -> dg.AssetCheckEvaluation | None:
+    """The entity's check evaluation in that run; None when the run has none (yet)."""
+    asset_key = dg.AssetKey(spec.asset_name)
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records:
+        event = record.event_log_entry.dagster_event
+        evaluation = event.event_specific_data if event else None
+        if (
+            isinstance(evaluation, dg.AssetCheckEvaluation)
+            and evaluation.asset_key == asset_key
+            and evaluation.check_name == CHECK_NAME
+        ):
+            return evaluation
+    return None
+
+
+def is_dry_run(evaluation: dg.AssetCheckEvaluation) -> bool:
+    """True for an evaluation a dry run wrote (before dry runs stopped writing them): it sent nothing."""
+    flag = evaluation.metadata.get("dry_run")
+    return flag is not None and flag.value is True
+
+
+def check_failure_alert(spec: EntitySpec, run_id: str, evaluation: dg.AssetCheckEvaluation, failures: int) -> Alert:
+    """The alert of an entity whose check has now failed `failures` times in a row, from its newest failure."""
+    metadata = {name: entry.value for name, entry in evaluation.metadata.items()}
+    figures = {
+        name: value for name, value in metadata.items() if isinstance(value, int) and not isinstance(value, bool)
+    }
+    error = metadata.get("first_error") or evaluation.description
+    return Alert(
+        key=f"{CHECK_FAILING}:{spec.asset_name}",
+        condition=CHECK_FAILING,
+        entity=spec.name,
+        summary=f"{spec.name}: check {CHECK_NAME} failed in {failures} consecutive runs",
+        counts={"consecutive_failed_runs": failures, **figures},
+        first_error=str(error)[:MAX_ERROR_TEXT] if error else None,
+        run_id=run_id,
+    )
+
+
+def count_check(
+    instance: dg.DagsterInstance, spec: EntitySpec, streak: CheckStreak | None, consecutive: int
+) -> CheckStreak:
+    """The entity's streak after the runs that materialized it since the last count: +1 per failed check, 0 on a pass.
+
+    Every real sync materializes its entity together with the check, so the materializations since
+    the streak's `materialization_id` are exactly the evaluations not counted yet, however many runs
+    came between two sensor evaluations. Without a streak (an empty or older cursor) the newest
+    `consecutive` materializations are counted: enough to tell whether a streak is on now.
+    """
+    asset_key = dg.AssetKey(spec.asset_name)
+    if streak is None:
+        records: Sequence[dg.EventLogRecord] = instance.fetch_materializations(asset_key, limit=consecutive).records[
+            ::-1
+        ]
+        streak = CheckStreak()
+    else:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, after_storage_id=streak.materialization_id),
+            limit=MAX_NEW_RUNS,
+            ascending=True,
+        ).records
+    for record in records:
+        evaluation = run_check_evaluation(instance, record.run_id, spec)
+        if evaluation is None and _unfinished(instance, record.run_id):
+            break  # materialized, check not written yet: count it next time
+        if evaluation is None or is_dry_run(evaluation):
+            streak = replace(streak, materialization_id=record.storage_id)
+        elif evaluation.passed:
+            streak = CheckStreak(0, record.storage_id, record.run_id)
+        else:
+            failures = streak.failures + 1
+            alert = check_failure_alert(spec, record.run_id, evaluation, failures)
+            streak = CheckStreak(failures, record.storage_id, record.run_id, alert)
+    return streak
+
+
+def _unfinished(instance: dg.DagsterInstance, run_id: str) -> bool:
+    record = instance.get_run_record_by_id(run_id)
+    return record is not None and record.dagster_run.status in _UNFINISHED_RUN
+
+
+def failing_check_alerts(streaks: Mapping[str, CheckStreak], consecutive: int) -> list[Alert]:
     """(a) Entities whose `all_records_delivered` failed in each of their last `consecutive` evaluations."""
-    alerts: list[Alert] = []
-    for spec in specs:
-        check_key = dg.AssetCheckKey(dg.AssetKey(spec.asset_name), CHECK_NAME)
-        # Runs that never got to the check (a failed run) leave it PLANNED: they neither break nor extend a streak.
-        records = instance.event_log_storage.get_asset_check_execution_history(
-            check_key, limit=consecutive, status=_COMPLETED_CHECK
-        )
-        if len(records) < consecutive or any(r.status != AssetCheckExecutionRecordStatus.FAILED for r in records):
-            continue
-        latest = records[0].evaluation
-        metadata = {name: entry.value for name, entry in (latest.metadata.items() if latest else [])}
-        figures = {
-            name: value for name, value in metadata.items() if isinstance(value, int) and not isinstance(value, bool)
-        }
-        error = metadata.get("first_error") or (latest.description if latest else None)
-        alerts.append(
-            Alert(
-                key=f"{CHECK_FAILING}:{spec.asset_name}",
-                condition=CHECK_FAILING,
-                entity=spec.name,
-                summary=f"{spec.name}: check {CHECK_NAME} failed in {consecutive} consecutive runs",
-                counts={"consecutive_failed_runs": consecutive, **figures},
-                first_error=str(error)[:MAX_ERROR_TEXT] if error else None,
-                run_id=records[0].run_id,
-            )
-        )
-    return alerts
+    return [
+        streak.failure for streak in streaks.values() if streak.failure is not None and streak.failures >= consecutive
+    ]
+
+
+def run_statuses(instance: dg.DagsterInstance, run_ids: Iterable[str]) -> dict[str, dg.RunRecord]:
+    """The run records of these runs, by run id; a deleted run is missing."""
+    wanted = sorted(set(run_ids))
+    if not wanted:
+        return {}
+    return {record.dagster_run.run_id: record for record in instance.get_run_records(dg.RunsFilter(run_ids=wanted))}
 
 
 def failed_call_alerts(
-    log_engine: sa.Engine, now: dt.datetime, settings: AlertSettings, specs: Sequence[EntitySpec], run_id: str | None
+    instance: dg.DagsterInstance,
+    log_engine: sa.Engine,
+    now: dt.datetime,
+    settings: AlertSettings,
+    specs: Sequence[EntitySpec],
+    job_name: str,
 ) -> list[Alert]:
-    """(b) More than `failed_call_ratio` of the API calls in the last window failed (SchedulerLog)."""
+    """(b) More than `failed_call_ratio` of the API calls in the last window failed (SchedulerLog).
+
+    Failed calls of a run of the job that failed, or is still going, are that run's to report (its
+    `run_failed` alert): only when some failed call belongs to another run (a re-run, a run that
+    succeeded after retries, a row without RunId) is this a separate alert, linking that call's run.
+    """
     since = now - dt.timedelta(minutes=settings.failed_call_window_minutes)
     names = [spec.name for spec in specs]
     counts = call_counts(log_engine, since=since, entities=names)
@@ -252,7 +398,13 @@ def failed_call_alerts(
     failed = sum(entity.failed for entity in counts.values())
     if not calls or failed / calls <= settings.failed_call_ratio:
         return []
-    first = first_failure(log_engine, since=since, entities=names)
+    failures = log_rows(
+        log_engine, LogQuery(entities=names, statuses=[FAILURE], since=since, limit=MAX_FAILED_ROWS), newest_first=False
+    )
+    runs = run_statuses(instance, (row.run_id for row in failures if row.run_id))
+    first = next((row for row in failures if not _reported_by_its_run(row, runs, job_name)), None)
+    if first is None:
+        return []
     window = settings.failed_call_window_minutes
     return [
         Alert(
@@ -264,10 +416,25 @@ def failed_call_alerts(
                 f"(alert above {settings.failed_call_ratio:.1%})"
             ),
             counts={"calls": calls, "failed_calls": failed},
-            first_error=f"{first.entity}: {first.exception_message}"[:MAX_ERROR_TEXT] if first else None,
-            run_id=run_id,
+            first_error=f"{first.entity}: {first.exception_message}"[:MAX_ERROR_TEXT],
+            run_id=first.run_id,
         )
     ]
+
+
+def _reported_by_its_run(row: LogRow, runs: Mapping[str, dg.RunRecord], job_name: str) -> bool:
+    """True when the failed call's run is a run of the job that failed or has not finished yet."""
+    record = runs.get(row.run_id or "")
+    if record is None or record.dagster_run.job_name != job_name:
+        return False
+    return record.dagster_run.status == dg.DagsterRunStatus.FAILURE or record.dagster_run.status in _UNFINISHED_RUN
+
+
+def newest_successful_call_run(log_engine: sa.Engine, since: dt.datetime, specs: Sequence[EntitySpec]) -> str | None:
+    """The run of the newest successful call since `since`: the run that cleared a failed-call alert."""
+    query = LogQuery(entities=[spec.name for spec in specs], statuses=[SUCCESS], since=since, limit=1)
+    rows = log_rows(log_engine, query)
+    return rows[0].run_id if rows else None
 
 
 def long_run_alerts(
@@ -303,33 +470,33 @@ def long_run_alerts(
     return alerts
 
 
-def failed_run_alerts(instance: dg.DagsterInstance, job_name: str, specs: Sequence[EntitySpec]) -> list[Alert]:
-    """(d) The job's latest finished run failed; clears when a later run succeeds."""
+def latest_finished_run(instance: dg.DagsterInstance, job_name: str) -> dg.DagsterRun | None:
+    """The job's newest run that succeeded or failed, dry runs left out (they send nothing)."""
     finished = instance.get_run_records(
         dg.RunsFilter(job_name=job_name, statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]),
-        limit=1,
+        limit=MAX_NEW_RUNS,
     )
-    if not finished or finished[0].dagster_run.status != dg.DagsterRunStatus.FAILURE:
+    return next((r.dagster_run for r in finished if r.dagster_run.tags.get(DRY_RUN_TAG) != "true"), None)
+
+
+def failed_run_alerts(
+    instance: dg.DagsterInstance, latest: dg.DagsterRun | None, job_name: str, specs: Sequence[EntitySpec]
+) -> list[Alert]:
+    """(d) The job's latest finished run failed; clears when a later run succeeds."""
+    if latest is None or latest.status != dg.DagsterRunStatus.FAILURE:
         return []
-    run_id = finished[0].dagster_run.run_id
-    progress = run_progress(instance, run_id, specs)
+    progress = run_progress(instance, latest.run_id, specs)
     return [
         Alert(
             key=f"{RUN_FAILED}:{job_name}",
             condition=RUN_FAILED,
-            entity=", ".join(progress.failed) or "- (failed before any entity ran)",
+            entity=", ".join(progress.to_blame) or "- (failed before any entity ran)",
             summary=f"{job_name} run failed",
             counts={"entities_finished": len(progress.finished), "entities_failed": len(progress.failed)},
             first_error=progress.first_error,
-            run_id=run_id,
+            run_id=latest.run_id,
         )
     ]
-
-
-def latest_run_id(instance: dg.DagsterInstance, job_name: str) -> str | None:
-    """The job's most recent run, whatever its status."""
-    records = instance.get_run_records(dg.RunsFilter(job_name=job_name), limit=1)
-    return records[0].dagster_run.run_id if records else None
 
 
 def utc_now() -> dt.datetime:
@@ -364,24 +531,46 @@ def build_alert_sensor(
         now = clock()
         instance = context.instance
         previous = AlertState.from_cursor(context.cursor)
+        streaks = {
+            spec.asset_name: count_check(
+                instance, spec, previous.streaks.get(spec.asset_name), settings.consecutive_failures
+            )
+            for spec in specs
+        }
+        latest = latest_finished_run(instance, job_name)
         current = {
             alert.key: alert
             for alert in (
-                *failing_check_alerts(instance, specs, settings.consecutive_failures),
+                *failing_check_alerts(streaks, settings.consecutive_failures),
                 *long_run_alerts(instance, job_name, now, settings.max_run_minutes, specs),
-                *failed_run_alerts(instance, job_name, specs),
+                *failed_run_alerts(instance, latest, job_name, specs),
             )
         }
-        latest = latest_run_id(instance, job_name)
+        since = now.astimezone(dt.UTC) - dt.timedelta(minutes=settings.failed_call_window_minutes)
+        call_run: str | None = None
         try:
-            for alert in failed_call_alerts(log_db.get_engine(), now.astimezone(dt.UTC), settings, specs, latest):
+            for alert in failed_call_alerts(
+                instance, log_db.get_engine(), now.astimezone(dt.UTC), settings, specs, job_name
+            ):
                 current[alert.key] = alert
+            if FAILED_CALLS in previous.active and FAILED_CALLS not in current:
+                call_run = newest_successful_call_run(log_db.get_engine(), since, specs)
         except sa.exc.SQLAlchemyError as exc:
             # Unknown is not cleared: keep what was announced until SchedulerLog can be read again.
             context.log.error(f"alerts: cannot read SchedulerLog on {log_db.describe()}: {describe_db_error(exc)}")
             current.update({k: a for k, a in previous.active.items() if a.condition == FAILED_CALLS})
 
-        following = AlertState(dict(previous.active))
+        def clearing_run(alert: Alert) -> str | None:
+            """The run that cleared the condition: the passing check's, the succeeding run, the long run itself."""
+            if alert.condition == CHECK_FAILING:
+                return streaks[alert.key.removeprefix(f"{CHECK_FAILING}:")].run_id
+            if alert.condition == RUN_FAILED:
+                return latest.run_id if latest is not None else None
+            if alert.condition == FAILED_CALLS:
+                return call_run
+            return alert.run_id
+
+        following = AlertState(dict(previous.active), streaks)
         changes = 0
         for key, alert in current.items():
             if key in previous.active:
@@ -392,8 +581,7 @@ def build_alert_sensor(
         for key, alert in previous.active.items():
             if key in current:
                 continue
-            clearing_run = alert.run_id if alert.condition == RUN_TOO_LONG else latest
-            if _announce(context, alert_webhook, alert.message(RESOLVED, settings, clearing_run)):
+            if _announce(context, alert_webhook, alert.message(RESOLVED, settings, clearing_run(alert))):
                 del following.active[key]
                 changes += 1
         active = ", ".join(sorted(following.active)) or "none"

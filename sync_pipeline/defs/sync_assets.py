@@ -190,7 +190,7 @@ def run_entity(
     log_db: SyncDatabase = context.resources.log_db
     api: SyncApiClient = context.resources.sync_api
     try:
-        tracking = TrackingStore(log_db.get_engine(), SchedulerLogWriter(log_columns))
+        tracking = TrackingStore(log_db.get_engine(), SchedulerLogWriter(log_columns, context.run.run_id))
         source_engine = source.get_engine()
     except DatabaseUrlError as exc:  # this entity stops; entities on the other databases run
         context.log.error(f"{spec.name} stopped early: {exc}")

@@ -15,6 +15,8 @@ from sync_pipeline.tables import scheduler_log_table
 
 SUCCESS = "Success"
 FAILURE = "Failure"
+RUN_ID = "RunId"
+"""AdditionalInformation key of the Dagster run that made the call (the table's columns are fixed by TAMHR)."""
 ACTIVITY_PREFIX = "Sync Batch: "
 """SchedulerLog `Activity` of this job's rows is this prefix and the entity name."""
 MAX_EXCEPTION_MESSAGE = 4000
@@ -43,10 +45,15 @@ class ApiCall:
 
 
 class SchedulerLogWriter:
-    """Builds and writes SchedulerLog rows; the constant columns come from the settings."""
+    """Builds and writes SchedulerLog rows; the constant columns come from the settings.
 
-    def __init__(self, constants: Mapping[str, str]) -> None:
+    `run_id` is the Dagster run the calls belong to, written into AdditionalInformation as `RunId`
+    so an alert about failed calls can link the run that made them.
+    """
+
+    def __init__(self, constants: Mapping[str, str], run_id: str | None = None) -> None:
         self._constants = dict(constants)
+        self._run_id = run_id
 
     def row(self, entity: str, call: ApiCall, now: dt.datetime | None = None) -> dict[str, Any]:
         """The SchedulerLog row for one call: new GUID ID, UTC CreatedOn, JSON details."""
@@ -57,6 +64,8 @@ class SchedulerLogWriter:
             "DurationMs": call.duration_ms,
             "Attempt": call.attempt,
         }
+        if self._run_id is not None:
+            details[RUN_ID] = self._run_id
         if call.error is not None:
             details["ExceptionMessage"] = call.error[:MAX_EXCEPTION_MESSAGE]
         return {
