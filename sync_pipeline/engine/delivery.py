@@ -1,4 +1,4 @@
-"""Delivering one batch: validate, POST with retries, split on rejection, and record every outcome.
+"""Delivering one batch: record its refusals, POST with retries, split on rejection, and record every outcome.
 
 Transient failures (no answer, 408, 429, 5xx) are retried with exponential backoff and full jitter,
 honouring `Retry-After`, within a bounded number of attempts and total wait. A 400/422 means the
@@ -12,9 +12,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sync_pipeline.engine.api import (
     MAX_RESPONSE_EXCERPT,
@@ -25,7 +24,8 @@ from sync_pipeline.engine.api import (
     BatchPoster,
     idempotency_key,
 )
-from sync_pipeline.engine.payload import PayloadError, Record, RecordBuilder, encode_batch, explain_unencodable
+from sync_pipeline.engine.batching import Batch
+from sync_pipeline.engine.payload import PayloadError, Record, encode_batch, explain_unencodable
 from sync_pipeline.engine.scheduler_log import ApiCall
 from sync_pipeline.engine.tracking import Rejection, TrackingStore
 
@@ -84,7 +84,6 @@ class BatchSender:
         self,
         entity: str,
         endpoint_url: str,
-        records: RecordBuilder,
         api: BatchPoster,
         tracking: TrackingStore,
         retry: RetryPolicy,
@@ -98,7 +97,6 @@ class BatchSender:
         self.endpoint_url = endpoint_url
         self.counts = DeliveryCounts()
         self._counting = threading.Lock()  # batches may be sent from several threads at once
-        self._records = records
         self._api = api
         self._tracking = tracking
         self._retry = retry
@@ -109,14 +107,11 @@ class BatchSender:
         self._sleep = sleep
         self._rng = random.Random()
 
-    def send(self, entity_ids: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """Validate the rows, refuse the invalid ones, and deliver the rest."""
-        built = self._records.build(rows, entity_ids)
-        self._reject(
-            [Rejection(entity_ids[index], None, f"not sent: {reason}") for index, reason in built.refused.items()]
-        )
-        if built.records:
-            self._deliver([entity_ids[index] for index in built.positions], built.records, depth=0)
+    def send(self, batch: Batch) -> None:
+        """Record the rows refused before this batch, then deliver its records (built and checked already)."""
+        self._reject(batch.refused, batch.refused_rows)
+        if batch.records:
+            self._deliver(batch.entity_ids, batch.records, depth=0)
 
     def _deliver(self, entity_ids: list[str], records: list[Record], depth: int) -> None:
         try:
@@ -174,12 +169,13 @@ class BatchSender:
         self._reject(refused)
         return keep_ids, keep
 
-    def _reject(self, rejections: list[Rejection]) -> None:
+    def _reject(self, rejections: list[Rejection], rows: int | None = None) -> None:
+        """Keep the refusals; `rows` is how many source rows they stand for, when not one each."""
         if not rejections:
             return
         self._tracking.record_rejected(self.entity, rejections)
         with self._counting:
-            self.counts.rejected += len(rejections)
+            self.counts.rejected += len(rejections) if rows is None else rows
             room = MAX_REJECTED_IDS_SHOWN - len(self.counts.rejected_ids)
             self.counts.rejected_ids.extend(r.entity_id for r in rejections[: max(room, 0)])
         self._log.warning(f"{self.entity}: {len(rejections)} record(s) refused, e.g. {rejections[0].describe()}")
