@@ -208,11 +208,12 @@ def test_source_pages_are_read_with_top_and_order_by_never_offset(settings: Sett
 
     queries = page_queries(plan.table, columns, "Id", 3000)
 
-    paged = [queries.first, queries.from_key, queries.after_key, queries.keys_first, queries.keys_from]
-    for query in (*paged, queries.keys_after):
+    tops = {queries.first: 3000, queries.after_key: 3000, queries.keys_first: 3000, queries.keys_after: 3000}
+    tops |= {queries.from_key: 3001, queries.keys_from: 3001}  # the last key again, and a full page after it
+    for query, top in tops.items():
         bound = query.params(last_key=uuid.UUID(int=7))
         sql = str(bound.compile(dialect=MSSQL, compile_kwargs={"render_postcompile": True}))
-        assert re.search(r"SELECT TOP 3000\b", sql)
+        assert re.search(rf"SELECT TOP {top}\b", sql)
         assert sql.rstrip().endswith("ORDER BY [TB_M_USER].[Id]")
         assert "OFFSET" not in sql.upper() and "FETCH" not in sql.upper()
     assert "WHERE [TB_M_USER].[Id] IS NOT NULL ORDER BY" in str(queries.first.compile(dialect=MSSQL))

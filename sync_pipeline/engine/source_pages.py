@@ -58,7 +58,7 @@ class PageQueries:
 
     first: sa.Select[Any]
     from_key: sa.Select[Any]
-    """The next page, from the last key read (inclusive), so copies of it on the next page are seen."""
+    """The next page from the last key read (inclusive, one row more), so copies of it are seen."""
     after_key: sa.Select[Any]
     """The next page past the last key: only when one key filled a whole page."""
     keys_from: sa.Select[Any]
@@ -103,15 +103,16 @@ def page_queries(
     not_null = key.is_not(None)
     one_key = key == sa.bindparam("key_value", type_=real_type)
 
-    def paged(select: sa.Select[Any], where: sa.ColumnElement[bool]) -> sa.Select[Any]:
-        return select.where(where).order_by(key).limit(page_size)
+    def paged(select: sa.Select[Any], where: sa.ColumnElement[bool], limit: int = page_size) -> sa.Select[Any]:
+        return select.where(where).order_by(key).limit(limit)
 
+    # A page from the last key re-reads it: one row more keeps pages as large as batches.
     return PageQueries(
         first=paged(rows, not_null),
-        from_key=paged(rows, key >= last_key),
+        from_key=paged(rows, key >= last_key, page_size + 1),
         after_key=paged(rows, key > last_key),
         keys_first=paged(keys, not_null),
-        keys_from=paged(keys, key >= last_key),
+        keys_from=paged(keys, key >= last_key, page_size + 1),
         keys_after=paged(keys, key > last_key),
         one_key=rows.where(one_key),
         one_key_column={name: sa.select(selected(name)).where(one_key) for name in columns},
@@ -186,7 +187,7 @@ class _PageReader:
             if entries[skip:] or null_keys:
                 yield _page(entries[skip:], null_keys, reread)
                 null_keys = 0
-            if fetched < self._page_size or not entries:
+            if fetched < self._page_size + (1 if inclusive else 0) or not entries:
                 return
             new_last = self._key(entries[-1])
             run = 1
