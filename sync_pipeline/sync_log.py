@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import sqlalchemy as sa
 
 from sync_pipeline.defs.resources import DATABASE_URL_ENV_VARS
-from sync_pipeline.engine.batching import ScanCounts, untracked_batches
+from sync_pipeline.engine.batching import ScanCounts, untracked_pages
 from sync_pipeline.engine.entity_sync import EntitySyncPlan
 from sync_pipeline.engine.scheduler_log import ACTIVITY_PREFIX, FAILURE, RUN_ID, SUCCESS, SchedulerLogWriter, activity
 from sync_pipeline.engine.source_pages import SourceUnavailable, read_pages
@@ -258,15 +258,15 @@ def pending_count(plan: EntitySyncPlan, source: sa.Engine, tracking: TrackingSto
     counts = ScanCounts()
     try:
         pages = read_pages(source, plan.table, [plan.key_column], plan.key_column, plan.batch_size)
-        batches = untracked_batches(
+        untracked = untracked_pages(
             pages,
+            key_column=plan.key_column,
             key_index=0,
             key_type=plan.spec.field(plan.key_column).type,
             tracked_among=lambda ids: tracking.tracked_among(entity, ids),
-            batch_size=plan.batch_size,
             counts=counts,
         )
-        for _ in batches:
+        for _ in untracked:
             pass
     except (SourceUnavailable, TrackingUnavailable) as exc:
         return PendingCount(entity, error=str(exc))

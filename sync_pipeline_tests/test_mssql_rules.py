@@ -208,26 +208,57 @@ def test_source_pages_are_read_with_top_and_order_by_never_offset(settings: Sett
     plan = entity_plan(ENTITIES_BY_NAME["Users"], settings)
     columns = [f.name for f in plan.spec.fields]
 
-    first, after = page_queries(plan.table, columns, "Id", 3000)
+    queries = page_queries(plan.table, columns, "Id", 3000)
 
-    for query in (first, after.params(last_key=uuid.UUID(int=7))):
-        sql = str(query.compile(dialect=MSSQL, compile_kwargs={"render_postcompile": True}))
-        assert re.search(r"SELECT TOP 3000\b", sql)
+    tops = {queries.first: 3000, queries.after_key: 3000, queries.keys_first: 3000, queries.keys_after: 3000}
+    tops |= {queries.from_key: 3001, queries.keys_from: 3001}  # the last key again, and a full page after it
+    for query, top in tops.items():
+        bound = query.params(last_key=uuid.UUID(int=7))
+        sql = str(bound.compile(dialect=MSSQL, compile_kwargs={"render_postcompile": True}))
+        assert re.search(rf"SELECT TOP {top}\b", sql)
         assert sql.rstrip().endswith("ORDER BY [TB_M_USER].[Id]")
         assert "OFFSET" not in sql.upper() and "FETCH" not in sql.upper()
-    after_sql = str(after.compile(dialect=MSSQL))
-    assert "WHERE [TB_M_USER].[Id] > ?" in after_sql
+    assert "WHERE [TB_M_USER].[Id] IS NOT NULL ORDER BY" in str(queries.first.compile(dialect=MSSQL))
+    assert "WHERE [TB_M_USER].[Id] >= ? ORDER BY" in str(queries.from_key.compile(dialect=MSSQL))
+    assert "WHERE [TB_M_USER].[Id] > ? ORDER BY" in str(queries.after_key.compile(dialect=MSSQL))
+    assert "WHERE [TB_M_USER].[Id] = ?" in str(queries.one_key.compile(dialect=MSSQL))
+    assert str(queries.null_keys.compile(dialect=MSSQL)).endswith("WHERE [TB_M_USER].[Id] IS NULL")
 
 
 def test_a_guid_key_is_read_as_text_but_paged_and_ordered_as_a_uniqueidentifier(settings: Settings) -> None:
     plan = entity_plan(ENTITIES_BY_NAME["Users"], settings)
 
-    _, after = page_queries(plan.table, ["Id", "Name"], "Id", 3000)
+    after = page_queries(plan.table, ["Id", "Name"], "Id", 3000, mssql.UNIQUEIDENTIFIER()).from_key
 
     sql = str(after.compile(dialect=MSSQL))
     assert sql.startswith("SELECT TOP __[POSTCOMPILE_param_1] CAST([TB_M_USER].[Id] AS VARCHAR(36)) AS [Id], ")
-    assert "WHERE [TB_M_USER].[Id] > ? ORDER BY [TB_M_USER].[Id]" in sql
-    assert isinstance(after.compile(dialect=MSSQL).binds["last_key"].type, sa.Uuid)
+    assert "WHERE [TB_M_USER].[Id] >= ? ORDER BY [TB_M_USER].[Id]" in sql
+    assert isinstance(after.compile(dialect=MSSQL).binds["last_key"].type, mssql.UNIQUEIDENTIFIER)
+
+
+def test_a_guid_key_stored_as_nvarchar_is_read_and_compared_as_nvarchar_without_a_cast(settings: Settings) -> None:
+    plan = entity_plan(ENTITIES_BY_NAME["Users"], settings)
+
+    queries = page_queries(plan.table, ["Id", "Name"], "Id", 3000, mssql.NVARCHAR(36))
+
+    for query in (queries.from_key, queries.after_key, queries.one_key):
+        compiled = query.compile(dialect=MSSQL)
+        assert str(compiled).startswith("SELECT TOP __[POSTCOMPILE_param_1] [TB_M_USER].[Id] AS [Id], ") or (
+            query is queries.one_key and str(compiled).startswith("SELECT [TB_M_USER].[Id] AS [Id], ")
+        )
+        assert "CAST" not in str(compiled)
+        bind = compiled.binds["key_value" if query is queries.one_key else "last_key"]
+        assert isinstance(bind.type, mssql.NVARCHAR) and bind.type.length == 36
+
+
+def test_a_boolean_column_is_read_as_the_driver_returns_it(settings: Settings) -> None:
+    plan = entity_plan(ENTITIES_BY_NAME["EventsCalendar"], settings)
+    columns = [f.name for f in plan.spec.fields]
+
+    first = page_queries(plan.table, columns, "Id", 3000).first
+
+    assert isinstance(first.selected_columns["RowStatus"].type, sa.types.NullType)
+    assert "[TB_M_EVENTS_CALENDAR].[RowStatus] AS [RowStatus]" in str(first.compile(dialect=MSSQL))
 
 
 def test_where_sqlalchemy_pages_an_executemany_into_values_lists_for_mssql_it_stays_under_both_limits() -> None:

@@ -13,9 +13,11 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.defs.sync_assets import delivery_policy
+from sync_pipeline.engine.batching import ScanCounts, untracked_batches
 from sync_pipeline.engine.delivery import BatchSender, DeliveryCounts
 from sync_pipeline.engine.payload import RecordBuilder
 from sync_pipeline.engine.scheduler_log import SchedulerLogWriter
+from sync_pipeline.engine.source_pages import SourcePage
 from sync_pipeline.engine.tracking import TrackingStore
 from sync_pipeline.entities import ENTITIES_BY_NAME, FieldType
 from sync_pipeline.settings import Settings
@@ -196,13 +198,12 @@ def test_an_edge_value_is_sent_exactly_as_the_source_holds_it_or_refused_naming_
 def deliver(
     databases: SyncDatabases, settings: Settings, api: RecordingApiClient, entity: str, rows: list[dict[str, Any]]
 ) -> DeliveryCounts:
-    """Hand rows, as a driver returned them, straight to delivery: for values no SQLite column can hold."""
+    """Hand rows, as a driver returned them, to batching and delivery: for values no SQLite column can hold."""
     spec = ENTITIES_BY_NAME[entity]
     policy = delivery_policy(settings)
     sender = BatchSender(
         entity,
         settings.endpoint_url(entity),
-        RecordBuilder(spec),
         api,
         TrackingStore(databases.log, SchedulerLogWriter(settings.scheduler_log.columns())),
         policy.retry,
@@ -210,7 +211,18 @@ def deliver(
         logging.getLogger("sync_test"),
         sleep=lambda seconds: None,
     )
-    sender.send([str(row["Id"]) for row in rows], [[row[f.name] for f in spec.fields] for row in rows])
+    batches = untracked_batches(
+        [SourcePage([[row[f.name] for f in spec.fields] for row in rows])],
+        key_column="Id",
+        key_index=0,
+        key_type=FieldType.GUID,
+        tracked_among=lambda ids: set(),
+        records=RecordBuilder(spec, "Id"),
+        batch_size=len(rows),
+        counts=ScanCounts(),
+    )
+    for batch in batches:
+        sender.send(batch)
     return sender.counts
 
 

@@ -1,4 +1,4 @@
-"""Delivering one batch: validate, POST with retries, split on rejection, and record every outcome.
+"""Delivering one batch: record its refusals, POST with retries, split on rejection, and record every outcome.
 
 Transient failures (no answer, 408, 429, 5xx) are retried with exponential backoff and full jitter,
 honouring `Retry-After`, within a bounded number of attempts and total wait. A 400/413/422 means the
@@ -14,9 +14,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from sync_pipeline.engine.api import (
     REJECTING_STATUSES,
@@ -31,7 +30,8 @@ from sync_pipeline.engine.api import (
     Verdict,
     idempotency_key,
 )
-from sync_pipeline.engine.payload import PayloadError, Record, RecordBuilder, encode_batch, explain_unencodable
+from sync_pipeline.engine.batching import Batch
+from sync_pipeline.engine.payload import PayloadError, Record, encode_batch, explain_unencodable
 from sync_pipeline.engine.scheduler_log import ApiCall
 from sync_pipeline.engine.tracking import Rejection, TrackingStore
 
@@ -114,7 +114,6 @@ class BatchSender:
         self,
         entity: str,
         endpoint_url: str,
-        records: RecordBuilder,
         api: BatchPoster,
         tracking: TrackingStore,
         retry: RetryPolicy,
@@ -130,7 +129,6 @@ class BatchSender:
         self.endpoint_url = endpoint_url
         self.counts = DeliveryCounts()
         self._counting = threading.Lock()  # batches may be sent from several threads at once
-        self._records = records
         self._api = api
         self._tracking = tracking
         self._retry = retry
@@ -143,14 +141,11 @@ class BatchSender:
         self._max_calls_per_batch = max_calls_per_batch
         self._rng = random.Random()
 
-    def send(self, entity_ids: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """Validate the rows, refuse the invalid ones, and deliver the rest."""
-        built = self._records.build(rows, entity_ids)
-        self._reject(
-            [Rejection(entity_ids[index], None, f"not sent: {reason}") for index, reason in built.refused.items()]
-        )
-        if built.records:
-            self._deliver([entity_ids[index] for index in built.positions], built.records, depth=0)
+    def send(self, batch: Batch) -> None:
+        """Record the rows refused before this batch, then deliver its records (built and checked already)."""
+        self._reject(batch.refused, batch.refused_rows)
+        if batch.records:
+            self._deliver(batch.entity_ids, batch.records, depth=0)
 
     def _deliver(self, entity_ids: list[str], records: list[Record], depth: int) -> None:
         budget = _CallBudget(self._max_calls_per_batch)
@@ -274,12 +269,13 @@ class BatchSender:
         self._reject(refused)
         return keep_ids, keep
 
-    def _reject(self, rejections: list[Rejection]) -> None:
+    def _reject(self, rejections: list[Rejection], rows: int | None = None) -> None:
+        """Keep the refusals; `rows` is how many source rows they stand for, when not one each."""
         if not rejections:
             return
         self._tracking.record_rejected(self.entity, rejections)
         with self._counting:
-            self.counts.rejected += len(rejections)
+            self.counts.rejected += len(rejections) if rows is None else rows
             room = MAX_REJECTED_IDS_SHOWN - len(self.counts.rejected_ids)
             self.counts.rejected_ids.extend(r.entity_id for r in rejections[: max(room, 0)])
         self._log.warning(f"{self.entity}: {len(rejections)} record(s) refused, e.g. {rejections[0].describe()}")

@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sync_pipeline.engine.batching import Batch
-from sync_pipeline.engine.payload import RecordBuilder
 
 PREVIEW_RECORDS = 3
 
@@ -23,15 +22,14 @@ class DryRunPreview:
     refusals: list[str] = field(default_factory=list)
 
 
-def preview(batches: Iterable[Batch], records: RecordBuilder) -> DryRunPreview:
-    """Validate every batch as the real run would; keep the first payload's first records as JSON."""
+def preview(batches: Iterable[Batch]) -> DryRunPreview:
+    """Count the batches as the real run would send them; keep the first payload's first records as JSON."""
     result = DryRunPreview()
     for batch in batches:
-        built = records.build(batch.rows, batch.entity_ids)
-        result.would_refuse += len(built.refused)
-        for index, reason in list(built.refused.items())[: PREVIEW_RECORDS - len(result.refusals)]:
-            result.refusals.append(f"{batch.entity_ids[index]}: {reason}")
-        sendable = built.records
+        result.would_refuse += batch.refused_rows
+        room = PREVIEW_RECORDS - len(result.refusals)
+        result.refusals.extend(rejection.describe() for rejection in batch.refused[: max(room, 0)])
+        sendable = batch.records
         result.would_send += len(sendable)
         result.batches += bool(sendable)
         if result.first_payload is None and sendable:

@@ -20,7 +20,6 @@ from sync_pipeline.engine.api import Acknowledgement, BatchPoster
 from sync_pipeline.engine.batching import Batch, ScanCounts, untracked_batches
 from sync_pipeline.engine.delivery import BatchSender, DeliveryCounts, EndpointUnreachable, RetryPolicy
 from sync_pipeline.engine.dry_run import DryRunPreview, preview
-from sync_pipeline.engine.entity_ids import InvalidEntityId
 from sync_pipeline.engine.entity_lock import EntityLock, EntityLocked, LockLost
 from sync_pipeline.engine.payload import RecordBuilder
 from sync_pipeline.engine.selection import SEND_UNTRACKED, Selection
@@ -100,7 +99,7 @@ def send_in_flight(batches: Iterable[Batch], sender: BatchSender, senders: Execu
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 future.result()
-        in_flight.add(senders.submit(sender.send, batch.entity_ids, batch.rows))
+        in_flight.add(senders.submit(sender.send, batch))
     for future in in_flight:
         future.result()
 
@@ -128,7 +127,6 @@ def sync_entity(
     sender = BatchSender(
         entity,
         plan.endpoint_url,
-        RecordBuilder(plan.spec, plan.key_column),
         api,
         tracking,
         policy.retry,
@@ -142,15 +140,17 @@ def sync_entity(
     )
     batches = untracked_batches(
         read_pages(source, plan.table, columns, plan.key_column, plan.batch_size),
+        key_column=plan.key_column,
         key_index=columns.index(plan.key_column),
         key_type=plan.spec.field(plan.key_column).type,
         tracked_among=selection.already_sent(entity, tracking),
+        records=RecordBuilder(plan.spec, plan.key_column),
         batch_size=plan.batch_size,
         counts=scan,
     )
     try:
         if dry_run:
-            report.preview = preview(batches, RecordBuilder(plan.spec, plan.key_column))
+            report.preview = preview(batches)
         else:
             with lock, ThreadPoolExecutor(policy.max_in_flight, thread_name_prefix=f"send-{entity}") as senders:
                 send_in_flight(batches, sender, senders, policy.max_in_flight)
@@ -159,8 +159,6 @@ def sync_entity(
         report.stopped_because = str(exc)
     except (EndpointUnreachable, SourceUnavailable, TrackingUnavailable, EntityLocked, LockLost) as exc:
         report.stopped_because = str(exc)
-    except InvalidEntityId as exc:  # the entity cannot be tracked safely past such a key
-        report.stopped_because = f"bad key in {plan.table.fullname}.{plan.key_column}: {exc}"
     report.absorb(scan, sender.counts)
     report.duration_seconds = time.perf_counter() - started
     if report.stopped_because:
