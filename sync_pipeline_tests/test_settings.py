@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from sync_pipeline.settings import (
     DEFAULT_SETTINGS_PATH,
@@ -294,3 +295,37 @@ def test_a_nullable_field_is_refused_as_key_column_naming_the_fields_allowed(ent
     message = str(raised.value)
     assert f"entities.{entity}.key_column: {column!r} is a nullable field of {entity}" in message
     assert "allowed: Id" in message and column not in message.split("allowed:")[1]
+
+
+EXAMPLE_SETTINGS_PATH = DEFAULT_SETTINGS_PATH.with_name("settings.example.yaml")
+
+
+def unset_by_default(model: type[BaseModel], name: str) -> bool:
+    """A field the example may leave commented out: no value by default, or one that depends on the host."""
+    field = model.model_fields[name]
+    return field.default is None or name == "ip_host_name"
+
+
+def test_the_production_example_holds_every_setting_with_its_default_and_loads() -> None:
+    text = EXAMPLE_SETTINGS_PATH.read_text(encoding="utf-8")
+    example = yaml.safe_load(text)
+    parsed = load_settings(EXAMPLE_SETTINGS_PATH)
+    defaults = parse_settings({"api": {"base_url": "https://h/"}, "entities": example["entities"]})
+    missing: list[str] = []
+
+    def compare(model: BaseModel, default: BaseModel, raw: dict[str, Any], prefix: str) -> None:
+        for name in type(model).model_fields:
+            path = f"{prefix}{name}"
+            if name not in raw:
+                if not (unset_by_default(type(model), name) and f"# {name}:" in text):
+                    missing.append(path)
+                continue
+            value, default_value = getattr(model, name), getattr(default, name)
+            if isinstance(value, BaseModel) and isinstance(default_value, BaseModel):
+                compare(value, default_value, raw[name], f"{path}.")
+            elif path not in ("api.base_url", "entities") and value != default_value:
+                missing.append(f"{path} (example {value!r}, default {default_value!r})")
+
+    compare(parsed, defaults, example, "")
+    assert missing == []
+    assert "mssql+pyodbc://" in text
