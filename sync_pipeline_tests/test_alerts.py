@@ -17,7 +17,6 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.defs.alerts import (
-    DRY_RUN_TAG,
     SENSOR_NAME,
     WEBHOOK_URL_ENV_VAR,
     AlertSettings,
@@ -25,8 +24,9 @@ from sync_pipeline.defs.alerts import (
     build_alert_sensor,
     build_alert_webhook,
 )
+from sync_pipeline.defs.dry_run_job import DRY_RUN_JOB_NAME, build_dry_run_job
 from sync_pipeline.defs.schedules import JOB_NAME, sync_job
-from sync_pipeline.defs.sync_assets import build_entity_assets
+from sync_pipeline.defs.sync_assets import DRY_RUN_TAG, build_entity_assets
 from sync_pipeline.demo.receiver import BackgroundServer
 from sync_pipeline.engine.api import ApiResponse
 from sync_pipeline.engine.scheduler_log import ApiCall, SchedulerLogWriter
@@ -37,7 +37,7 @@ from sync_pipeline.sync_log import LogQuery, log_rows
 from sync_pipeline.tables import scheduler_log_table
 
 from .conftest import SyncDatabases
-from .fakes import RecordingApiClient
+from .fakes import RecordingApiClient, ScriptedAnswer
 
 SECRET_PATH = "/services/T0000/B0000/s3cr3t-webhook-token"
 UI = "https://dagster.example.test"
@@ -127,6 +127,11 @@ def outline(alerts: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return [(alert["state"], alert["condition"], alert["entity"]) for alert in alerts]
 
 
+def about(condition: str, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The alerts of one condition, for tests about that condition alone (an incomplete run also fails)."""
+    return [alert for alert in alerts if alert["condition"] == condition]
+
+
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
     with WebhookReceiver() as webhook:
@@ -170,52 +175,59 @@ def run_sync_job(
     log_url: str | None = None,
     dry_run: bool = False,
 ) -> dg.ExecuteInProcessResult:
-    """A real run of the sync job on `instance`, against the test databases and a fake API; a dry run is tagged."""
+    """A real run of the sync job (or of the dry-run job) on `instance`, against the test databases and a fake API."""
     resources: dict[str, Any] = {key: SyncDatabase(url=url) for key, url in databases.urls.items()}
     if log_url:
         resources["log_db"] = DatabaseCheckedAtRunStart(url=log_url)
     defs = dg.Definitions(
-        assets=build_entity_assets(TAMHR_ENTITIES, settings), jobs=[sync_job], resources={**resources, "sync_api": api}
+        assets=build_entity_assets(TAMHR_ENTITIES, settings),
+        jobs=[sync_job, build_dry_run_job(TAMHR_ENTITIES, settings)],
+        resources={**resources, "sync_api": api},
     )
-    return defs.resolve_job_def(JOB_NAME).execute_in_process(
-        instance=instance,
-        raise_on_error=False,
-        run_config={"dry_run": True} if dry_run else None,
-        tags={DRY_RUN_TAG: "true"} if dry_run else None,
-    )
+    job = defs.resolve_job_def(DRY_RUN_JOB_NAME if dry_run else JOB_NAME)
+    return job.execute_in_process(instance=instance, raise_on_error=False)
 
 
 def users_unreachable(settings: Settings) -> RecordingApiClient:
-    """An API whose Users endpoint refuses connections: the Users check fails, the run succeeds."""
+    """An API whose Users endpoint refuses connections: the Users check fails, every entity runs, the run fails."""
     return RecordingApiClient(unreachable_urls=[settings.endpoint_url("Users")])
 
 
-def test_a_check_failing_three_runs_in_a_row_alerts_once_then_resolves_once(
+def test_an_incomplete_night_alerts_run_failed_the_third_in_a_row_check_failing_and_a_complete_run_resolves_both(
     alert_sensor: AlertSensor, instance: dg.DagsterInstance, seeded: SyncDatabases, settings: Settings
 ) -> None:
-    alert_sensor.settings = AlertSettings(ui_base_url=UI, failed_call_ratio=0.99)  # only the check matters here
-    failing = [run_sync_job(instance, seeded, settings, users_unreachable(settings)) for _ in range(2)]
-    assert all(run.success for run in failing)
+    first = run_sync_job(instance, seeded, settings, users_unreachable(settings))
+    assert not first.success
+    (run_failed,) = alert_sensor.tick()  # Users' failed calls are this run's to report: no failed-call alert
+
+    assert outline([run_failed]) == [("started", "run_failed", "Users")]  # not EventsCalendar, which failed the run
+    assert run_failed["counts"] == {"entities_complete": 4, "entities_incomplete": 1}
+    assert run_failed["first_error"].startswith("Users: endpoint unreachable")
+    assert run_failed["run_url"] == f"{UI}/runs/{first.run_id}"
     assert alert_sensor.tick() == []
 
-    third = run_sync_job(instance, seeded, settings, users_unreachable(settings))
-    (alert,) = alert_sensor.tick()
+    run_sync_job(instance, seeded, settings, users_unreachable(settings))
+    assert alert_sensor.tick() == []  # run_failed is already announced
 
-    assert outline([alert]) == [("started", "check_failing", "Users")]
-    assert alert["counts"]["consecutive_failed_runs"] == 3
-    assert alert["counts"]["failed"] == 3  # the first batch of 3; an unreachable endpoint stops the entity
-    assert "unreachable" in alert["first_error"]
-    assert alert["run_url"] == f"{UI}/runs/{third.run_id}"
+    third = run_sync_job(instance, seeded, settings, users_unreachable(settings))
+    (check_failing,) = alert_sensor.tick()
+
+    assert outline([check_failing]) == [("started", "check_failing", "Users")]
+    assert check_failing["counts"]["consecutive_failed_runs"] == 3
+    assert check_failing["counts"]["failed"] == 3  # the first batch of 3; an unreachable endpoint stops the entity
+    assert "unreachable" in check_failing["first_error"]
+    assert check_failing["run_url"] == f"{UI}/runs/{third.run_id}"
     assert alert_sensor.tick() == []
 
     run_sync_job(instance, seeded, settings, users_unreachable(settings))
     assert alert_sensor.tick() == []
 
     passing = run_sync_job(instance, seeded, settings, RecordingApiClient())
-    (resolved,) = alert_sensor.tick()
+    assert passing.success
+    resolved = alert_sensor.tick()
 
-    assert outline([resolved]) == [("resolved", "check_failing", "Users")]
-    assert resolved["run_url"] == f"{UI}/runs/{passing.run_id}"
+    assert sorted(outline(resolved)) == [("resolved", "check_failing", "Users"), ("resolved", "run_failed", "Users")]
+    assert {alert["run_url"] for alert in resolved} == {f"{UI}/runs/{passing.run_id}"}
     assert alert_sensor.tick() == []
 
 
@@ -228,11 +240,11 @@ def test_a_passing_run_between_failures_breaks_the_streak(
     seeded.insert_rows("Users", 1, start=100)  # a new record, so the next runs have something to fail on
     run_sync_job(instance, seeded, settings, users_unreachable(settings))
 
-    assert alert_sensor.tick() == []
+    assert about("check_failing", alert_sensor.tick()) == []
 
     run_sync_job(instance, seeded, settings, users_unreachable(settings))
 
-    assert outline(alert_sensor.tick()) == [("started", "check_failing", "Users")]
+    assert outline(about("check_failing", alert_sensor.tick())) == [("started", "check_failing", "Users")]
 
 
 def write_calls(databases: SyncDatabases, settings: Settings, when: dt.datetime, ok: int, failed: int) -> None:
@@ -368,7 +380,7 @@ def test_a_run_failed_in_a_step_names_that_entity_and_its_error(
     (alert,) = alert_sensor.tick()
 
     assert outline([alert]) == [("started", "run_failed", "ActualOrg")]
-    assert alert["counts"] == {"entities_finished": 1, "entities_failed": 1}
+    assert alert["counts"] == {"entities_complete": 1, "entities_incomplete": 1}
     assert alert["first_error"] == "ActualOrg: RuntimeError: client bug: unexpected answer shape"
 
 
@@ -384,7 +396,7 @@ def test_the_webhook_gets_slack_shaped_json_and_the_dagster_log_gets_the_same_te
     assert body["text"].splitlines() == [
         f"[sync_pipeline ALERT] {JOB_NAME} run failed",
         "Entity: - (failed before any entity ran)",
-        "Counts: entities_finished=0, entities_failed=0",
+        "Counts: entities_complete=0, entities_incomplete=0",
         "First error: sqlalchemy.exc.NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:nosuchdialect",
         f"Run: {UI}/runs/{failed.run_id}",
     ]
@@ -514,12 +526,15 @@ def test_every_scheduler_log_row_names_the_run_that_made_the_call(
 def test_a_failed_call_alert_links_the_run_of_the_failures_not_the_newest_run(
     alert_sensor: AlertSensor, instance: dg.DagsterInstance, seeded: SyncDatabases, settings: Settings
 ) -> None:
-    failing = run_sync_job(instance, seeded, settings, users_unreachable(settings))
+    busy_once = ScriptedAnswer(url=settings.endpoint_url("Users"), call_number=1, status=503)
+    retried = run_sync_job(instance, seeded, settings, RecordingApiClient(scripted_answers=[busy_once]))
+    assert retried.success  # the retry got the batch through; the failed call stays in SchedulerLog
     run_sync_job(instance, seeded, settings, RecordingApiClient(), log_url="nosuchdialect://log")  # newest, no calls
 
     alerts = {alert["condition"]: alert for alert in alert_sensor.tick()}
 
-    assert alerts["failed_calls"]["run_url"] == f"{UI}/runs/{failing.run_id}"
+    assert sorted(alerts) == ["failed_calls", "run_failed"]
+    assert alerts["failed_calls"]["run_url"] == f"{UI}/runs/{retried.run_id}"
 
 
 def test_one_failed_run_with_failed_calls_gives_one_alert_naming_the_entities_that_fell_short(
@@ -542,14 +557,17 @@ def test_a_resolved_check_alert_links_the_run_whose_check_passed(
 ) -> None:
     alert_sensor.settings = AlertSettings(ui_base_url=UI, failed_call_ratio=0.99, consecutive_failures=1)
     run_sync_job(instance, seeded, settings, users_unreachable(settings))
-    assert outline(alert_sensor.tick()) == [("started", "check_failing", "Users")]
+    assert sorted(outline(alert_sensor.tick())) == [
+        ("started", "check_failing", "Users"),
+        ("started", "run_failed", "Users"),
+    ]
     passing = run_sync_job(instance, seeded, settings, RecordingApiClient())
-    run_sync_job(instance, seeded, settings, RecordingApiClient(), log_url="nosuchdialect://log")  # newest
+    run_sync_job(instance, seeded, settings, RecordingApiClient(), log_url="nosuchdialect://log")  # newest, failed
 
-    alerts = {alert["condition"]: alert for alert in alert_sensor.tick()}
+    (resolved,) = alert_sensor.tick()  # run_failed stays: the newest run failed too
 
-    assert alerts["check_failing"]["state"] == "resolved"
-    assert alerts["check_failing"]["run_url"] == f"{UI}/runs/{passing.run_id}"
+    assert outline([resolved]) == [("resolved", "check_failing", "Users")]
+    assert resolved["run_url"] == f"{UI}/runs/{passing.run_id}"
 
 
 def test_a_resolved_run_alert_links_the_run_that_succeeded_not_a_later_dry_run(
@@ -569,7 +587,7 @@ def test_a_failed_dry_run_raises_no_alert(
     alert_sensor: AlertSensor, instance: dg.DagsterInstance, seeded: SyncDatabases, settings: Settings
 ) -> None:
     dry = run_sync_job(instance, seeded, settings, RecordingApiClient(), log_url="nosuchdialect://log", dry_run=True)
-    assert not dry.success
+    assert not dry.success and dry.dagster_run.tags[DRY_RUN_TAG] == "true"
 
     assert alert_sensor.tick() == []
 
@@ -580,12 +598,19 @@ def test_a_dry_run_does_not_clear_a_failing_check(
     alert_sensor.settings = AlertSettings(ui_base_url=UI, failed_call_ratio=0.99, consecutive_failures=2)
     for _ in range(2):
         run_sync_job(instance, seeded, settings, users_unreachable(settings))
-    assert outline(alert_sensor.tick()) == [("started", "check_failing", "Users")]
+    assert sorted(outline(alert_sensor.tick())) == [
+        ("started", "check_failing", "Users"),
+        ("started", "run_failed", "Users"),
+    ]
 
-    run_sync_job(instance, seeded, settings, RecordingApiClient(), dry_run=True)
+    dry = run_sync_job(instance, seeded, settings, RecordingApiClient(), dry_run=True)
+    assert dry.success
 
     assert alert_sensor.tick() == []
-    assert "check_failing:users" in (alert_sensor.cursor or "")
+    assert sorted(json.loads(alert_sensor.cursor or "{}")["active"]) == [
+        "check_failing:users",
+        "run_failed:tamhr_sync_job",
+    ]
 
 
 def test_runs_between_two_evaluations_all_count_toward_the_streak(
@@ -593,16 +618,16 @@ def test_runs_between_two_evaluations_all_count_toward_the_streak(
 ) -> None:
     alert_sensor.settings = AlertSettings(ui_base_url=UI, failed_call_ratio=0.99, consecutive_failures=3)
     run_sync_job(instance, seeded, settings, users_unreachable(settings))
-    assert alert_sensor.tick() == []
+    assert about("check_failing", alert_sensor.tick()) == []
     run_sync_job(instance, seeded, settings, RecordingApiClient())
     seeded.insert_rows("Users", 1, start=100)
     for _ in range(2):
         run_sync_job(instance, seeded, settings, users_unreachable(settings))
 
-    assert alert_sensor.tick() == []  # the pass between the two ticks broke the streak: 2, not 3
+    assert about("check_failing", alert_sensor.tick()) == []  # the pass between the two ticks broke the streak
 
     third = run_sync_job(instance, seeded, settings, users_unreachable(settings))
-    (alert,) = alert_sensor.tick()
+    (alert,) = about("check_failing", alert_sensor.tick())
     assert alert["counts"]["consecutive_failed_runs"] == 3
     assert alert["run_url"] == f"{UI}/runs/{third.run_id}"
 
@@ -614,7 +639,7 @@ def test_an_empty_cursor_announces_a_streak_still_on_once_and_an_old_one_not_at_
     for _ in range(2):
         run_sync_job(instance, seeded, settings, users_unreachable(settings))
 
-    assert outline(alert_sensor.tick()) == [("started", "check_failing", "Users")]
+    assert outline(about("check_failing", alert_sensor.tick())) == [("started", "check_failing", "Users")]
     assert alert_sensor.tick() == []
 
     run_sync_job(instance, seeded, settings, RecordingApiClient())
@@ -629,12 +654,12 @@ def test_a_cursor_from_before_streaks_were_kept_does_not_announce_its_alert_agai
     alert_sensor.settings = AlertSettings(ui_base_url=UI, failed_call_ratio=0.99, consecutive_failures=2)
     for _ in range(2):
         run_sync_job(instance, seeded, settings, users_unreachable(settings))
-    assert outline(alert_sensor.tick()) == [("started", "check_failing", "Users")]
+    assert outline(about("check_failing", alert_sensor.tick())) == [("started", "check_failing", "Users")]
     alert_sensor.cursor = json.dumps({"active": json.loads(alert_sensor.cursor or "{}")["active"]})
 
     assert alert_sensor.tick() == []
 
     passing = run_sync_job(instance, seeded, settings, RecordingApiClient())
-    (resolved,) = alert_sensor.tick()
+    (resolved,) = about("check_failing", alert_sensor.tick())
     assert outline([resolved]) == [("resolved", "check_failing", "Users")]
     assert resolved["run_url"] == f"{UI}/runs/{passing.run_id}"

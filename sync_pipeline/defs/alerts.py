@@ -4,8 +4,9 @@ The sensor looks at the Dagster instance and at SchedulerLog every minute and ke
 conditions it has announced in its cursor (JSON), so a condition gives one alert when it starts and
 one when it clears, never one per evaluation. Every alert goes to the Dagster log and, when
 SYNC_ALERT_WEBHOOK_URL is set, to that webhook as `{"text": ...}` (what Slack and Teams incoming
-webhooks accept) with the same facts under `sync_alert`. A failed non-blocking check does not fail
-its run, so no run-failure sensor would ever report it: that is why this sensor reads check history.
+webhooks accept) with the same facts under `sync_alert`. A run in which an entity fell short ends
+failed (run_outcome), which gives `run_failed` naming that entity; the check history gives what no
+run-failure sensor can: the same entity falling short run after run.
 
 No `from __future__ import annotations` here: Dagster reads the sensor's parameter annotations at runtime.
 """
@@ -247,6 +248,11 @@ class RunProgress:
         failed_steps = [name for name in self.failed if name not in self.delivered]
         return list(dict.fromkeys([*self.incomplete, *failed_steps]))
 
+    @property
+    def complete(self) -> list[str]:
+        """Entities whose step ran and delivered everything, the one that then failed the run included."""
+        return [name for name in dict.fromkeys([*self.finished, *self.failed]) if name not in self.to_blame]
+
 
 def run_progress(instance: dg.DagsterInstance, run_id: str, specs: Sequence[EntitySpec]) -> RunProgress:
     """Read a run's step and check events: which entities started, finished, failed or fell short, the first error."""
@@ -482,7 +488,11 @@ def latest_finished_run(instance: dg.DagsterInstance, job_name: str) -> dg.Dagst
 def failed_run_alerts(
     instance: dg.DagsterInstance, latest: dg.DagsterRun | None, job_name: str, specs: Sequence[EntitySpec]
 ) -> list[Alert]:
-    """(d) The job's latest finished run failed; clears when a later run succeeds."""
+    """(d) The job's latest finished run failed; clears when a later run succeeds.
+
+    It names the entities that fell short or whose step failed, not the last entity whose step only
+    raised to fail a run in which others fell short (it delivered everything, its check passed).
+    """
     if latest is None or latest.status != dg.DagsterRunStatus.FAILURE:
         return []
     progress = run_progress(instance, latest.run_id, specs)
@@ -492,7 +502,7 @@ def failed_run_alerts(
             condition=RUN_FAILED,
             entity=", ".join(progress.to_blame) or "- (failed before any entity ran)",
             summary=f"{job_name} run failed",
-            counts={"entities_finished": len(progress.finished), "entities_failed": len(progress.failed)},
+            counts={"entities_complete": len(progress.complete), "entities_incomplete": len(progress.to_blame)},
             first_error=progress.first_error,
             run_id=latest.run_id,
         )

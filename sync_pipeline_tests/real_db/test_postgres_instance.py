@@ -146,6 +146,8 @@ def test_the_alert_sensor_reads_a_failing_check_from_postgresql_storage(
     active = json.loads(cursor or "{}")["active"]
     assert sorted(active) == ["check_failing:users", "run_failed:tamhr_sync_job"], "the incomplete run failed too"
     assert (active["check_failing:users"]["run_id"], active["check_failing:users"]["counts"]["failed"]) == (run_id, 500)
+    run_failed = active["run_failed:tamhr_sync_job"]
+    assert (run_failed["run_id"], run_failed["entity"]) == (run_id, "Users")  # not EventsCalendar, which failed the run
     log_engine = create_sync_engine(seeded.urls["log_db"])
     summary = entity_summary(log_engine, "Users")
     log_engine.dispose()
