@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from sync_pipeline.demo.run import DEMO_ROWS, DemoPaths, environment, run_demo, tracking_count
+from sync_pipeline.demo.run import DEMO_ROWS, DemoPaths, environment, prepare, run_demo, tracking_count
+from sync_pipeline.settings import load_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -37,3 +41,30 @@ def test_the_demo_sends_every_seeded_record_once_and_a_second_run_sends_none(
     assert f"sent {sum(DEMO_ROWS.values())} records in total" in first_output
     assert "sent 0 records in total" in second_output
     assert " - DEBUG - " not in first_printed.out + first_printed.err, "the summary, not the run's event log"
+
+
+def test_alert_links_of_the_demo_follow_the_ui_port(tmp_path: Path) -> None:
+    paths = DemoPaths(tmp_path / "demo")
+
+    prepare(paths, port=free_port(), ui_port=3100)
+
+    assert load_settings(paths.settings_file).alerts.ui_base_url == "http://127.0.0.1:3100"
+
+
+@pytest.mark.parametrize(
+    ("target", "variables", "expected"),
+    [
+        ("demo", ["PORT=8800"], "sync-pipeline demo --port 8800"),
+        ("ui", ["PORT=8800", "UI_PORT=3100"], "sync-pipeline ui --port 8800 --ui-port 3100"),
+    ],
+)
+def test_make_passes_the_ports_it_is_given(target: str, variables: list[str], expected: str) -> None:
+    planned = subprocess.run(
+        ["make", "--dry-run", "--always-make", target, *variables],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    assert expected in planned
