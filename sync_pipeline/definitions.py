@@ -13,6 +13,12 @@ from sync_pipeline.entities import TAMHR_ENTITIES
 from sync_pipeline.settings import Settings, load_settings
 
 
+CONSOLE_LOGGER = dg.colored_console_logger.configured(
+    lambda config: {"log_level": config["log_level"]},
+    config_schema={"log_level": dg.Field(str, default_value="INFO", description="DEBUG, INFO, WARNING or ERROR")},
+)
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Assets, jobs, schedule, alert sensor and resources for one settings file.
 
@@ -26,8 +32,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[build_alert_sensor(settings.alerts)],
         resources={**build_resources(settings), "alert_webhook": build_alert_webhook()},
         executor=dg.in_process_executor,
-        # Runs print INFO and above to their console; every event is still in the run's event log.
-        loggers={"console": dg.colored_console_logger.configured({"log_level": "INFO"})},
+        # Runs print INFO and above to their console unless run config asks for another level (the
+        # demo prints its own summary); every event is still in the run's event log.
+        loggers={"console": CONSOLE_LOGGER},
     )
 
 
