@@ -33,7 +33,8 @@ lint: setup
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# `make bench`: the product's `users` sync against a lean hand-written baseline on the local
+# `make bench`: the product's `users` sync as users run it (`dg launch --assets users`, process
+# start to exit, and the engine alone) against a lean hand-written baseline on the local
 # PostgreSQL, one table of figures (sync_pipeline_tests/benchmarks/run.py). Other sizes or
 # cases: make bench BENCH_ARGS="--rows 100000 --cases empty,half --repeat 3".
 BENCH_ARGS ?= --rows 100000 --rows 1000000

@@ -47,9 +47,14 @@ class PostgresServer:
 
     def recreate_database(self, database: str) -> None:
         """Drop (disconnecting anyone) and create `database`."""
+        self.drop_database(database)
+        with self.admin() as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+
+    def drop_database(self, database: str) -> None:
+        """Drop `database` if it exists, disconnecting anyone."""
         with self.admin() as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
     def row_count(self, database: str, table: str) -> int | None:
         """Rows in `table`, or None when the database or the table does not exist."""
