@@ -1,4 +1,4 @@
-"""The code location: `dg dev`, `dagster dev -m sync_pipeline.definitions` and the tests load `defs`."""
+"""The code location `sync_pipeline`: `dg dev`, `dg launch`, workspace.yaml and the tests load `defs`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from sync_pipeline.defs.schedules import build_schedule, sync_job
 from sync_pipeline.defs.sync_assets import build_entity_assets
 from sync_pipeline.entities import TAMHR_ENTITIES
 from sync_pipeline.settings import Settings, load_settings
-
 
 CONSOLE_LOGGER = dg.colored_console_logger.configured(
     lambda config: {"log_level": config["log_level"]},
