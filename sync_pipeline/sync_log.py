@@ -23,6 +23,7 @@ from sync_pipeline.defs.resources import DATABASE_URL_ENV_VARS
 from sync_pipeline.engine.batching import ScanCounts, untracked_pages
 from sync_pipeline.engine.entity_sync import EntitySyncPlan
 from sync_pipeline.engine.scheduler_log import ACTIVITY_PREFIX, FAILURE, RUN_ID, SUCCESS, SchedulerLogWriter, activity
+from sync_pipeline.engine.selection import SEND_UNTRACKED
 from sync_pipeline.engine.source_pages import SourceUnavailable, read_pages
 from sync_pipeline.engine.tracking import TrackingStore, TrackingUnavailable
 from sync_pipeline.entities import ENTITIES_BY_NAME, TAMHR_ENTITIES
@@ -263,7 +264,7 @@ def pending_count(plan: EntitySyncPlan, source: sa.Engine, tracking: TrackingSto
             key_column=plan.key_column,
             key_index=0,
             key_type=plan.spec.field(plan.key_column).type,
-            tracked_among=lambda ids: tracking.tracked_among(entity, ids),
+            tracked_among=SEND_UNTRACKED.already_sent(entity, tracking),
             counts=counts,
         )
         for _ in untracked:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from sync_pipeline.engine.tracked_ids import TrackedIds
 from sync_pipeline.engine.tracking import TrackingStore
 
 Resend = Literal["none", "all", "ids", "tracked_before"]
@@ -38,24 +39,26 @@ class Selection:
         if self.resend == "tracked_before":
             assert self.tracked_before is not None
             before = self.tracked_before
-            return lambda ids: set(ids) - tracking.tracked_among(entity, ids, tracked_before=before)
-        return _unless_nothing_tracked(entity, tracking)
+            tracked_before = _snapshot_on_first_page(lambda: tracking.tracked_ids(entity, tracked_before=before))
+            return lambda ids: set(ids) - tracked_before(ids)
+        return _snapshot_on_first_page(lambda: tracking.tracked_ids(entity))
 
 
-def _unless_nothing_tracked(entity: str, tracking: TrackingStore) -> Callable[[Sequence[str]], set[str]]:
-    """Look pages up only if the entity had anything tracked when its first page came.
+def _snapshot_on_first_page(snapshot: Callable[[], TrackedIds]) -> Callable[[Sequence[str]], set[str]]:
+    """Look pages up in a snapshot of the tracked IDs taken when the first page comes.
 
     The first page is read under the entity's lock, so no other run can track anything of this
-    entity afterwards: a first sync (or a full resync of an emptied table) costs no lookups.
+    entity afterwards, and what this run delivers is never read again: the snapshot stays exact.
+    A first sync (or a full resync of an emptied table) reads an empty one and looks nothing up.
     """
-    anything_tracked: list[bool] = []
+    taken: list[TrackedIds] = []
 
-    def already_sent(ids: Sequence[str]) -> set[str]:
-        if not anything_tracked:
-            anything_tracked.append(tracking.tracks_any(entity))
-        return tracking.tracked_among(entity, ids) if anything_tracked[0] else set()
+    def tracked_among(ids: Sequence[str]) -> set[str]:
+        if not taken:
+            taken.append(snapshot())
+        return taken[0].among(ids)
 
-    return already_sent
+    return tracked_among
 
 
 SEND_UNTRACKED = Selection()

@@ -1,8 +1,8 @@
 """TB_R_SYNC_TRACKING: which records the API has acknowledged.
 
 Tracking rows are written only after a 2xx, in the same transaction as the call's SchedulerLog
-row, so the two never disagree. Lookups are per page of source keys, chunked under SQL Server's
-2100-parameter limit, so memory stays flat however many records were sent before.
+row, so the two never disagree. A run reads its entity's tracked IDs once, streamed into a compact
+snapshot (`TrackedIds`); lookups by ID are chunked under SQL Server's 2100-parameter limit.
 """
 
 from __future__ import annotations
@@ -15,8 +15,12 @@ import sqlalchemy as sa
 
 from sync_pipeline.engine.db_errors import describe_db_error
 from sync_pipeline.engine.scheduler_log import ApiCall, SchedulerLogWriter
-from sync_pipeline.engine.tracking_sql import MAX_IDS_PER_LOOKUP, id_lookup, insert_tracking_rows
+from sync_pipeline.engine.tracked_ids import TrackedIds
+from sync_pipeline.engine.tracking_sql import MAX_IDS_PER_LOOKUP, id_lookup, insert_tracking_rows, tracked_ids_query
 from sync_pipeline.tables import rejected_table, tracking_table
+
+IDS_PER_STREAMED_CHUNK = 10_000
+"""Tracked IDs fetched at a time while a run takes its snapshot: about a megabyte of text."""
 
 
 class TrackingUnavailable(Exception):
@@ -64,12 +68,18 @@ class TrackingStore:
         self._log_writer = log_writer
         self._lookup, self._ids_per_lookup = id_lookup(engine.dialect.name)
 
-    def tracks_any(self, entity: str) -> bool:
-        """Whether anything of `entity` is tracked at all (if not, no page needs a lookup)."""
-        query = sa.select(tracking_table.c.Id).where(tracking_table.c.EntityType == entity).limit(1)
+    def tracked_ids(self, entity: str, tracked_before: dt.datetime | None = None) -> TrackedIds:
+        """A snapshot of the IDs of `entity` tracked (before `tracked_before`, if given), by one streaming read.
+
+        Exact as long as nobody else tracks this entity meanwhile, which its lock guarantees.
+        """
+        query = tracked_ids_query(entity, tracked_before)
         try:
             with self.engine.connect() as conn:
-                return conn.execute(query).first() is not None
+                result = conn.execution_options(yield_per=IDS_PER_STREAMED_CHUNK).execute(query)
+                return TrackedIds(
+                    result.scalars().partitions(), lambda ids: self.tracked_among(entity, ids, tracked_before)
+                )
         except sa.exc.SQLAlchemyError as exc:
             raise TrackingUnavailable(f"cannot read {tracking_table.name}: {describe_db_error(exc)}") from exc
 

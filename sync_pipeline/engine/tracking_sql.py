@@ -1,11 +1,11 @@
-"""The fastest safe SQL for the two tracking statements that run once per page and once per batch.
+"""The fastest safe SQL for looking tracked IDs up and for writing a batch's tracking rows.
 
-Looking up a page's IDs: PostgreSQL takes them as one array parameter, joined as `unnest(:ids)` (an
-`= ANY(:ids)` is planned as a sequential scan once the table is large); every other dialect gets
-`IN (...)` lists of at most 2,000 IDs, which with EntityType stays under SQL Server's 2,100
-parameters. Writing a batch's rows: PostgreSQL (psycopg) streams them with COPY, as one text block,
-inside the caller's transaction; SQL Server's engines use pyodbc `fast_executemany`; MariaDB's and
-SQLite's drivers batch an executemany themselves.
+Looking up a list of IDs (a page's fingerprint hits, confirmed): PostgreSQL takes them as one
+array parameter, joined as `unnest(:ids)` (an `= ANY(:ids)` is planned as a sequential scan once
+the table is large); every other dialect gets `IN (...)` lists of at most 2,000 IDs, which with
+EntityType stays under SQL Server's 2,100 parameters. Writing a batch's rows: PostgreSQL (psycopg)
+streams them with COPY, as one text block, inside the caller's transaction; SQL Server's engines
+use pyodbc `fast_executemany`; MariaDB's and SQLite's drivers batch an executemany themselves.
 """
 
 from __future__ import annotations
@@ -37,6 +37,15 @@ def id_lookup(dialect_name: str) -> tuple[sa.Select[Any], int]:
         page = sa.func.unnest(ids).table_valued("id").render_derived(name="page")
         return query.join(page, tracking_table.c.EntityId == page.c.id), IDS_PER_ARRAY
     return query.where(tracking_table.c.EntityId.in_(sa.bindparam("entity_ids", expanding=True))), MAX_IDS_PER_LOOKUP
+
+
+def tracked_ids_query(entity: str, tracked_before: dt.datetime | None) -> sa.Select[Any]:
+    """Every tracked ID of `entity` (before `tracked_before`, if given): one statement of one or two
+    parameters whatever the count, streamed by the caller, in no particular order."""
+    query = sa.select(tracking_table.c.EntityId).where(tracking_table.c.EntityType == entity)
+    if tracked_before is not None:
+        query = query.where(tracking_table.c.SyncTimestamp < tracked_before)
+    return query
 
 
 def insert_tracking_rows(conn: sa.Connection, entity: str, entity_ids: Sequence[str], now: dt.datetime) -> None:
