@@ -31,6 +31,18 @@ def test_masked_url_hides_everything_before_the_last_at_so_an_unencoded_at_leaks
     assert masked == "postgresql+psycopg://***@db-host:5432/log"
 
 
+@pytest.mark.parametrize("password", ["Pw@Tail?Qz9", "Pw@Ta/il#Qz?9"])
+def test_masked_url_hides_a_password_holding_an_at_and_a_question_mark_or_slash(password: str) -> None:
+    url = f"postgresql+psycopg://sync:{password}@db-host:5432/log"
+
+    masked = masked_url(url)
+
+    assert masked == "postgresql+psycopg://***@db-host:5432/log"
+    with pytest.raises(DatabaseUrlError) as refused:
+        SyncDatabase(url=url, env_var="SYNC_LOG_DB_URL").get_engine()
+    assert "Qz" not in str(refused.value) and "Tail" not in str(refused.value)
+
+
 def test_masked_url_of_an_unparsable_url_keeps_only_its_scheme() -> None:
     assert masked_url(f"postgresql+psycopg://sync:{PASSWORD}@host:notaport/db").startswith("postgresql+psycopg://***")
     assert masked_url(PASSWORD) == "*** (not a URL)"

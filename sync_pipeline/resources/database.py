@@ -24,12 +24,16 @@ _ODBC_PASSWORD = re.compile(r"\b(PWD|PASSWORD)(\s*=\s*)(\{(?:[^}]|\}\})*\}|[^;]*
 
 
 def _userinfo_span(url: str) -> tuple[int, int] | None:
-    """Where `user:password` sits in the URL: after the scheme, up to the last `@` of the authority."""
+    """Where `user:password` sits in the URL: after the scheme, up to its last `@`.
+
+    The last `@` of the whole URL, not of the part before a `?`: a password may hold `?`, `/` or
+    `#` unencoded, and masking too much is the safe side (an `@` in the query must be %40 then).
+    """
     scheme_end = url.find("://")
     if scheme_end < 0 or url[scheme_end + 3 : scheme_end + 4] == "/":  # no authority (sqlite:////path)
         return None
     start = scheme_end + 3
-    at = url.split("?", 1)[0].rfind("@", start)
+    at = url.rfind("@", start)
     return (start, at) if at >= 0 else None
 
 
@@ -63,8 +67,8 @@ def checked_url(url: str, env_var: str) -> sa.URL:
     span = _userinfo_span(url)
     if span is not None and "@" in url[span[0] : span[1]].partition(":")[2]:
         raise DatabaseUrlError(
-            f"{env_var}: the password in the URL contains an unencoded '@'; write '@' as %40 "
-            f"(percent-encode the password), e.g. postgresql+psycopg://user:pa%40ss@host/db"
+            f"{env_var}: the URL has an unencoded '@' after its user name (in the password or the query); "
+            f"write '@' as %40 (percent-encode the password), e.g. postgresql+psycopg://user:pa%40ss@host/db"
         )
     try:
         return sa.make_url(url)
