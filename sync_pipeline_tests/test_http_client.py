@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import json
 import logging
 import socket
 import time
@@ -320,6 +321,19 @@ def test_a_receiver_that_echoes_the_api_key_in_its_error_body_never_hands_it_on(
     assert response.status_code == status
     assert API_KEY not in response.body
     assert f'"{KEY_HEADER}": "[redacted]"' in response.body
+
+
+def test_a_receiver_that_json_escapes_the_echoed_key_gets_it_redacted_all_the_same() -> None:
+    key = "Ab3+x9/Qz=="  # base64 keys hold `+` and `/`, which .NET and PHP JSON writers escape
+    escaped = '{"error": "bad key Ab3\\u002Bx9\\/Qz\\u003d="}'
+    keyed = HttpSyncApiClient(api_key=key, api_key_header=KEY_HEADER, timeout_seconds=5.0)
+    with ReceivingApi(key, api_key_header=KEY_HEADER) as receiver:
+        receiver.fail_calls("users", {1: Fault(401, body=escaped)})
+        response = keyed.post_batch(receiver.base_url + "users", BODY, "key-123")
+
+    assert json.loads(escaped)["error"] == f"bad key {key}", "the body really carries the key"
+    assert key not in json.dumps(json.loads(response.body), ensure_ascii=False)
+    assert response.body == '{"error": "bad key [redacted]"}'
 
 
 def test_a_200_html_page_comes_back_with_its_content_type_for_the_engine_to_judge(receiver: ReceivingApi) -> None:

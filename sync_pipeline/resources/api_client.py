@@ -6,6 +6,8 @@ and the API key is cut out of everything a response or a transport error brings 
 
 from __future__ import annotations
 
+import functools
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -140,7 +142,10 @@ class HttpSyncApiClient(SyncApiClient):
             raise ApiUnreachable(self._safe_reason(exc)) from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:  # timeout, cut off
             raise ApiCallFailed(self._safe_reason(exc)) from None
-        text = content.decode(response.encoding or "utf-8", errors="replace")
+        try:
+            text = content.decode(response.encoding or "utf-8", errors="replace")
+        except LookupError:  # a charset no codec knows (`charset=none`): read it as UTF-8
+            text = content.decode("utf-8", errors="replace")
         return ApiResponse(
             response.status_code,
             self._redact(text),
@@ -156,12 +161,25 @@ class HttpSyncApiClient(SyncApiClient):
         return f"no complete answer from {url} within api.call_deadline_seconds ({self._deadline_seconds:g} s)"
 
     def _redact(self, text: str) -> str:
-        """The text with the API key cut out: receivers echo it in error bodies, which are logged and kept."""
-        return text.replace(self.api_key, REDACTED) if self.api_key else text
+        """The text with the API key cut out: receivers echo it in error bodies, which are logged and kept,
+        as written or JSON-escaped (`\\u002B` for `+`, `\\/` for `/`, as .NET and PHP write them)."""
+        return _key_pattern(self.api_key).sub(REDACTED, text) if self.api_key else text
 
     def _safe_reason(self, exc: BaseException) -> str:
-        """The exception's class and message, with the key cut out should a library ever quote it."""
-        return self._redact(f"{type(exc).__name__}: {str(exc)[:300]}")
+        """The exception's class and message, with the key cut out (before shortening, so no part of
+        it is left at the cut) should a library ever quote it."""
+        return self._redact(f"{type(exc).__name__}: {exc}")[:300]
+
+
+@functools.lru_cache(maxsize=4)
+def _key_pattern(key: str) -> re.Pattern[str]:
+    """The key as written or with any of its characters JSON-escaped (`\\uXXXX` in either case, `\\/`)."""
+    return re.compile(
+        "".join(
+            f"(?:{re.escape(char)}|\\\\u(?i:{ord(char):04x}){'|' + re.escape(chr(92) + '/') if char == '/' else ''})"
+            for char in key
+        )
+    )
 
 
 def _is_header_value(value: str) -> bool:
