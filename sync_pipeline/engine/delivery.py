@@ -129,6 +129,7 @@ class BatchSender:
         self.endpoint_url = endpoint_url
         self.counts = DeliveryCounts()
         self._counting = threading.Lock()  # batches may be sent from several threads at once
+        self._rejecting = threading.Lock()  # TB_R_SYNC_REJECTED is read, then written: one batch at a time
         self._api = api
         self._tracking = tracking
         self._retry = retry
@@ -273,7 +274,8 @@ class BatchSender:
         """Keep the refusals; `rows` is how many source rows they stand for, when not one each."""
         if not rejections:
             return
-        self._tracking.record_rejected(self.entity, rejections)
+        with self._rejecting:  # the lock keeps other runs out, not this run's own sender threads
+            self._tracking.record_rejected(self.entity, rejections)
         with self._counting:
             self.counts.rejected += len(rejections) if rows is None else rows
             room = MAX_REJECTED_IDS_SHOWN - len(self.counts.rejected_ids)
