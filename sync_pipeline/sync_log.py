@@ -151,15 +151,6 @@ def log_rows(log_engine: sa.Engine, query: LogQuery, newest_first: bool = True) 
     return result
 
 
-def first_failure(
-    log_engine: sa.Engine, since: dt.datetime | None = None, entities: Sequence[str] = ()
-) -> LogRow | None:
-    """The oldest failed call since `since`: the first error of a streak of failures."""
-    query = LogQuery(entities=entities, statuses=[FAILURE], since=since, limit=1)
-    rows = log_rows(log_engine, query, newest_first=False)
-    return rows[0] if rows else None
-
-
 @dataclass
 class CallCounts:
     """An entity's batch calls in a time range: how many, how many failed, when one last succeeded."""
