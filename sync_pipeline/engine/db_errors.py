@@ -18,18 +18,22 @@ _UNDEFINED_TABLE_CODES = {"42P01", 1146, "42S02"}
 """The driver's own code for "no such table": PostgreSQL's SQLSTATE, MySQL's errno, ODBC's SQLSTATE."""
 
 
+def first_line(exc: BaseException) -> str:
+    """`<class>: <first line of the message>`, at most 500 characters: what a log line may carry."""
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"[:500]
+
+
 def describe_db_error(exc: sa.exc.SQLAlchemyError) -> str:
     """The driver's first line, without the SQL text or parameters SQLAlchemy appends; a missing Log
     table is named with the script or command that creates it."""
     cause = getattr(exc, "orig", None) or exc
-    first_line = (str(cause).strip().splitlines() or [""])[0]
     missing = missing_log_table(exc)
     if missing is not None and isinstance(exc, sa.exc.DBAPIError):
         return (
             f"Log table {missing} does not exist in the Log database: create it with sql/mssql/{missing}.sql "
             f"(SQL Server) or from `sync-pipeline ddl {_ddl_dialect(exc)}`"
         )
-    return f"{type(cause).__name__}: {first_line}"[:500]
+    return first_line(cause)
 
 
 def missing_log_table(exc: sa.exc.SQLAlchemyError) -> str | None:

@@ -9,6 +9,8 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
 
+from sync_pipeline.engine.db_errors import first_line
+
 
 class DatabaseUrlError(sa.exc.ArgumentError):
     """A database URL that cannot be used as given; the message names its variable, never its password.
@@ -123,7 +125,7 @@ def name_connection_errors(engine: sa.Engine, env_var: str, shown_url: str) -> N
 def _safe(exc: BaseException, secret: sa.URL | str | None) -> str:
     """The error's first line, with the password cut out should a driver repeat it."""
     password = secret.password if isinstance(secret, sa.URL) else secret
-    text = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"[:500]
+    text = first_line(exc)
     return text.replace(str(password), "***") if password else text
 
 
