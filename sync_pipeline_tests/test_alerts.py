@@ -504,15 +504,6 @@ def test_invalid_alert_settings_are_refused(values: dict[str, Any], message: str
         AlertSettings.model_validate(values)
 
 
-class UsersDownAndActualOrgBroken(RecordingApiClient):
-    """Users' endpoint refuses connections and the client raises on ActualOrg: a run that fails with failed calls."""
-
-    def post_batch(self, url: str, *args: Any, **kwargs: Any) -> ApiResponse:
-        if url.endswith("/actual-organization-structures"):
-            raise RuntimeError("client bug: unexpected answer shape")
-        return super().post_batch(url, *args, **kwargs)
-
-
 def test_every_scheduler_log_row_names_the_run_that_made_the_call(
     instance: dg.DagsterInstance, seeded: SyncDatabases, settings: Settings
 ) -> None:
@@ -541,7 +532,7 @@ def test_one_failed_run_with_failed_calls_gives_one_alert_naming_the_entities_th
     alert_sensor: AlertSensor, instance: dg.DagsterInstance, seeded: SyncDatabases, settings: Settings
 ) -> None:
     failed = run_sync_job(
-        instance, seeded, settings, UsersDownAndActualOrgBroken(unreachable_urls=[settings.endpoint_url("Users")])
+        instance, seeded, settings, ExplodingApiClient(unreachable_urls=[settings.endpoint_url("Users")])
     )
     assert not failed.success
 
