@@ -13,7 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from sync_pipeline.tables import log_metadata
+from sync_pipeline.engine.tables import log_metadata
 
 DIALECTS = ("mssql", "postgresql", "mysql", "sqlite")
 
@@ -95,22 +95,18 @@ def _timestamp(value: str) -> dt.datetime:
 
 def _logs(args: argparse.Namespace) -> int:
     from sync_pipeline.defs.sync_assets import entity_plan
+    from sync_pipeline.engine.audit.log_queries import PENDING, LogQuery, log_rows, pending_counts, referenced_entities
     from sync_pipeline.engine.db_errors import describe_db_error
-    from sync_pipeline.entities import ENTITIES_BY_NAME
-    from sync_pipeline.settings import SettingsError, load_settings
-    from sync_pipeline.sync_log import (
-        PENDING,
-        LogQuery,
+    from sync_pipeline.log_viewer import (
         LogViewerError,
         environment_engines,
         log_frame,
-        log_rows,
         needed_databases,
-        pending_counts,
         pending_frame,
-        referenced_entities,
         render,
     )
+    from sync_pipeline.settings import SettingsError, load_settings
+    from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 
     entities = referenced_entities(args.entity or [])
     pending = args.status == PENDING
@@ -136,8 +132,9 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _add_logs_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from sync_pipeline.entities import ENTITIES_BY_NAME
-    from sync_pipeline.sync_log import DEFAULT_LIMIT, FORMATS, STATUSES
+    from sync_pipeline.engine.audit.log_queries import DEFAULT_LIMIT, STATUSES
+    from sync_pipeline.log_viewer import FORMATS
+    from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 
     logs = commands.add_parser(
         "logs",

@@ -9,8 +9,8 @@ from sync_pipeline.defs.dry_run_job import build_dry_run_job
 from sync_pipeline.defs.resources import build_resources
 from sync_pipeline.defs.schedules import build_schedule, sync_job
 from sync_pipeline.defs.sync_assets import build_entity_assets
-from sync_pipeline.entities import TAMHR_ENTITIES
 from sync_pipeline.settings import Settings, load_settings
+from sync_pipeline.specs.tamhr import TAMHR_ENTITIES
 
 CONSOLE_LOGGER = dg.colored_console_logger.configured(
     lambda config: {"log_level": config["log_level"]},

@@ -21,7 +21,7 @@ import dagster as dg
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sync_pipeline.entities import ENTITIES_BY_NAME, TAMHR_ENTITIES
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_ENTITIES
 
 SETTINGS_ENV_VAR = "SYNC_PIPELINE_SETTINGS"
 DEFAULT_SETTINGS_PATH = Path(__file__).with_name("default_settings.yaml")

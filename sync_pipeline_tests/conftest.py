@@ -16,13 +16,14 @@ import sqlalchemy as sa
 import yaml
 
 from sync_pipeline.defs.sync_assets import delivery_policy, entity_plan
+from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import EntitySyncReport, sync_entity
-from sync_pipeline.engine.scheduler_log import SchedulerLogWriter
-from sync_pipeline.engine.tracking import TrackingStore
-from sync_pipeline.entities import ENTITIES_BY_NAME, TAMHR_ENTITIES, EntitySpec, Field, FieldType
+from sync_pipeline.engine.state.tracking import TrackingStore
+from sync_pipeline.engine.tables import log_metadata, rejected_table, scheduler_log_table, source_table, tracking_table
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, Settings, parse_settings
-from sync_pipeline.tables import log_metadata, rejected_table, scheduler_log_table, source_table, tracking_table
+from sync_pipeline.specs.model import EntitySpec, Field, FieldType
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_ENTITIES
 
 from .fakes import RecordingApiClient
 

@@ -13,12 +13,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from sync_pipeline.defs.sync_assets import delivery_policy, entity_plan
+from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import EntitySyncReport, sync_entity
-from sync_pipeline.engine.scheduler_log import SchedulerLogWriter
-from sync_pipeline.engine.tracking import TrackingStore
-from sync_pipeline.entities import ENTITIES_BY_NAME
+from sync_pipeline.engine.state.tracking import TrackingStore
+from sync_pipeline.engine.tables import source_table
 from sync_pipeline.settings import Settings
-from sync_pipeline.tables import source_table
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 
 from .conftest import source_row
 from .fakes import RecordingApiClient

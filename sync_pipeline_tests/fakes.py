@@ -12,7 +12,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from sync_pipeline.engine.api import ApiCallFailed, ApiResponse, ApiUnreachable
+from sync_pipeline.engine.http.api import ApiCallFailed, ApiResponse, ApiUnreachable
 from sync_pipeline.resources.api_client import SyncApiClient
 
 Record = dict[str, Any]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from sync_pipeline.engine.api import Acknowledgement, ApiResponse, NotAcknowledged, WholeBatch
-from sync_pipeline.entities import ENTITIES_BY_NAME
+from sync_pipeline.engine.http.api import Acknowledgement, ApiResponse, NotAcknowledged, WholeBatch
 from sync_pipeline.settings import AcknowledgementSettings, Settings
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 
 from .conftest import EntitySync, SettingsFactory, SyncDatabases, entity_id
 from .fakes import MultiStatusApiClient, RecordingApiClient, ScriptedAnswer

@@ -28,13 +28,13 @@ from sync_pipeline.defs.dry_run_job import DRY_RUN_JOB_NAME, build_dry_run_job
 from sync_pipeline.defs.schedules import JOB_NAME, sync_job
 from sync_pipeline.defs.sync_assets import DRY_RUN_TAG, build_entity_assets
 from sync_pipeline.demo.receiver import BackgroundServer
-from sync_pipeline.engine.api import ApiResponse
-from sync_pipeline.engine.scheduler_log import ApiCall, SchedulerLogWriter
-from sync_pipeline.entities import TAMHR_ENTITIES
+from sync_pipeline.engine.audit.log_queries import LogQuery, log_rows
+from sync_pipeline.engine.audit.scheduler_log import ApiCall, SchedulerLogWriter
+from sync_pipeline.engine.http.api import ApiResponse
+from sync_pipeline.engine.tables import scheduler_log_table
 from sync_pipeline.resources.database import SyncDatabase, create_sync_engine
 from sync_pipeline.settings import Settings
-from sync_pipeline.sync_log import LogQuery, log_rows
-from sync_pipeline.tables import scheduler_log_table
+from sync_pipeline.specs.tamhr import TAMHR_ENTITIES
 
 from .conftest import SyncDatabases
 from .fakes import RecordingApiClient, ScriptedAnswer

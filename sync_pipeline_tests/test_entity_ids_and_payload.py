@@ -9,14 +9,15 @@ import uuid
 
 import pytest
 
-from sync_pipeline.engine.entity_ids import (
+from sync_pipeline.engine.mapping.entity_ids import (
     InvalidEntityId,
     canonical_entity_id,
     canonical_entity_ids,
     canonical_guid,
 )
-from sync_pipeline.engine.payload import Record, RecordBuilder, encode_batch
-from sync_pipeline.entities import ENTITIES_BY_NAME, FieldType
+from sync_pipeline.engine.mapping.payload import Record, RecordBuilder, encode_batch
+from sync_pipeline.specs.model import FieldType
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 
 from .conftest import source_row
 

@@ -14,13 +14,13 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.defs.sync_assets import delivery_policy, entity_plan
-from sync_pipeline.engine.entity_lock import POLL_SECONDS, EntityLock, EntityLocked, LockLost
+from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import EntitySyncReport, sync_entity
-from sync_pipeline.engine.scheduler_log import SchedulerLogWriter
-from sync_pipeline.engine.tracking import TrackingStore, utc_now
-from sync_pipeline.entities import ENTITIES_BY_NAME
+from sync_pipeline.engine.state.entity_lock import POLL_SECONDS, EntityLock, EntityLocked, LockLost
+from sync_pipeline.engine.state.tracking import TrackingStore, utc_now
+from sync_pipeline.engine.tables import lock_table
 from sync_pipeline.settings import LockSettings, Settings, SettingsError, parse_settings
-from sync_pipeline.tables import lock_table
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 
 from .conftest import SyncDatabases, entity_id, raw_default_settings
 from .fakes import InterceptingApiClient, RecordingApiClient

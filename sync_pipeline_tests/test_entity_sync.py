@@ -9,8 +9,9 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from sync_pipeline.entities import ENTITIES_BY_NAME, TAMHR_ENTITIES, FieldType
 from sync_pipeline.settings import Settings
+from sync_pipeline.specs.model import FieldType
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_ENTITIES
 
 from .conftest import EntitySync, SettingsFactory, SyncDatabases, entity_id
 from .fakes import RecordingApiClient, ScriptedAnswer

@@ -11,12 +11,12 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.cli import main
-from sync_pipeline.defs.resources import DATABASE_URL_ENV_VARS, build_resources
+from sync_pipeline.defs.resources import build_resources
 from sync_pipeline.defs.sync_assets import CHECK_NAME, build_entity_assets
-from sync_pipeline.entities import TAMHR_ENTITIES
+from sync_pipeline.engine.tables import lock_table
 from sync_pipeline.resources.database import DatabaseUrlError, SyncDatabase, masked_url
 from sync_pipeline.settings import Settings
-from sync_pipeline.tables import lock_table
+from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, TAMHR_ENTITIES
 
 from .conftest import EntitySync, SyncDatabases
 from .fakes import RecordingApiClient

@@ -10,11 +10,11 @@ import dagster as dg
 import pytest
 
 from sync_pipeline.defs.sync_assets import CHECK_NAME, build_entity_assets
-from sync_pipeline.engine.api import MAX_RESPONSE_EXCERPT
-from sync_pipeline.engine.delivery import MAX_REJECTED_IDS_SHOWN
-from sync_pipeline.entities import ENTITIES_BY_NAME, TAMHR_ENTITIES
+from sync_pipeline.engine.http.api import MAX_RESPONSE_EXCERPT
+from sync_pipeline.engine.sinks.http_batch import MAX_REJECTED_IDS_SHOWN
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import RejectionSettings, Settings
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_ENTITIES
 
 from .conftest import EntitySync, SettingsFactory, SyncDatabases, entity_id
 from .fakes import RecordingApiClient, ScriptedAnswer, ValidatingApiClient

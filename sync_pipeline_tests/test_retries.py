@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from sync_pipeline.defs.sync_assets import delivery_policy
-from sync_pipeline.engine.api import idempotency_key, parse_retry_after
-from sync_pipeline.entities import ENTITIES_BY_NAME
+from sync_pipeline.engine.http.api import idempotency_key, parse_retry_after
 from sync_pipeline.settings import Settings, SettingsError, parse_settings
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 
 from .conftest import EntitySync, SettingsFactory, SyncDatabases, entity_id, raw_default_settings
 from .fakes import FlakyApiClient, RecordingApiClient, ScriptedAnswer, TransportFault

@@ -11,13 +11,12 @@ import pytest
 
 from sync_pipeline.definitions import build_definitions
 from sync_pipeline.defs.dry_run_job import DRY_RUN_JOB_NAME, build_dry_run_job
-from sync_pipeline.defs.resources import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
 from sync_pipeline.defs.sync_assets import CHECK_NAME, DRY_RUN_TAG, build_entity_assets
 from sync_pipeline.demo.receiver import ReceivingApi
-from sync_pipeline.entities import TAMHR_ENTITIES
 from sync_pipeline.resources.api_client import HttpSyncApiClient
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import Settings
+from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS, TAMHR_ENTITIES
 
 from .conftest import SettingsFactory, SyncDatabases
 from .fakes import RecordingApiClient

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.engine.batching import NULL_KEY_ENTITY_ID
-from sync_pipeline.entities import ENTITIES_BY_NAME
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 
 from .conftest import SettingsFactory, SyncDatabases, entity_id
 from .drifted_sources import create_drifted_table, insert_with_keys, sync_drifted

@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.cli import log_tables_ddl
+from sync_pipeline.engine.tables import lock_table, rejected_table, scheduler_log_table, tracking_table
 from sync_pipeline.resources.database import masked_url
-from sync_pipeline.tables import lock_table, rejected_table, scheduler_log_table, tracking_table
 
 SQL = Path(__file__).resolve().parents[1] / "sql"
 

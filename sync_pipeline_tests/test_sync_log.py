@@ -12,28 +12,25 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 
 from sync_pipeline.cli import main
-from sync_pipeline.defs.resources import DATABASE_URL_ENV_VARS
 from sync_pipeline.defs.sync_assets import entity_plan
-from sync_pipeline.engine.entity_sync import EntitySyncPlan
-from sync_pipeline.engine.scheduler_log import ApiCall, SchedulerLogWriter
-from sync_pipeline.engine.tracking import Rejection, TrackingStore
-from sync_pipeline.entities import ENTITIES_BY_NAME
-from sync_pipeline.settings import SETTINGS_ENV_VAR, Settings
-from sync_pipeline.sync_log import (
+from sync_pipeline.engine.audit.log_queries import (
     LogQuery,
     call_counts,
     call_counts_query,
     entity_summary,
-    log_frame,
     log_rows,
     log_rows_query,
     pending_count,
-    pending_frame,
     referenced_entities,
     rejected_untracked_query,
-    render,
 )
-from sync_pipeline.tables import scheduler_log_table
+from sync_pipeline.engine.audit.scheduler_log import ApiCall, SchedulerLogWriter
+from sync_pipeline.engine.entity_sync import EntitySyncPlan
+from sync_pipeline.engine.state.tracking import Rejection, TrackingStore
+from sync_pipeline.engine.tables import scheduler_log_table
+from sync_pipeline.log_viewer import log_frame, pending_frame, render
+from sync_pipeline.settings import SETTINGS_ENV_VAR, Settings
+from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, ENTITIES_BY_NAME
 
 from .conftest import EntitySync, SyncDatabases, entity_id
 

@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 
-from sync_pipeline.engine.tracked_ids import TrackedIds
-from sync_pipeline.engine.tracking_sql import tracked_ids_query
+from sync_pipeline.engine.state.tracked_ids import TrackedIds
+from sync_pipeline.engine.state.tracking_sql import tracked_ids_query
 
 from .conftest import EntitySync, SettingsFactory, SyncDatabases
 from .fakes import RecordingApiClient

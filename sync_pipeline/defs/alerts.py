@@ -25,12 +25,13 @@ from pydantic import Field
 
 from sync_pipeline.defs.schedules import JOB_NAME
 from sync_pipeline.defs.sync_assets import CHECK_NAME, DRY_RUN_TAG
+from sync_pipeline.engine.audit.log_queries import LogQuery, LogRow, call_counts, log_rows
+from sync_pipeline.engine.audit.scheduler_log import FAILURE, SUCCESS
 from sync_pipeline.engine.db_errors import describe_db_error
-from sync_pipeline.engine.scheduler_log import FAILURE, SUCCESS
-from sync_pipeline.entities import TAMHR_ENTITIES, EntitySpec
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import AlertSettings
-from sync_pipeline.sync_log import LogQuery, LogRow, call_counts, log_rows
+from sync_pipeline.specs.model import EntitySpec
+from sync_pipeline.specs.tamhr import TAMHR_ENTITIES
 
 SENSOR_NAME = "tamhr_sync_alerts"
 WEBHOOK_URL_ENV_VAR = "SYNC_ALERT_WEBHOOK_URL"

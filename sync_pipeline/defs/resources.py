@@ -7,13 +7,7 @@ import dagster as dg
 from sync_pipeline.resources.api_client import HttpSyncApiClient
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import Settings
-
-DATABASE_URL_ENV_VARS = {
-    "default_db": "SYNC_DEFAULT_DB_URL",
-    "ess_db": "SYNC_ESS_DB_URL",
-    "log_db": "SYNC_LOG_DB_URL",
-}
-API_KEY_ENV_VAR = "SYNC_API_KEY"
+from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:

@@ -15,10 +15,10 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from sync_pipeline.engine.entity_ids import InvalidEntityId, canonical_entity_id
-from sync_pipeline.engine.selection import SEND_UNTRACKED, Selection
-from sync_pipeline.entities import EntitySpec
-from sync_pipeline.sync_log import utc_naive
+from sync_pipeline.engine.audit.log_queries import utc_naive
+from sync_pipeline.engine.mapping.entity_ids import InvalidEntityId, canonical_entity_id
+from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
+from sync_pipeline.specs.model import EntitySpec
 
 
 class SyncRunConfig(dg.Config):

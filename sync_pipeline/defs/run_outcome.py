@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from sync_pipeline.entities import EntitySpec
+from sync_pipeline.specs.model import EntitySpec
 
 OUTCOME = "outcome"
 """Materialization metadata: `complete`, or why the entity did not deliver everything it selected."""

@@ -13,18 +13,18 @@ import sqlalchemy as sa
 
 from sync_pipeline.defs.run_config import SyncRunConfig, selection_from
 from sync_pipeline.defs.run_outcome import COMPLETE, OUTCOME, fail_run_if_incomplete
-from sync_pipeline.engine.api import Acknowledgement, PerRecordResults
-from sync_pipeline.engine.delivery import RetryPolicy
+from sync_pipeline.engine.audit.log_queries import entity_summary
+from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import DeliveryPolicy, EntitySyncPlan, EntitySyncReport, sync_entity
-from sync_pipeline.engine.scheduler_log import SchedulerLogWriter
-from sync_pipeline.engine.selection import SEND_UNTRACKED, Selection
-from sync_pipeline.engine.tracking import TrackingStore, TrackingUnavailable
-from sync_pipeline.entities import EntitySpec
+from sync_pipeline.engine.http.api import Acknowledgement, PerRecordResults
+from sync_pipeline.engine.sinks.http_batch import RetryPolicy
+from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
+from sync_pipeline.engine.state.tracking import TrackingStore, TrackingUnavailable
+from sync_pipeline.engine.tables import source_table
 from sync_pipeline.resources.api_client import SyncApiClient
 from sync_pipeline.resources.database import DatabaseUrlError, SyncDatabase
 from sync_pipeline.settings import Settings
-from sync_pipeline.sync_log import entity_summary
-from sync_pipeline.tables import source_table
+from sync_pipeline.specs.model import EntitySpec
 
 GROUP = "tamhr_sync"
 CHECK_NAME = "all_records_delivered"

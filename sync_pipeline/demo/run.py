@@ -14,15 +14,14 @@ import sqlalchemy as sa
 import yaml
 
 from sync_pipeline.definitions import build_definitions
-from sync_pipeline.defs.resources import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
 from sync_pipeline.defs.schedules import JOB_NAME
 from sync_pipeline.defs.sync_assets import CHECK_NAME
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.demo.seed import create_log_tables, seed_entity
-from sync_pipeline.entities import TAMHR_ENTITIES
+from sync_pipeline.engine.tables import tracking_table
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, SETTINGS_ENV_VAR, load_settings
-from sync_pipeline.tables import tracking_table
+from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS, TAMHR_ENTITIES
 
 DEMO_ROWS = {"Users": 5000, "ActualOrg": 3000, "ActualEntity": 2500, "OrgObject": 4000, "EventsCalendar": 1500}
 DEMO_API_KEY = "demo-only-key"  # the local receiver's key; real keys come from SYNC_API_KEY

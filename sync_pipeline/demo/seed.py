@@ -15,9 +15,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sync_pipeline.entities import EntitySpec, Field, FieldType
+from sync_pipeline.engine.tables import log_metadata, source_table
 from sync_pipeline.settings import EntitySettings
-from sync_pipeline.tables import log_metadata, source_table
+from sync_pipeline.specs.model import EntitySpec, Field, FieldType
 
 INSERT_CHUNK = 500
 _EPOCH = dt.datetime(2020, 1, 1)

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from sync_pipeline.engine.entity_ids import InvalidEntityId, canonical_entity_id, canonical_entity_ids
-from sync_pipeline.engine.payload import Record, RecordBuilder
-from sync_pipeline.engine.source_pages import SourcePage
-from sync_pipeline.engine.tracking import Rejection
-from sync_pipeline.entities import FieldType
+from sync_pipeline.engine.mapping.entity_ids import InvalidEntityId, canonical_entity_id, canonical_entity_ids
+from sync_pipeline.engine.mapping.payload import Record, RecordBuilder
+from sync_pipeline.engine.sources.sql_table import SourcePage
+from sync_pipeline.engine.state.tracking import Rejection
+from sync_pipeline.specs.model import FieldType
 
 NULL_KEY_ENTITY_ID = "(NULL key)"
 """The EntityId under which rows with a NULL key are reported: they have no ID of their own."""

@@ -6,7 +6,7 @@ import re
 
 import sqlalchemy as sa
 
-from sync_pipeline.tables import log_metadata
+from sync_pipeline.engine.tables import log_metadata
 
 _MISSING_TABLE_NAME = (
     re.compile(r'relation "(?:\w+\.)?(\w+)" does not exist'),  # PostgreSQL

@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from sync_pipeline.engine.api import Acknowledgement, BatchPoster
 from sync_pipeline.engine.batching import Batch, ScanCounts, untracked_batches
-from sync_pipeline.engine.delivery import BatchSender, DeliveryCounts, EndpointUnreachable, RetryPolicy
 from sync_pipeline.engine.dry_run import DryRunPreview, preview
-from sync_pipeline.engine.entity_lock import EntityLock, EntityLocked, LockLost
-from sync_pipeline.engine.payload import RecordBuilder
-from sync_pipeline.engine.selection import SEND_UNTRACKED, Selection
-from sync_pipeline.engine.source_pages import SourceUnavailable, read_pages
-from sync_pipeline.engine.tracking import DeliveredButUntracked, TrackingStore, TrackingUnavailable
-from sync_pipeline.entities import EntitySpec
+from sync_pipeline.engine.http.api import Acknowledgement, BatchPoster
+from sync_pipeline.engine.mapping.payload import RecordBuilder
+from sync_pipeline.engine.sinks.http_batch import BatchSender, DeliveryCounts, EndpointUnreachable, RetryPolicy
+from sync_pipeline.engine.sources.sql_table import SourceUnavailable, read_pages
+from sync_pipeline.engine.state.entity_lock import EntityLock, EntityLocked, LockLost
+from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
+from sync_pipeline.engine.state.tracking import DeliveredButUntracked, TrackingStore, TrackingUnavailable
+from sync_pipeline.specs.model import EntitySpec
 
 
 @dataclass(frozen=True)

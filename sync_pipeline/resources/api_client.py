@@ -17,7 +17,7 @@ import requests
 import urllib3
 from pydantic import Field, PrivateAttr
 
-from sync_pipeline.engine.api import (
+from sync_pipeline.engine.http.api import (
     MAX_RESPONSE_BODY,
     ApiCallFailed,
     ApiResponse,

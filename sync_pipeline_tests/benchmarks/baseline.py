@@ -27,7 +27,7 @@ import orjson
 import psycopg
 import requests
 
-from sync_pipeline.entities import ENTITIES_BY_NAME
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 from sync_pipeline_tests.benchmarks.process_memory import peak_rss_mb
 
 ENTITY = "Users"

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from sync_pipeline.demo.seed import create_log_tables, create_source_table, generated_rows
-from sync_pipeline.entities import ENTITIES_BY_NAME
+from sync_pipeline.engine.tables import SCHEDULER_LOG_TABLE_NAME, TRACKING_TABLE_NAME, log_metadata
 from sync_pipeline.settings import EntitySettings
-from sync_pipeline.tables import SCHEDULER_LOG_TABLE_NAME, TRACKING_TABLE_NAME, log_metadata
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 
 ENTITY = "Users"
 SEED = 0

@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sync_pipeline.defs.resources import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
 from sync_pipeline.settings import SETTINGS_ENV_VAR
+from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
 from sync_pipeline_tests.benchmarks import databases, product
 from sync_pipeline_tests.benchmarks.databases import LogCounts, PostgresServer
 from sync_pipeline_tests.benchmarks.receiver import ReceiverProcess

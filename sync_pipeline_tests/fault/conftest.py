@@ -19,14 +19,14 @@ import yaml
 from sync_pipeline.defs.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.demo.seed import create_log_tables, seed_entity
+from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import EntitySyncReport, sync_entity
-from sync_pipeline.engine.scheduler_log import SchedulerLogWriter
-from sync_pipeline.engine.tracking import TrackingStore
-from sync_pipeline.entities import ENTITIES_BY_NAME
+from sync_pipeline.engine.state.tracking import TrackingStore
+from sync_pipeline.engine.tables import tracking_table
 from sync_pipeline.resources.api_client import HttpSyncApiClient
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, Settings, parse_settings
-from sync_pipeline.tables import tracking_table
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 from sync_pipeline_tests.real_db.conftest import fresh_databases
 
 API_KEY = "fault-suite-key-7f3a9c"

@@ -12,13 +12,12 @@ import dagster as dg
 import sqlalchemy as sa
 import yaml
 
-from sync_pipeline.defs.resources import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
 from sync_pipeline.demo.receiver import Fault, ReceivingApi
 from sync_pipeline.demo.seed import seed_entity
-from sync_pipeline.entities import TAMHR_ENTITIES
+from sync_pipeline.engine.tables import log_metadata, rejected_table, scheduler_log_table
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import SETTINGS_ENV_VAR
-from sync_pipeline.tables import log_metadata, rejected_table, scheduler_log_table
+from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS, TAMHR_ENTITIES
 from sync_pipeline_tests.fault.conftest import FaultLedger, fault_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -17,11 +17,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from sync_pipeline.defs.resources import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
 from sync_pipeline.demo.seed import create_log_tables, seed_entity
-from sync_pipeline.entities import TAMHR_ENTITIES
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import Settings
+from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS, TAMHR_ENTITIES
 
 SERVERS = {
     "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/{database}",

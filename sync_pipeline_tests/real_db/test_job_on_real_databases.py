@@ -12,12 +12,12 @@ import sqlalchemy as sa
 import yaml
 
 from sync_pipeline.definitions import build_definitions
-from sync_pipeline.defs.resources import DATABASE_URL_ENV_VARS
 from sync_pipeline.defs.schedules import JOB_NAME
 from sync_pipeline.demo.receiver import ReceivingApi
+from sync_pipeline.engine.tables import scheduler_log_table, tracking_table
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, Settings, parse_settings
-from sync_pipeline.tables import scheduler_log_table, tracking_table
+from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS
 from sync_pipeline_tests.real_db.conftest import RealDatabases, seed_sync_databases
 
 pytestmark = pytest.mark.real_db

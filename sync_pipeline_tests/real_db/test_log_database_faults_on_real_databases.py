@@ -11,11 +11,11 @@ import sqlalchemy as sa
 
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.demo.seed import create_log_tables
-from sync_pipeline.engine.scheduler_log import ApiCall, SchedulerLogWriter
-from sync_pipeline.engine.tracking import DeliveredButUntracked, TrackingStore
+from sync_pipeline.engine.audit.scheduler_log import ApiCall, SchedulerLogWriter
+from sync_pipeline.engine.state.tracking import DeliveredButUntracked, TrackingStore
+from sync_pipeline.engine.tables import lock_table
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import load_settings
-from sync_pipeline.tables import lock_table
 from sync_pipeline_tests.fault.conftest import API_KEY, fault_settings, seed_users, sync_users, tracked_users
 from sync_pipeline_tests.real_db.conftest import RealDatabases
 

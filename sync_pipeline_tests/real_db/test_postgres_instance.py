@@ -22,10 +22,10 @@ from sync_pipeline.defs.alerts import AlertSettings, AlertWebhook, build_alert_s
 from sync_pipeline.defs.schedules import JOB_NAME
 from sync_pipeline.defs.sync_assets import CHECK_NAME
 from sync_pipeline.demo.receiver import ReceivingApi
-from sync_pipeline.entities import TAMHR_ENTITIES
+from sync_pipeline.engine.audit.log_queries import entity_summary
 from sync_pipeline.resources.database import SyncDatabase, create_sync_engine
 from sync_pipeline.settings import Settings, parse_settings
-from sync_pipeline.sync_log import entity_summary
+from sync_pipeline.specs.tamhr import TAMHR_ENTITIES
 from sync_pipeline_tests.conftest import raw_default_settings
 from sync_pipeline_tests.real_db.conftest import RealDatabases, fresh_databases, seed_sync_databases
 

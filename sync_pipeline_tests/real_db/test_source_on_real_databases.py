@@ -12,10 +12,10 @@ import sqlalchemy as sa
 
 from sync_pipeline.demo.seed import create_log_tables
 from sync_pipeline.engine.batching import NULL_KEY_ENTITY_ID
-from sync_pipeline.entities import ENTITIES_BY_NAME
+from sync_pipeline.engine.tables import rejected_table, source_table, tracking_table
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import Settings
-from sync_pipeline.tables import rejected_table, source_table, tracking_table
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 from sync_pipeline_tests.conftest import SettingsFactory, entity_id, source_row
 from sync_pipeline_tests.drifted_sources import create_drifted_table, insert_with_keys, sync_drifted
 from sync_pipeline_tests.fakes import RecordingApiClient

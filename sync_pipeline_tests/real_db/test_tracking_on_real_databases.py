@@ -9,11 +9,11 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.demo.seed import create_log_tables
-from sync_pipeline.engine.scheduler_log import ApiCall, SchedulerLogWriter
-from sync_pipeline.engine.tracking import TrackingStore
+from sync_pipeline.engine.audit.scheduler_log import ApiCall, SchedulerLogWriter
+from sync_pipeline.engine.state.tracking import TrackingStore
+from sync_pipeline.engine.tables import tracking_table
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import load_settings
-from sync_pipeline.tables import tracking_table
 from sync_pipeline_tests.conftest import SettingsFactory
 from sync_pipeline_tests.drifted_sources import create_drifted_table, insert_with_keys, sync_drifted
 from sync_pipeline_tests.fakes import RecordingApiClient

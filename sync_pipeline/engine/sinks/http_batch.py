@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from sync_pipeline.engine.api import (
+from sync_pipeline.engine.audit.scheduler_log import ApiCall
+from sync_pipeline.engine.batching import Batch
+from sync_pipeline.engine.http.api import (
     REJECTING_STATUSES,
     RETRYABLE_STATUSES,
     TOO_LARGE,
@@ -30,10 +32,8 @@ from sync_pipeline.engine.api import (
     Verdict,
     idempotency_key,
 )
-from sync_pipeline.engine.batching import Batch
-from sync_pipeline.engine.payload import PayloadError, Record, encode_batch, explain_unencodable
-from sync_pipeline.engine.scheduler_log import ApiCall
-from sync_pipeline.engine.tracking import Rejection, TrackingStore
+from sync_pipeline.engine.mapping.payload import PayloadError, Record, encode_batch, explain_unencodable
+from sync_pipeline.engine.state.tracking import Rejection, TrackingStore
 
 MAX_REJECTED_IDS_SHOWN = 20
 ACKNOWLEDGED_BY_DEFAULT = Acknowledgement()

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from sync_pipeline.engine.entity_ids import GUID_TEXT_LENGTH
+from sync_pipeline.engine.mapping.entity_ids import GUID_TEXT_LENGTH
 
 _HYPHENS = [8, 13, 18, 23]
 _HEX_DIGITS = [i for i in range(GUID_TEXT_LENGTH) if i not in _HYPHENS]

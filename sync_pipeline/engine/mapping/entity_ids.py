@@ -1,7 +1,7 @@
 """One canonical text form for EntityId, whatever the database driver hands back.
 
 SQL Server's pyodbc returns GUIDs as upper-case strings (or `uuid.UUID`), PostgreSQL as `uuid.UUID`,
-MariaDB and SQLite as 32 hex digits; read as text (as `source_pages` reads keys), SQL Server prints
+MariaDB and SQLite as 32 hex digits; read as text (as `sources.sql_table` reads keys), SQL Server prints
 them in upper case and PostgreSQL in lower case. The tracking table must hold exactly one form, or
 the same record would look new on every run: the lower-case hyphenated form .NET's
 `Guid.ToString()` writes.
@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Sequence
 
-from sync_pipeline.entities import FieldType
+from sync_pipeline.specs.model import FieldType
 
 GUID_TEXT_LENGTH = 36
 _GUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII | re.IGNORECASE)

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from sync_pipeline.tables import tracking_table
+from sync_pipeline.engine.tables import tracking_table
 
 MAX_IDS_PER_LOOKUP = 2000
 """IDs in one `IN (...)`: with EntityType that is 2001 parameters, under SQL Server's 2100."""

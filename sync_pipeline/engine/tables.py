@@ -7,13 +7,12 @@ PostgreSQL, MariaDB and SQLite databases the demo and the tests use.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql, mysql
 
-from sync_pipeline.entities import EntitySpec, FieldType
-from sync_pipeline.settings import EntitySettings
+from sync_pipeline.specs.model import EntitySpec, FieldType
 
 TRACKING_TABLE_NAME = "TB_R_SYNC_TRACKING"
 SCHEDULER_LOG_TABLE_NAME = "SchedulerLog"
@@ -89,6 +88,17 @@ lock_table = sa.Table(
 """One row per entity being synced right now: a portable lock, so two runs never send the same records."""
 
 
+class TableLocation(Protocol):
+    """Where a deployment keeps an entity's source table (the settings' `entities.<name>` entry)."""
+
+    @property
+    def table_name(self) -> str: ...
+    @property
+    def schema_name(self) -> str | None: ...
+    @property
+    def key_column(self) -> str: ...
+
+
 def _column_type(field_type: FieldType, length: int | None) -> sa.types.TypeEngine[Any]:
     if field_type is FieldType.TEXT:
         return sa.Unicode(length) if length else LongText
@@ -102,7 +112,7 @@ def _column_type(field_type: FieldType, length: int | None) -> sa.types.TypeEngi
     return types[field_type]
 
 
-def source_table(spec: EntitySpec, where: EntitySettings, metadata: sa.MetaData | None = None) -> sa.Table:
+def source_table(spec: EntitySpec, where: TableLocation, metadata: sa.MetaData | None = None) -> sa.Table:
     """The entity's source table as this deployment names it, with the model's fields as columns."""
     return sa.Table(
         where.table_name,

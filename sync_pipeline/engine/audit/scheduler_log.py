@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sync_pipeline.tables import scheduler_log_table
+from sync_pipeline.engine.tables import scheduler_log_table
 
 SUCCESS = "Success"
 FAILURE = "Failure"

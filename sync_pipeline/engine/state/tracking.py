@@ -13,11 +13,16 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from sync_pipeline.engine.audit.scheduler_log import ApiCall, SchedulerLogWriter
 from sync_pipeline.engine.db_errors import describe_db_error
-from sync_pipeline.engine.scheduler_log import ApiCall, SchedulerLogWriter
-from sync_pipeline.engine.tracked_ids import TrackedIds
-from sync_pipeline.engine.tracking_sql import MAX_IDS_PER_LOOKUP, id_lookup, insert_tracking_rows, tracked_ids_query
-from sync_pipeline.tables import rejected_table, tracking_table
+from sync_pipeline.engine.state.tracked_ids import TrackedIds
+from sync_pipeline.engine.state.tracking_sql import (
+    MAX_IDS_PER_LOOKUP,
+    id_lookup,
+    insert_tracking_rows,
+    tracked_ids_query,
+)
+from sync_pipeline.engine.tables import rejected_table, tracking_table
 
 IDS_PER_STREAMED_CHUNK = 10_000
 """Tracked IDs fetched at a time while a run takes its snapshot: about a megabyte of text."""

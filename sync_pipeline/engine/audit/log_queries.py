@@ -1,52 +1,40 @@
-"""The sync log viewer: this job's SchedulerLog rows, records still pending per entity, a per-entity summary.
+"""The queries behind the sync log: this job's SchedulerLog rows, call counts, pending records, a summary.
 
 SchedulerLog is TAMHR's shared table, so every query here selects this job's rows by their Activity,
 `Sync Batch: <Entity>`. Queries are built on the typed tables and compile for SQL Server (TOP,
 DATETIME2) as for the local databases. The alert sensor counts failed calls with `call_counts`, so
-the viewer and the alerts never disagree about what failed.
+the viewer and the alerts never disagree about what failed. Rendering for people is `log_viewer`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import math
-import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, TypedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 
-from sync_pipeline.defs.resources import DATABASE_URL_ENV_VARS
+from sync_pipeline.engine.audit.scheduler_log import (
+    ACTIVITY_PREFIX,
+    FAILURE,
+    RUN_ID,
+    SUCCESS,
+    SchedulerLogWriter,
+    activity,
+)
 from sync_pipeline.engine.batching import ScanCounts, untracked_pages
 from sync_pipeline.engine.entity_sync import EntitySyncPlan
-from sync_pipeline.engine.scheduler_log import ACTIVITY_PREFIX, FAILURE, RUN_ID, SUCCESS, SchedulerLogWriter, activity
-from sync_pipeline.engine.selection import SEND_UNTRACKED
-from sync_pipeline.engine.source_pages import SourceUnavailable, read_pages
-from sync_pipeline.engine.tracking import TrackingStore, TrackingUnavailable
-from sync_pipeline.entities import ENTITIES_BY_NAME, TAMHR_ENTITIES
-from sync_pipeline.resources.database import DatabaseUrlError, create_sync_engine
-from sync_pipeline.tables import rejected_table, scheduler_log_table, tracking_table
-
-if TYPE_CHECKING:  # pandas is for reporting only: a sync run, which imports this module, never loads it
-    import pandas as pd
+from sync_pipeline.engine.sources.sql_table import SourceUnavailable, read_pages
+from sync_pipeline.engine.state.selection import SEND_UNTRACKED
+from sync_pipeline.engine.state.tracking import TrackingStore, TrackingUnavailable
+from sync_pipeline.engine.tables import rejected_table, scheduler_log_table, tracking_table
+from sync_pipeline.specs.tamhr import TAMHR_ENTITIES
 
 PENDING = "Pending"
 STATUSES = (SUCCESS, FAILURE, PENDING)
-FORMATS = ("table", "csv", "json")
 DEFAULT_LIMIT = 200
-TABLE_TEXT_WIDTH = 100
-"""Longest exception message shown in `table` format; csv and json carry it whole."""
-HOW_TO_SET_THE_ENVIRONMENT = (
-    'for the demo run `eval "$(.venv/bin/sync-pipeline env)"` first; for a deployment set the SYNC_* '
-    "variables the code location reads (SYNC_DEFAULT_DB_URL, SYNC_ESS_DB_URL, SYNC_LOG_DB_URL)"
-)
-
-
-class LogViewerError(Exception):
-    """A problem the viewer reports to its user in one line: a missing variable, an unreadable database."""
 
 
 def referenced_entities(entities: Sequence[str]) -> list[str]:
@@ -271,82 +259,3 @@ def pending_counts(
     """`pending_count` of each plan (from `entity_plan`), with `engines` keyed like the resources."""
     tracking = TrackingStore(engines["log_db"], SchedulerLogWriter(log_columns))
     return [pending_count(plan, engines[plan.spec.source_db], tracking) for plan in plans]
-
-
-def needed_databases(entities: Sequence[str], pending: bool) -> list[str]:
-    """Resource keys of the databases a listing reads: the Log database, and the sources for Pending."""
-    sources = {ENTITIES_BY_NAME[name].source_db for name in entities} if pending else set()
-    return ["log_db", *sorted(sources)]
-
-
-@contextmanager
-def environment_engines(
-    resource_keys: Iterable[str], environ: Mapping[str, str] = os.environ
-) -> Iterator[dict[str, sa.Engine]]:
-    """Engines from the variables the Dagster resources read (`SYNC_LOG_DB_URL`, ...), disposed on exit."""
-    engines: dict[str, sa.Engine] = {}
-    try:
-        for key in resource_keys:
-            env_var = DATABASE_URL_ENV_VARS[key]
-            url = environ.get(env_var)
-            if not url:
-                raise LogViewerError(
-                    f"{env_var} is not set: it holds the SQLAlchemy URL of {key}; {HOW_TO_SET_THE_ENVIRONMENT}"
-                )
-            try:
-                engines[key] = create_sync_engine(url, env_var)
-            except DatabaseUrlError as exc:
-                raise LogViewerError(str(exc)) from None
-        yield engines
-    finally:
-        for engine in engines.values():
-            engine.dispose()
-
-
-def log_frame(rows: Iterable[LogRow]) -> pd.DataFrame:
-    """SchedulerLog rows as a table, one column per `LogRow` field."""
-    import pandas as pd
-
-    columns = list(LogRow.__dataclass_fields__)
-    return pd.DataFrame([asdict(row) for row in rows], columns=columns, dtype=object)
-
-
-def pending_frame(counts: Iterable[PendingCount]) -> pd.DataFrame:
-    """Pending counts as a table, one row per entity."""
-    import pandas as pd
-
-    columns = list(PendingCount.__dataclass_fields__)
-    return pd.DataFrame([asdict(count) for count in counts], columns=columns, dtype=object)
-
-
-def render(frame: pd.DataFrame, output_format: str) -> str:
-    """The frame as `table` (for people), `csv` or `json` (records); timestamps ISO 8601, in UTC."""
-    import pandas as pd
-
-    if output_format not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {output_format!r}")
-    as_table = output_format == "table"
-    records = [
-        {name: _cell(value, as_table) for name, value in record.items()} for record in frame.to_dict(orient="records")
-    ]
-    if output_format == "json":
-        return json.dumps(records, ensure_ascii=False, indent=2) + "\n"
-    cells = pd.DataFrame(records, columns=frame.columns)
-    if output_format == "csv":
-        return str(cells.to_csv(index=False, lineterminator="\n"))
-    if cells.empty:
-        return "(no rows)\n"
-    return str(cells.to_string(index=False)) + "\n"
-
-
-def _cell(value: object, as_table: bool) -> object:
-    """One value as the format shows it: None for a missing value (blank in a table), ISO timestamps."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "" if as_table else None
-    if isinstance(value, dt.datetime):
-        return value.isoformat(sep=" ", timespec="seconds") if as_table else value.isoformat()
-    if hasattr(value, "item"):  # a numpy scalar from the frame: back to the plain Python value
-        value = value.item()
-    if as_table and isinstance(value, str) and len(value) > TABLE_TEXT_WIDTH:
-        return value[: TABLE_TEXT_WIDTH - 1] + "…"
-    return value

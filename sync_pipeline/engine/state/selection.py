@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sync_pipeline.engine.tracked_ids import TrackedIds
-from sync_pipeline.engine.tracking import TrackingStore
+from sync_pipeline.engine.state.tracked_ids import TrackedIds
+from sync_pipeline.engine.state.tracking import TrackingStore
 
 Resend = Literal["none", "all", "ids", "tracked_before"]
 

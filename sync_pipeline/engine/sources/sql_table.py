@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sync_pipeline.engine.db_errors import describe_db_error
-from sync_pipeline.engine.entity_ids import GUID_TEXT_LENGTH
+from sync_pipeline.engine.mapping.entity_ids import GUID_TEXT_LENGTH
 
 
 class SourceUnavailable(Exception):

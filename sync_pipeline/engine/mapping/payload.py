@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from sync_pipeline.engine.entity_ids import canonical_guid
-from sync_pipeline.entities import EntitySpec, Field, FieldType
+from sync_pipeline.engine.mapping.entity_ids import canonical_guid
+from sync_pipeline.specs.model import EntitySpec, Field, FieldType
 
 Record = dict[str, Any]
 Converter = Callable[[Any], Any]

@@ -16,8 +16,8 @@ from types import TracebackType
 import sqlalchemy as sa
 
 from sync_pipeline.engine.db_errors import describe_db_error
-from sync_pipeline.engine.tracking import TrackingUnavailable, utc_now
-from sync_pipeline.tables import lock_table
+from sync_pipeline.engine.state.tracking import TrackingUnavailable, utc_now
+from sync_pipeline.engine.tables import lock_table
 
 POLL_SECONDS = 0.5
 

@@ -1,0 +1,1 @@
+"""Where records go: batches POSTed to an HTTP API, acknowledged, retried, split on refusal."""

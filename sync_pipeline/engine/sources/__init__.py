@@ -1,0 +1,1 @@
+"""Where records come from: keyset pages of a SQL table."""

@@ -1,0 +1,1 @@
+"""What was already delivered and who may deliver now: tracking, selection, the entity lock."""

@@ -1,0 +1,1 @@
+"""What is synced, as data: entity specs and the TAMHR push's declaration."""
