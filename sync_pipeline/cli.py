@@ -94,7 +94,6 @@ def _timestamp(value: str) -> dt.datetime:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from sync_pipeline.defs.sync_assets import entity_plan
     from sync_pipeline.engine.audit.log_queries import PENDING, LogQuery, log_rows, pending_counts, referenced_entities
     from sync_pipeline.engine.db_errors import describe_db_error
     from sync_pipeline.log_viewer import (
@@ -105,6 +104,7 @@ def _logs(args: argparse.Namespace) -> int:
         pending_frame,
         render,
     )
+    from sync_pipeline.orchestration.sync_assets import entity_plan
     from sync_pipeline.settings import SettingsError, load_settings
     from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 

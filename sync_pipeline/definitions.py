@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from sync_pipeline.defs.alerts import build_alert_sensor, build_alert_webhook
-from sync_pipeline.defs.dry_run_job import build_dry_run_job
-from sync_pipeline.defs.resources import build_resources
-from sync_pipeline.defs.schedules import build_schedule, sync_job
-from sync_pipeline.defs.sync_assets import build_entity_assets
+from sync_pipeline.orchestration.alerts import build_alert_sensor, build_alert_webhook
+from sync_pipeline.orchestration.dry_run_job import build_dry_run_job
+from sync_pipeline.orchestration.resources import build_resources
+from sync_pipeline.orchestration.schedules import build_schedule, sync_job
+from sync_pipeline.orchestration.sync_assets import build_entity_assets
 from sync_pipeline.settings import Settings, load_settings
 from sync_pipeline.specs.tamhr import TAMHR_ENTITIES
 

@@ -15,11 +15,11 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from sync_pipeline.defs.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import EntitySyncReport, sync_entity
 from sync_pipeline.engine.state.tracking import TrackingStore
 from sync_pipeline.engine.tables import log_metadata, rejected_table, scheduler_log_table, source_table, tracking_table
+from sync_pipeline.orchestration.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, Settings, parse_settings
 from sync_pipeline.specs.model import EntitySpec, Field, FieldType

@@ -12,11 +12,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sync_pipeline.defs.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import EntitySyncReport, sync_entity
 from sync_pipeline.engine.state.tracking import TrackingStore
 from sync_pipeline.engine.tables import source_table
+from sync_pipeline.orchestration.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.settings import Settings
 from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 

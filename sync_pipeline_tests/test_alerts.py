@@ -16,7 +16,12 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from sync_pipeline.defs.alerts import (
+from sync_pipeline.demo.receiver import BackgroundServer
+from sync_pipeline.engine.audit.log_queries import LogQuery, log_rows
+from sync_pipeline.engine.audit.scheduler_log import ApiCall, SchedulerLogWriter
+from sync_pipeline.engine.http.api import ApiResponse
+from sync_pipeline.engine.tables import scheduler_log_table
+from sync_pipeline.orchestration.alerts import (
     SENSOR_NAME,
     WEBHOOK_URL_ENV_VAR,
     AlertSettings,
@@ -24,14 +29,9 @@ from sync_pipeline.defs.alerts import (
     build_alert_sensor,
     build_alert_webhook,
 )
-from sync_pipeline.defs.dry_run_job import DRY_RUN_JOB_NAME, build_dry_run_job
-from sync_pipeline.defs.schedules import JOB_NAME, sync_job
-from sync_pipeline.defs.sync_assets import DRY_RUN_TAG, build_entity_assets
-from sync_pipeline.demo.receiver import BackgroundServer
-from sync_pipeline.engine.audit.log_queries import LogQuery, log_rows
-from sync_pipeline.engine.audit.scheduler_log import ApiCall, SchedulerLogWriter
-from sync_pipeline.engine.http.api import ApiResponse
-from sync_pipeline.engine.tables import scheduler_log_table
+from sync_pipeline.orchestration.dry_run_job import DRY_RUN_JOB_NAME, build_dry_run_job
+from sync_pipeline.orchestration.schedules import JOB_NAME, sync_job
+from sync_pipeline.orchestration.sync_assets import DRY_RUN_TAG, build_entity_assets
 from sync_pipeline.resources.database import SyncDatabase, create_sync_engine
 from sync_pipeline.settings import Settings
 from sync_pipeline.specs.tamhr import TAMHR_ENTITIES

@@ -10,8 +10,8 @@ import pytest
 
 import sync_pipeline.definitions
 from sync_pipeline.definitions import build_definitions
-from sync_pipeline.defs.schedules import JOB_NAME, SCHEDULE_NAME
-from sync_pipeline.defs.sync_assets import CHECK_NAME, GROUP, build_entity_assets
+from sync_pipeline.orchestration.schedules import JOB_NAME, SCHEDULE_NAME
+from sync_pipeline.orchestration.sync_assets import CHECK_NAME, GROUP, build_entity_assets
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, Settings, load_settings, parse_settings
 from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, TAMHR_ENTITIES

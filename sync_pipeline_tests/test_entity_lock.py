@@ -13,12 +13,12 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 import pytest
 import sqlalchemy as sa
 
-from sync_pipeline.defs.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import EntitySyncReport, sync_entity
 from sync_pipeline.engine.state.entity_lock import POLL_SECONDS, EntityLock, EntityLocked, LockLost
 from sync_pipeline.engine.state.tracking import TrackingStore, utc_now
 from sync_pipeline.engine.tables import lock_table
+from sync_pipeline.orchestration.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.settings import LockSettings, Settings, SettingsError, parse_settings
 from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 

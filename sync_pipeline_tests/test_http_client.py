@@ -15,12 +15,12 @@ from typing import Literal
 import dagster as dg
 import pytest
 
-from sync_pipeline.defs.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.demo.receiver import Fault, ReceivingApi
 from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import EntitySyncReport, sync_entity
 from sync_pipeline.engine.http.api import ApiCallFailed, ApiUnreachable
 from sync_pipeline.engine.state.tracking import TrackingStore
+from sync_pipeline.orchestration.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.resources.api_client import HttpSyncApiClient
 from sync_pipeline.settings import Settings, parse_settings
 from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from sync_pipeline.defs.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import EntitySyncReport, sync_entity
 from sync_pipeline.engine.state.tracking import TrackingStore
+from sync_pipeline.orchestration.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.resources.api_client import HttpSyncApiClient
 from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 

@@ -23,9 +23,9 @@ import pytest
 import requests
 import yaml
 
-from sync_pipeline.defs.dry_run_job import DRY_RUN_JOB_NAME
-from sync_pipeline.defs.sync_assets import DRY_RUN_TAG
 from sync_pipeline.demo.run import DEMO_API_KEY, DEMO_ROWS, DemoPaths, environment
+from sync_pipeline.orchestration.dry_run_job import DRY_RUN_JOB_NAME
+from sync_pipeline.orchestration.sync_assets import DRY_RUN_TAG
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCATION = "sync_pipeline"

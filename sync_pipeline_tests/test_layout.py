@@ -81,8 +81,8 @@ def test_no_module_of_the_package_imports_itself_back() -> None:
 
 
 def test_the_parts_depend_one_way() -> None:
-    """`defs` (the Dagster wiring) may use the engine, never the other way round; likewise for every
-    pair of the package's parts (`engine`, `specs`, `defs`, `resources`, the top-level modules)."""
+    """`orchestration` (the Dagster wiring) may use the engine, never the other way round; likewise for every
+    pair of the package's parts (`engine`, `specs`, `orchestration`, `resources`, the top-level modules)."""
     modules = _modules()
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
@@ -90,7 +90,7 @@ def test_the_parts_depend_one_way() -> None:
         graph.setdefault(part, set()).update(_part(target) for target in module_level_imports(path, set(modules)))
         graph[part].discard(part)
     assert find_cycle(graph) is None
-    assert "sync_pipeline.defs" not in graph["sync_pipeline.engine"]
+    assert "sync_pipeline.orchestration" not in graph["sync_pipeline.engine"]
 
 
 def _part(module: str) -> str:

@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.cli import main
-from sync_pipeline.defs.resources import build_resources
-from sync_pipeline.defs.sync_assets import CHECK_NAME, build_entity_assets
 from sync_pipeline.engine.tables import lock_table
+from sync_pipeline.orchestration.resources import build_resources
+from sync_pipeline.orchestration.sync_assets import CHECK_NAME, build_entity_assets
 from sync_pipeline.resources.database import DatabaseUrlError, SyncDatabase, masked_url
 from sync_pipeline.settings import Settings
 from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, TAMHR_ENTITIES
@@ -169,7 +169,10 @@ def test_the_logs_command_reports_a_bad_port_in_one_line_naming_the_variable(
 
 
 def test_a_sync_run_does_not_load_pandas() -> None:
-    code = "import sys, sync_pipeline.defs.sync_assets, sync_pipeline.definitions; print('pandas' in sys.modules)"
+    code = (
+        "import sys, sync_pipeline.orchestration.sync_assets, sync_pipeline.definitions; "
+        "print('pandas' in sys.modules)"
+    )
 
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
 

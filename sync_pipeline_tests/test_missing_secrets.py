@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from sync_pipeline.definitions import build_definitions
-from sync_pipeline.defs.schedules import JOB_NAME
+from sync_pipeline.orchestration.schedules import JOB_NAME
 from sync_pipeline.settings import Settings
 from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
 

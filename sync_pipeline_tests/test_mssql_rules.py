@@ -16,11 +16,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 
-from sync_pipeline.defs.sync_assets import entity_plan
 from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.sources.sql_table import page_queries
 from sync_pipeline.engine.state.tracking import MAX_IDS_PER_LOOKUP, Rejection, TrackingStore
 from sync_pipeline.engine.tables import LongText, rejected_table, scheduler_log_table, source_table, tracking_table
+from sync_pipeline.orchestration.sync_assets import entity_plan
 from sync_pipeline.settings import Settings
 from sync_pipeline.specs.model import FieldType
 from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_ENTITIES

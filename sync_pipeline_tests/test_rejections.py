@@ -9,9 +9,9 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from sync_pipeline.defs.sync_assets import CHECK_NAME, build_entity_assets
 from sync_pipeline.engine.http.api import MAX_RESPONSE_EXCERPT
 from sync_pipeline.engine.sinks.http_batch import MAX_REJECTED_IDS_SHOWN
+from sync_pipeline.orchestration.sync_assets import CHECK_NAME, build_entity_assets
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import RejectionSettings, Settings
 from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_ENTITIES

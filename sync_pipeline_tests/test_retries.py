@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from sync_pipeline.defs.sync_assets import delivery_policy
 from sync_pipeline.engine.http.api import idempotency_key, parse_retry_after
+from sync_pipeline.orchestration.sync_assets import delivery_policy
 from sync_pipeline.settings import Settings, SettingsError, parse_settings
 from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 

@@ -10,9 +10,9 @@ import dagster as dg
 import pytest
 
 from sync_pipeline.definitions import build_definitions
-from sync_pipeline.defs.dry_run_job import DRY_RUN_JOB_NAME, build_dry_run_job
-from sync_pipeline.defs.sync_assets import CHECK_NAME, DRY_RUN_TAG, build_entity_assets
 from sync_pipeline.demo.receiver import ReceivingApi
+from sync_pipeline.orchestration.dry_run_job import DRY_RUN_JOB_NAME, build_dry_run_job
+from sync_pipeline.orchestration.sync_assets import CHECK_NAME, DRY_RUN_TAG, build_entity_assets
 from sync_pipeline.resources.api_client import HttpSyncApiClient
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import Settings

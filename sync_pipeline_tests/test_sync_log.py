@@ -12,7 +12,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 
 from sync_pipeline.cli import main
-from sync_pipeline.defs.sync_assets import entity_plan
 from sync_pipeline.engine.audit.log_queries import (
     LogQuery,
     call_counts,
@@ -29,6 +28,7 @@ from sync_pipeline.engine.entity_sync import EntitySyncPlan
 from sync_pipeline.engine.state.tracking import Rejection, TrackingStore
 from sync_pipeline.engine.tables import scheduler_log_table
 from sync_pipeline.log_viewer import log_frame, pending_frame, render
+from sync_pipeline.orchestration.sync_assets import entity_plan
 from sync_pipeline.settings import SETTINGS_ENV_VAR, Settings
 from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, ENTITIES_BY_NAME
 

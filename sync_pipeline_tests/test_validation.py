@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from sync_pipeline.defs.sync_assets import delivery_policy
 from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.batching import ScanCounts, untracked_batches
 from sync_pipeline.engine.mapping.payload import RecordBuilder
 from sync_pipeline.engine.sinks.http_batch import BatchSender, DeliveryCounts
 from sync_pipeline.engine.sources.sql_table import SourcePage
 from sync_pipeline.engine.state.tracking import TrackingStore
+from sync_pipeline.orchestration.sync_assets import delivery_policy
 from sync_pipeline.settings import Settings
 from sync_pipeline.specs.model import FieldType
 from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME

@@ -14,11 +14,11 @@ import sqlalchemy as sa
 import yaml
 
 from sync_pipeline.definitions import build_definitions
-from sync_pipeline.defs.schedules import JOB_NAME
-from sync_pipeline.defs.sync_assets import CHECK_NAME
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.demo.seed import create_log_tables, seed_entity
 from sync_pipeline.engine.tables import tracking_table
+from sync_pipeline.orchestration.schedules import JOB_NAME
+from sync_pipeline.orchestration.sync_assets import CHECK_NAME
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, SETTINGS_ENV_VAR, load_settings
 from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS, TAMHR_ENTITIES

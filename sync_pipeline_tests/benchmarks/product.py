@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 import yaml
 
-from sync_pipeline.defs.sync_assets import CHECK_NAME
+from sync_pipeline.orchestration.sync_assets import CHECK_NAME
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, parse_settings
 
 ASSET = "users"

@@ -16,13 +16,13 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from sync_pipeline.defs.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.demo.seed import create_log_tables, seed_entity
 from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import EntitySyncReport, sync_entity
 from sync_pipeline.engine.state.tracking import TrackingStore
 from sync_pipeline.engine.tables import tracking_table
+from sync_pipeline.orchestration.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.resources.api_client import HttpSyncApiClient
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, Settings, parse_settings

@@ -7,9 +7,9 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.definitions import build_definitions
-from sync_pipeline.defs.schedules import JOB_NAME
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.demo.seed import seed_entity
+from sync_pipeline.orchestration.schedules import JOB_NAME
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS, TAMHR_ENTITIES
 from sync_pipeline_tests.fault.conftest import (

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 import yaml
 
 from sync_pipeline.definitions import build_definitions
-from sync_pipeline.defs.schedules import JOB_NAME
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.engine.tables import scheduler_log_table, tracking_table
+from sync_pipeline.orchestration.schedules import JOB_NAME
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, Settings, parse_settings
 from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS

@@ -18,11 +18,11 @@ import yaml
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
 from sync_pipeline.definitions import build_definitions
-from sync_pipeline.defs.alerts import AlertSettings, AlertWebhook, build_alert_sensor
-from sync_pipeline.defs.schedules import JOB_NAME
-from sync_pipeline.defs.sync_assets import CHECK_NAME
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.engine.audit.log_queries import entity_summary
+from sync_pipeline.orchestration.alerts import AlertSettings, AlertWebhook, build_alert_sensor
+from sync_pipeline.orchestration.schedules import JOB_NAME
+from sync_pipeline.orchestration.sync_assets import CHECK_NAME
 from sync_pipeline.resources.database import SyncDatabase, create_sync_engine
 from sync_pipeline.settings import Settings, parse_settings
 from sync_pipeline.specs.tamhr import TAMHR_ENTITIES

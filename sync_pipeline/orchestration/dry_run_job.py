@@ -12,8 +12,14 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from sync_pipeline.defs.run_config import SyncRunConfig, selection_from
-from sync_pipeline.defs.sync_assets import DRY_RUN_TAG, delivery_policy, entity_plan, preview_observation, run_entity
+from sync_pipeline.orchestration.run_config import SyncRunConfig, selection_from
+from sync_pipeline.orchestration.sync_assets import (
+    DRY_RUN_TAG,
+    delivery_policy,
+    entity_plan,
+    preview_observation,
+    run_entity,
+)
 from sync_pipeline.settings import Settings
 from sync_pipeline.specs.model import EntitySpec
 

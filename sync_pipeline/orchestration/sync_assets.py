@@ -11,8 +11,6 @@ from collections.abc import Iterator, Mapping, Sequence
 import dagster as dg
 import sqlalchemy as sa
 
-from sync_pipeline.defs.run_config import SyncRunConfig, selection_from
-from sync_pipeline.defs.run_outcome import COMPLETE, OUTCOME, fail_run_if_incomplete
 from sync_pipeline.engine.audit.log_queries import entity_summary
 from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import DeliveryPolicy, EntitySyncPlan, EntitySyncReport, sync_entity
@@ -21,6 +19,8 @@ from sync_pipeline.engine.sinks.http_batch import RetryPolicy
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
 from sync_pipeline.engine.state.tracking import TrackingStore, TrackingUnavailable
 from sync_pipeline.engine.tables import source_table
+from sync_pipeline.orchestration.run_config import SyncRunConfig, selection_from
+from sync_pipeline.orchestration.run_outcome import COMPLETE, OUTCOME, fail_run_if_incomplete
 from sync_pipeline.resources.api_client import SyncApiClient
 from sync_pipeline.resources.database import DatabaseUrlError, SyncDatabase
 from sync_pipeline.settings import Settings

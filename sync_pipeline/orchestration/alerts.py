@@ -23,11 +23,11 @@ import requests
 import sqlalchemy as sa
 from pydantic import Field
 
-from sync_pipeline.defs.schedules import JOB_NAME
-from sync_pipeline.defs.sync_assets import CHECK_NAME, DRY_RUN_TAG
 from sync_pipeline.engine.audit.log_queries import LogQuery, LogRow, call_counts, log_rows
 from sync_pipeline.engine.audit.scheduler_log import FAILURE, SUCCESS
 from sync_pipeline.engine.db_errors import describe_db_error
+from sync_pipeline.orchestration.schedules import JOB_NAME
+from sync_pipeline.orchestration.sync_assets import CHECK_NAME, DRY_RUN_TAG
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import AlertSettings
 from sync_pipeline.specs.model import EntitySpec

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from sync_pipeline.defs.sync_assets import GROUP
+from sync_pipeline.orchestration.sync_assets import GROUP
 from sync_pipeline.settings import ScheduleSettings
 
 JOB_NAME = "tamhr_sync_job"
