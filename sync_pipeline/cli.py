@@ -106,7 +106,7 @@ def _logs(args: argparse.Namespace) -> int:
     )
     from sync_pipeline.orchestration.sync_assets import entity_plan
     from sync_pipeline.settings import SettingsError, load_settings
-    from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
+    from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_SYNC
 
     entities = referenced_entities(args.entity or [])
     pending = args.status == PENDING
@@ -116,7 +116,7 @@ def _logs(args: argparse.Namespace) -> int:
         with environment_engines(needed_databases(entities, pending)) as engines:
             if pending:
                 settings = load_settings()
-                plans = [entity_plan(ENTITIES_BY_NAME[name], settings) for name in entities]
+                plans = [entity_plan(TAMHR_SYNC, ENTITIES_BY_NAME[name], settings) for name in entities]
                 frame = pending_frame(pending_counts(plans, engines, settings.scheduler_log.columns()))
             else:
                 query = LogQuery(entities, [args.status] if args.status else [], args.since, args.until, args.limit)

@@ -19,14 +19,18 @@ from urllib.parse import urljoin, urlsplit
 
 import dagster as dg
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_ENTITIES
+from sync_pipeline.specs.sync import SyncSpec
+from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, TAMHR_SYNC
 
 SETTINGS_ENV_VAR = "SYNC_PIPELINE_SETTINGS"
 DEFAULT_SETTINGS_PATH = Path(__file__).with_name("default_settings.yaml")
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_VAR_NAME = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$", max_length=100)]
+LOG_DB = "log_db"
+"""The database key of the Log database (TB_R_SYNC_TRACKING, SchedulerLog, ...) in `databases`."""
 
 
 class SettingsError(ValueError):
@@ -244,6 +248,9 @@ class Settings(_Strict):
     rejections: RejectionSettings = RejectionSettings()
     locking: LockSettings = LockSettings()
     alerts: AlertSettings = AlertSettings()
+    databases: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], _ENV_VAR_NAME] = Field(
+        default_factory=lambda: dict(DATABASE_URL_ENV_VARS)
+    )
     entities: dict[str, EntitySettings]
 
     @model_validator(mode="after")
@@ -265,15 +272,28 @@ class Settings(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _entities_match_specs(self) -> Settings:
-        unknown = sorted(set(self.entities) - set(ENTITIES_BY_NAME))
+    def _databases_cover_the_sync(self, info: ValidationInfo) -> Settings:
+        needed = {LOG_DB, *(spec.source_db for spec in sync_of(info).entities)}
+        missing = sorted(needed - set(self.databases))
+        if missing:
+            raise ValueError(
+                f"databases.{missing[0]}: is required (the environment variable holding its SQLAlchemy URL); "
+                f"this sync reads {', '.join(sorted(needed))}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _entities_match_specs(self, info: ValidationInfo) -> Settings:
+        sync = sync_of(info)
+        known = [spec.name for spec in sync.entities]
+        unknown = sorted(set(self.entities) - set(known))
         if unknown:
-            raise ValueError(f"entities.{unknown[0]}: is not a known entity; known: {', '.join(ENTITIES_BY_NAME)}")
-        missing = [spec.name for spec in TAMHR_ENTITIES if spec.name not in self.entities]
+            raise ValueError(f"entities.{unknown[0]}: is not a known entity; known: {', '.join(known)}")
+        missing = [name for name in known if name not in self.entities]
         if missing:
             raise ValueError(f"entities: every entity needs settings; missing: {', '.join(missing)}")
         for name, entity in self.entities.items():
-            spec = ENTITIES_BY_NAME[name]
+            spec = sync.entity(name)
             keys = [f.name for f in spec.fields if not f.nullable]
             if entity.key_column not in keys:
                 nullable = entity.key_column in {f.name for f in spec.fields}
@@ -322,12 +342,20 @@ def _shown(value: object) -> object:
     return _URL_USERINFO.sub("//***@", value) if isinstance(value, str) else value
 
 
-def parse_settings(raw: object, source: str = "settings") -> Settings:
-    """Validate an already-parsed YAML document, turning pydantic's errors into readable ones."""
+def sync_of(info: ValidationInfo) -> SyncSpec:
+    """The sync whose settings are being validated: given by `parse_settings`, else the TAMHR push."""
+    context = info.context or {}
+    sync = context.get("sync", TAMHR_SYNC)
+    assert isinstance(sync, SyncSpec)
+    return sync
+
+
+def parse_settings(raw: object, source: str = "settings", sync: SyncSpec = TAMHR_SYNC) -> Settings:
+    """Validate an already-parsed YAML document as `sync`'s settings, turning pydantic's errors into readable ones."""
     if not isinstance(raw, dict):
         raise SettingsError(f"{source}: must be a YAML mapping at the top level")
     try:
-        return Settings.model_validate(raw)
+        return Settings.model_validate(raw, context={"sync": sync})
     except ValidationError as exc:
         details = "\n  ".join(_describe(error) for error in exc.errors())
         raise SettingsError(f"{source} is invalid:\n  {details}") from None
@@ -346,8 +374,8 @@ def settings_path() -> Path:
     return Path(configured)
 
 
-def load_settings(path: Path | None = None) -> Settings:
-    """Read and validate the settings file; every problem is reported with the setting's name."""
+def load_settings(path: Path | None = None, sync: SyncSpec = TAMHR_SYNC) -> Settings:
+    """Read and validate `sync`'s settings file; every problem is reported with the setting's name."""
     path = path or settings_path()
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -360,4 +388,4 @@ def load_settings(path: Path | None = None) -> Settings:
         ) from None
     except yaml.YAMLError as exc:
         raise SettingsError(f"settings file {path} is not valid YAML: {exc}") from None
-    return parse_settings(raw, source=f"settings file {path}")
+    return parse_settings(raw, source=f"settings file {path}", sync=sync)

@@ -23,7 +23,7 @@ from sync_pipeline.orchestration.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, Settings, parse_settings
 from sync_pipeline.specs.model import EntitySpec, Field, FieldType
-from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_ENTITIES
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_ENTITIES, TAMHR_SYNC
 
 from .fakes import RecordingApiClient
 
@@ -184,7 +184,7 @@ def run_sync(databases: SyncDatabases, settings: Settings, api: RecordingApiClie
     """Sync one entity through the engine, as its asset would, with the test's databases and API."""
 
     def run(entity: str, settings: Settings = settings, api: RecordingApiClient = api) -> EntitySyncReport:
-        plan = entity_plan(ENTITIES_BY_NAME[entity], settings)
+        plan = entity_plan(TAMHR_SYNC, ENTITIES_BY_NAME[entity], settings)
         tracking = TrackingStore(databases.log, SchedulerLogWriter(settings.scheduler_log.columns()))
         return sync_entity(
             plan,

@@ -18,7 +18,7 @@ from sync_pipeline.engine.state.tracking import TrackingStore
 from sync_pipeline.engine.tables import source_table
 from sync_pipeline.orchestration.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.settings import Settings
-from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_SYNC
 
 from .conftest import source_row
 from .fakes import RecordingApiClient
@@ -60,7 +60,7 @@ def sync_drifted(
     """Sync one entity from `source` into `log` and `api` through the engine (no Dagster)."""
     tracking = TrackingStore(log, SchedulerLogWriter(settings.scheduler_log.columns()))
     return sync_entity(
-        entity_plan(ENTITIES_BY_NAME[entity], settings),
+        entity_plan(TAMHR_SYNC, ENTITIES_BY_NAME[entity], settings),
         source,
         tracking,
         api,

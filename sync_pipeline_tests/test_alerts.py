@@ -22,19 +22,18 @@ from sync_pipeline.engine.audit.scheduler_log import ApiCall, SchedulerLogWriter
 from sync_pipeline.engine.http.api import ApiResponse
 from sync_pipeline.engine.tables import scheduler_log_table
 from sync_pipeline.orchestration.alerts import (
-    SENSOR_NAME,
     WEBHOOK_URL_ENV_VAR,
     AlertSettings,
     AlertWebhook,
     build_alert_sensor,
     build_alert_webhook,
 )
-from sync_pipeline.orchestration.dry_run_job import DRY_RUN_JOB_NAME, build_dry_run_job
-from sync_pipeline.orchestration.schedules import JOB_NAME, sync_job
+from sync_pipeline.orchestration.dry_run_job import build_dry_run_job
+from sync_pipeline.orchestration.schedules import build_job_and_schedule
 from sync_pipeline.orchestration.sync_assets import DRY_RUN_TAG, build_entity_assets
 from sync_pipeline.resources.database import SyncDatabase, create_sync_engine
 from sync_pipeline.settings import Settings
-from sync_pipeline.specs.tamhr import TAMHR_ENTITIES
+from sync_pipeline.specs.tamhr import TAMHR_ENTITIES, TAMHR_SYNC
 
 from .conftest import SyncDatabases
 from .fakes import RecordingApiClient, ScriptedAnswer
@@ -112,7 +111,7 @@ class AlertSensor:
 
     def tick(self) -> list[dict[str, Any]]:
         """Evaluate once; return the `sync_alert` part of each webhook body this tick delivered."""
-        sensor = build_alert_sensor(self.settings, clock=self.clock)
+        sensor = build_alert_sensor(self.settings, TAMHR_SYNC, clock=self.clock)
         delivered_before = len(self.receiver.bodies)
         resources = {"log_db": SyncDatabase(url=self.log_url), "alert_webhook": self.webhook}
         with dg.build_sensor_context(instance=self.instance, cursor=self.cursor, resources=resources) as context:
@@ -179,12 +178,15 @@ def run_sync_job(
     resources: dict[str, Any] = {key: SyncDatabase(url=url) for key, url in databases.urls.items()}
     if log_url:
         resources["log_db"] = DatabaseCheckedAtRunStart(url=log_url)
-    defs = dg.Definitions(
-        assets=build_entity_assets(TAMHR_ENTITIES, settings),
-        jobs=[sync_job, build_dry_run_job(TAMHR_ENTITIES, settings)],
-        resources={**resources, "sync_api": api},
+    defs = dg.Definitions.merge(
+        build_job_and_schedule(TAMHR_SYNC, settings.schedule),
+        dg.Definitions(
+            assets=build_entity_assets(TAMHR_SYNC, settings),
+            jobs=[build_dry_run_job(TAMHR_SYNC, settings)],
+            resources={**resources, "sync_api": api},
+        ),
     )
-    job = defs.resolve_job_def(DRY_RUN_JOB_NAME if dry_run else JOB_NAME)
+    job = defs.resolve_job_def(TAMHR_SYNC.dry_run_job_name if dry_run else TAMHR_SYNC.job_name)
     return job.execute_in_process(instance=instance, raise_on_error=False)
 
 
@@ -319,7 +321,7 @@ def test_a_run_longer_than_the_limit_alerts_once_and_resolves_when_it_finishes(
     run = threading.Thread(target=lambda: results.append(run_sync_job(instance, seeded, settings, GatedApiClient())))
     run.start()
     assert CALL_ARRIVED.wait(timeout=60)
-    (record,) = instance.get_run_records(dg.RunsFilter(job_name=JOB_NAME))
+    (record,) = instance.get_run_records(dg.RunsFilter(job_name=TAMHR_SYNC.job_name))
     assert record.dagster_run.status == dg.DagsterRunStatus.STARTED
 
     assert alert_sensor.tick() == []  # running for seconds, not 30 minutes
@@ -394,7 +396,7 @@ def test_the_webhook_gets_slack_shaped_json_and_the_dagster_log_gets_the_same_te
     (body,) = alert_sensor.receiver.bodies
     assert set(body) == {"text", "sync_alert"}
     assert body["text"].splitlines() == [
-        f"[sync_pipeline ALERT] {JOB_NAME} run failed",
+        f"[sync_pipeline ALERT] {TAMHR_SYNC.job_name} run failed",
         "Entity: - (failed before any entity ran)",
         "Counts: entities_complete=0, entities_incomplete=0",
         "First error: sqlalchemy.exc.NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:nosuchdialect",
@@ -440,7 +442,7 @@ def test_without_a_webhook_url_alerts_go_to_the_dagster_log_only(
     alert_sensor.tick()
 
     alerts = [message for message in alert_sensor.log.messages if message.startswith("[sync_pipeline ALERT]")]
-    assert alerts == [alerts[0]] and f"{JOB_NAME} run failed" in alerts[0]
+    assert alerts == [alerts[0]] and f"{TAMHR_SYNC.job_name} run failed" in alerts[0]
     assert alert_sensor.receiver.bodies == []
 
 
@@ -467,14 +469,14 @@ def test_the_webhook_url_comes_only_from_its_environment_variable() -> None:
 
 
 def test_the_sensor_loads_with_the_code_locations_resources() -> None:
-    sensor = build_alert_sensor(AlertSettings())
+    sensor = build_alert_sensor(AlertSettings(), TAMHR_SYNC)
     defs = dg.Definitions(
         sensors=[sensor],
         resources={"log_db": SyncDatabase(url=dg.EnvVar("SYNC_LOG_DB_URL")), "alert_webhook": build_alert_webhook({})},
     )
 
     dg.Definitions.validate_loadable(defs)
-    assert defs.resolve_sensor_def(SENSOR_NAME).required_resource_keys == {"log_db", "alert_webhook"}
+    assert defs.resolve_sensor_def(TAMHR_SYNC.sensor_name).required_resource_keys == {"log_db", "alert_webhook"}
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 

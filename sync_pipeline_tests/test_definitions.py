@@ -10,11 +10,10 @@ import pytest
 
 import sync_pipeline.definitions
 from sync_pipeline.definitions import build_definitions
-from sync_pipeline.orchestration.schedules import JOB_NAME, SCHEDULE_NAME
-from sync_pipeline.orchestration.sync_assets import CHECK_NAME, GROUP, build_entity_assets
+from sync_pipeline.orchestration.sync_assets import CHECK_NAME, build_entity_assets
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, Settings, load_settings, parse_settings
-from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, TAMHR_ENTITIES
+from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, TAMHR_ENTITIES, TAMHR_SYNC
 
 from .conftest import SettingsFactory, SyncDatabases, raw_default_settings
 from .fakes import RecordingApiClient, ScriptedAnswer
@@ -49,7 +48,7 @@ def test_five_assets_in_the_sync_group_each_depending_on_the_one_before() -> Non
     specs = {spec.key: spec for spec in sync_pipeline.definitions.defs.resolve_all_asset_specs()}
 
     assert sorted(specs) == sorted(dg.AssetKey(name) for name in ASSET_CHAIN)
-    assert {spec.group_name for spec in specs.values()} == {GROUP}
+    assert {spec.group_name for spec in specs.values()} == {TAMHR_SYNC.group}
     upstream_of = {key.path[-1]: [dep.asset_key.path[-1] for dep in spec.deps] for key, spec in specs.items()}
     assert upstream_of == {
         "users": [],
@@ -64,11 +63,11 @@ def test_the_schedule_takes_its_cron_and_time_zone_from_the_settings() -> None:
     raw = raw_default_settings()
     raw["schedule"] = {"cron": "15 1 * * *", "timezone": "Asia/Jakarta"}
 
-    schedule = build_definitions(parse_settings(raw)).resolve_schedule_def(SCHEDULE_NAME)
+    schedule = build_definitions(parse_settings(raw)).resolve_schedule_def(TAMHR_SYNC.schedule_name)
 
     assert schedule.cron_schedule == "15 1 * * *"
     assert schedule.execution_timezone == "Asia/Jakarta"
-    assert schedule.job_name == JOB_NAME
+    assert schedule.job_name == TAMHR_SYNC.job_name
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
@@ -76,13 +75,13 @@ def test_a_disabled_schedule_is_loaded_stopped() -> None:
     raw = raw_default_settings()
     raw["schedule"]["enabled"] = False
 
-    schedule = build_definitions(parse_settings(raw)).resolve_schedule_def(SCHEDULE_NAME)
+    schedule = build_definitions(parse_settings(raw)).resolve_schedule_def(TAMHR_SYNC.schedule_name)
 
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 
 
 def test_the_job_selects_the_whole_sync_group() -> None:
-    job = sync_pipeline.definitions.defs.resolve_job_def(JOB_NAME)
+    job = sync_pipeline.definitions.defs.resolve_job_def(TAMHR_SYNC.job_name)
 
     assert sorted(key.path[-1] for key in job.asset_layer.executable_asset_keys) == sorted(ASSET_CHAIN)
 
@@ -90,7 +89,7 @@ def test_the_job_selects_the_whole_sync_group() -> None:
 def test_the_demo_settings_build_one_asset_per_entity_reading_its_own_database() -> None:
     settings = load_settings(DEFAULT_SETTINGS_PATH)
 
-    assets = build_entity_assets(TAMHR_ENTITIES, settings)
+    assets = build_entity_assets(TAMHR_SYNC, settings)
 
     assert [asset.key.path[-1] for asset in assets] == ASSET_CHAIN
     for spec, asset in zip(TAMHR_ENTITIES, assets, strict=True):
@@ -145,7 +144,7 @@ def seeded(databases: SyncDatabases) -> SyncDatabases:
 
 def test_materializing_the_group_syncs_every_entity_and_reports_it(seeded: SyncDatabases, settings: Settings) -> None:
     result = dg.materialize(
-        build_entity_assets(TAMHR_ENTITIES, settings), resources=run_resources(seeded, RecordingApiClient())
+        build_entity_assets(TAMHR_SYNC, settings), resources=run_resources(seeded, RecordingApiClient())
     )
 
     assert result.success
@@ -186,7 +185,7 @@ def test_a_failed_batch_fails_that_entitys_check_but_the_later_entities_still_ru
     )
 
     result = dg.materialize(
-        build_entity_assets(TAMHR_ENTITIES, settings), resources=run_resources(seeded, api), raise_on_error=False
+        build_entity_assets(TAMHR_SYNC, settings), resources=run_resources(seeded, api), raise_on_error=False
     )
 
     outcomes = check_outcomes(result)
@@ -206,7 +205,7 @@ def test_an_unreachable_endpoint_is_reported_on_the_check_and_the_run_goes_on(
     api = RecordingApiClient(unreachable_urls=[settings.endpoint_url("Users")])
 
     result = dg.materialize(
-        build_entity_assets(TAMHR_ENTITIES, settings), resources=run_resources(seeded, api), raise_on_error=False
+        build_entity_assets(TAMHR_SYNC, settings), resources=run_resources(seeded, api), raise_on_error=False
     )
 
     (users_check,) = [e for e in result.get_asset_check_evaluations() if e.asset_key == dg.AssetKey("users")]
@@ -220,7 +219,7 @@ def test_actual_org_can_be_materialized_on_its_own(seeded: SyncDatabases, make_s
     settings = make_settings(batch_size=10)
 
     result = dg.materialize(
-        build_entity_assets(TAMHR_ENTITIES, settings),
+        build_entity_assets(TAMHR_SYNC, settings),
         resources=run_resources(seeded, RecordingApiClient()),
         selection=["actual_org"],
     )
@@ -246,7 +245,7 @@ def test_a_run_in_which_an_entity_fell_short_ends_failed_after_every_entity_ran_
     api = RecordingApiClient(unreachable_urls=[settings.endpoint_url("Users")])
 
     result = dg.materialize(
-        build_entity_assets(TAMHR_ENTITIES, settings), resources=run_resources(seeded, api), raise_on_error=False
+        build_entity_assets(TAMHR_SYNC, settings), resources=run_resources(seeded, api), raise_on_error=False
     )
 
     assert not result.success
@@ -261,7 +260,7 @@ def test_a_run_in_which_an_entity_fell_short_ends_failed_after_every_entity_ran_
 def test_a_single_asset_run_that_fell_short_fails_and_one_that_delivered_everything_succeeds(
     seeded: SyncDatabases, settings: Settings
 ) -> None:
-    assets = build_entity_assets(TAMHR_ENTITIES, settings)
+    assets = build_entity_assets(TAMHR_SYNC, settings)
     refusing = RecordingApiClient(
         scripted_answers=[ScriptedAnswer(url=settings.endpoint_url("ActualOrg"), call_number=1, times=3, body="no")]
     )
@@ -278,6 +277,6 @@ def test_a_single_asset_run_that_fell_short_fails_and_one_that_delivered_everyth
 
 
 def test_every_run_executes_its_steps_in_the_run_process() -> None:
-    job = sync_pipeline.definitions.defs.resolve_job_def(JOB_NAME)
+    job = sync_pipeline.definitions.defs.resolve_job_def(TAMHR_SYNC.job_name)
 
     assert job.executor_def is dg.in_process_executor

@@ -20,7 +20,7 @@ from sync_pipeline.engine.state.tracking import TrackingStore, utc_now
 from sync_pipeline.engine.tables import lock_table
 from sync_pipeline.orchestration.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.settings import LockSettings, Settings, SettingsError, parse_settings
-from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_SYNC
 
 from .conftest import SyncDatabases, entity_id, raw_default_settings
 from .fakes import InterceptingApiClient, RecordingApiClient
@@ -177,7 +177,7 @@ def sync_users_as(
     """Sync Users as the run `owner`, as its asset would."""
     tracking = TrackingStore(databases.log, SchedulerLogWriter(settings.scheduler_log.columns()))
     return sync_entity(
-        entity_plan(USERS, settings),
+        entity_plan(TAMHR_SYNC, USERS, settings),
         databases.source_engine("Users"),
         tracking,
         api,

@@ -23,7 +23,7 @@ from sync_pipeline.engine.state.tracking import TrackingStore
 from sync_pipeline.orchestration.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.resources.api_client import HttpSyncApiClient
 from sync_pipeline.settings import Settings, parse_settings
-from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_SYNC
 
 from .conftest import SyncDatabases, entity_id, raw_default_settings
 
@@ -234,7 +234,7 @@ def sync_users_over_http(databases: SyncDatabases, settings: Settings, waits: li
         api_key=API_KEY, api_key_header=settings.api.api_key_header, timeout_seconds=settings.api.timeout_seconds
     )
     return sync_entity(
-        entity_plan(USERS, settings),
+        entity_plan(TAMHR_SYNC, USERS, settings),
         databases.source_engine("Users"),
         TrackingStore(databases.log, SchedulerLogWriter(settings.scheduler_log.columns())),
         api,

@@ -18,7 +18,7 @@ from sync_pipeline.engine.entity_sync import EntitySyncReport, sync_entity
 from sync_pipeline.engine.state.tracking import TrackingStore
 from sync_pipeline.orchestration.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.resources.api_client import HttpSyncApiClient
-from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_SYNC
 
 from .conftest import SettingsFactory, SyncDatabases
 
@@ -45,7 +45,7 @@ def sync_with(
     )
     tracking = TrackingStore(databases.log, SchedulerLogWriter(settings.scheduler_log.columns()))
     return sync_entity(
-        entity_plan(ENTITIES_BY_NAME["Users"], settings),
+        entity_plan(TAMHR_SYNC, ENTITIES_BY_NAME["Users"], settings),
         databases.source_engine("Users"),
         tracking,
         HttpSyncApiClient(api_key=API_KEY),

@@ -24,8 +24,8 @@ import requests
 import yaml
 
 from sync_pipeline.demo.run import DEMO_API_KEY, DEMO_ROWS, DemoPaths, environment
-from sync_pipeline.orchestration.dry_run_job import DRY_RUN_JOB_NAME
 from sync_pipeline.orchestration.sync_assets import DRY_RUN_TAG
+from sync_pipeline.specs.tamhr import TAMHR_SYNC
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCATION = "sync_pipeline"
@@ -141,12 +141,12 @@ def launch_as_shown(ui: RunningUi, job: str, config_yaml: str, assets: list[str]
 def test_the_launchpad_shows_no_secret_and_launches_as_shown_and_ctrl_c_stops_everything(ui: RunningUi) -> None:
     assert [entry["name"] for entry in ui.ask(LOCATIONS)["workspaceOrError"]["locationEntries"]] == [LOCATION]
     users_config = scaffolded_config(ui, ASSET_JOB, ["users"])
-    dry_run_config = scaffolded_config(ui, DRY_RUN_JOB_NAME)
+    dry_run_config = scaffolded_config(ui, TAMHR_SYNC.dry_run_job_name)
 
     for shown in (users_config, dry_run_config):
         assert "*" not in shown and "env: SYNC_DEFAULT_DB_URL" in shown
         assert not any(secret in shown for secret in ui.secrets)
-    dry_run = launch_as_shown(ui, DRY_RUN_JOB_NAME, dry_run_config)
+    dry_run = launch_as_shown(ui, TAMHR_SYNC.dry_run_job_name, dry_run_config)
     users = launch_as_shown(ui, ASSET_JOB, users_config, ["users"])
 
     assert dry_run["status"] == "SUCCESS"

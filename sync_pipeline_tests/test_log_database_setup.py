@@ -16,7 +16,7 @@ from sync_pipeline.orchestration.resources import build_resources
 from sync_pipeline.orchestration.sync_assets import CHECK_NAME, build_entity_assets
 from sync_pipeline.resources.database import DatabaseUrlError, SyncDatabase, masked_url
 from sync_pipeline.settings import Settings
-from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, TAMHR_ENTITIES
+from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, TAMHR_ENTITIES, TAMHR_SYNC
 
 from .conftest import EntitySync, SyncDatabases
 from .fakes import RecordingApiClient
@@ -101,8 +101,8 @@ def test_a_bad_ess_url_stops_only_events_calendar_and_the_default_entities_still
     for key, env_var in DATABASE_URL_ENV_VARS.items():
         monkeypatch.setenv(env_var, bad_url if key == "ess_db" else databases.urls[key])
     result = dg.materialize(
-        build_entity_assets(TAMHR_ENTITIES, settings),
-        resources={**build_resources(settings), "sync_api": RecordingApiClient()},
+        build_entity_assets(TAMHR_SYNC, settings),
+        resources={**build_resources(TAMHR_SYNC, settings), "sync_api": RecordingApiClient()},
         raise_on_error=False,
     )
 

@@ -10,9 +10,8 @@ import dagster as dg
 import pytest
 
 from sync_pipeline.definitions import build_definitions
-from sync_pipeline.orchestration.schedules import JOB_NAME
 from sync_pipeline.settings import Settings
-from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
+from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS, TAMHR_SYNC
 
 from .conftest import SyncDatabases
 
@@ -25,7 +24,7 @@ def test_a_run_without_a_secret_fails_at_start_naming_the_variable(
         monkeypatch.setenv(env_var, databases.urls[key])
     monkeypatch.setenv(API_KEY_ENV_VAR, "some-key")
     monkeypatch.delenv(missing)
-    job = build_definitions(settings).resolve_job_def(JOB_NAME)
+    job = build_definitions(settings).resolve_job_def(TAMHR_SYNC.job_name)
 
     with pytest.raises(dg.DagsterInvalidConfigError, match=missing):
         job.execute_in_process(instance=dg.DagsterInstance.ephemeral())

@@ -23,7 +23,7 @@ from sync_pipeline.engine.tables import LongText, rejected_table, scheduler_log_
 from sync_pipeline.orchestration.sync_assets import entity_plan
 from sync_pipeline.settings import Settings
 from sync_pipeline.specs.model import FieldType
-from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_ENTITIES
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_ENTITIES, TAMHR_SYNC
 
 from .conftest import EntitySync, SettingsFactory, SyncDatabases, entity_id
 from .fakes import RecordingApiClient, ScriptedAnswer
@@ -206,7 +206,7 @@ def test_unbounded_text_is_nvarchar_max_not_ntext_on_sql_server() -> None:
 
 
 def test_source_pages_are_read_with_top_and_order_by_never_offset(settings: Settings) -> None:
-    plan = entity_plan(ENTITIES_BY_NAME["Users"], settings)
+    plan = entity_plan(TAMHR_SYNC, ENTITIES_BY_NAME["Users"], settings)
     columns = [f.name for f in plan.spec.fields]
 
     queries = page_queries(plan.table, columns, "Id", 3000)
@@ -227,7 +227,7 @@ def test_source_pages_are_read_with_top_and_order_by_never_offset(settings: Sett
 
 
 def test_a_guid_key_is_read_as_text_but_paged_and_ordered_as_a_uniqueidentifier(settings: Settings) -> None:
-    plan = entity_plan(ENTITIES_BY_NAME["Users"], settings)
+    plan = entity_plan(TAMHR_SYNC, ENTITIES_BY_NAME["Users"], settings)
 
     after = page_queries(plan.table, ["Id", "Name"], "Id", 3000, mssql.UNIQUEIDENTIFIER()).from_key
 
@@ -238,7 +238,7 @@ def test_a_guid_key_is_read_as_text_but_paged_and_ordered_as_a_uniqueidentifier(
 
 
 def test_a_guid_key_stored_as_nvarchar_is_read_and_compared_as_nvarchar_without_a_cast(settings: Settings) -> None:
-    plan = entity_plan(ENTITIES_BY_NAME["Users"], settings)
+    plan = entity_plan(TAMHR_SYNC, ENTITIES_BY_NAME["Users"], settings)
 
     queries = page_queries(plan.table, ["Id", "Name"], "Id", 3000, mssql.NVARCHAR(36))
 
@@ -253,7 +253,7 @@ def test_a_guid_key_stored_as_nvarchar_is_read_and_compared_as_nvarchar_without_
 
 
 def test_a_boolean_column_is_read_as_the_driver_returns_it(settings: Settings) -> None:
-    plan = entity_plan(ENTITIES_BY_NAME["EventsCalendar"], settings)
+    plan = entity_plan(TAMHR_SYNC, ENTITIES_BY_NAME["EventsCalendar"], settings)
     columns = [f.name for f in plan.spec.fields]
 
     first = page_queries(plan.table, columns, "Id", 3000).first

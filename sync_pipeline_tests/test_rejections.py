@@ -14,7 +14,7 @@ from sync_pipeline.engine.sinks.http_batch import MAX_REJECTED_IDS_SHOWN
 from sync_pipeline.orchestration.sync_assets import CHECK_NAME, build_entity_assets
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import RejectionSettings, Settings
-from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_ENTITIES
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_SYNC
 
 from .conftest import EntitySync, SettingsFactory, SyncDatabases, entity_id
 from .fakes import RecordingApiClient, ScriptedAnswer, ValidatingApiClient
@@ -265,7 +265,7 @@ def test_rejections_show_in_the_asset_metadata_and_fail_its_check(
     resources["sync_api"] = ValidatingApiClient(refused_ids=[ids[0], ids[3]])
 
     result = dg.materialize(
-        build_entity_assets(TAMHR_ENTITIES, settings), resources=resources, selection=["users"], raise_on_error=False
+        build_entity_assets(TAMHR_SYNC, settings), resources=resources, selection=["users"], raise_on_error=False
     )
 
     assert not result.success, "a run that left records undelivered fails"

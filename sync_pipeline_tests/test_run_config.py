@@ -11,12 +11,12 @@ import pytest
 
 from sync_pipeline.definitions import build_definitions
 from sync_pipeline.demo.receiver import ReceivingApi
-from sync_pipeline.orchestration.dry_run_job import DRY_RUN_JOB_NAME, build_dry_run_job
+from sync_pipeline.orchestration.dry_run_job import build_dry_run_job
 from sync_pipeline.orchestration.sync_assets import CHECK_NAME, DRY_RUN_TAG, build_entity_assets
 from sync_pipeline.resources.api_client import HttpSyncApiClient
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import Settings
-from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS, TAMHR_ENTITIES
+from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS, TAMHR_ENTITIES, TAMHR_SYNC
 
 from .conftest import SettingsFactory, SyncDatabases
 from .fakes import RecordingApiClient
@@ -43,7 +43,7 @@ def materialize(
     resources = {key: SyncDatabase(url=url) for key, url in databases.urls.items()}
     resources["sync_api"] = HttpSyncApiClient(api_key=API_KEY)
     return dg.materialize(
-        build_entity_assets(TAMHR_ENTITIES, settings),
+        build_entity_assets(TAMHR_SYNC, settings),
         resources=resources,
         run_config={"ops": config},
         selection=selection,
@@ -65,7 +65,7 @@ def dry_run(
     """The dry-run job over the test's databases and the live receiver."""
     resources: dict[str, Any] = {key: SyncDatabase(url=url) for key, url in databases.urls.items()}
     resources["sync_api"] = HttpSyncApiClient(api_key=API_KEY)
-    return build_dry_run_job(TAMHR_ENTITIES, settings).execute_in_process(
+    return build_dry_run_job(TAMHR_SYNC, settings).execute_in_process(
         run_config={"ops": config or {}}, resources=resources, instance=instance or dg.DagsterInstance.ephemeral()
     )
 
@@ -107,7 +107,7 @@ def test_a_dry_run_leaves_the_last_real_materialization_and_its_failed_check_as_
     resources: dict[str, Any] = {key: SyncDatabase(url=url) for key, url in databases.urls.items()}
     resources["sync_api"] = RecordingApiClient(unreachable_urls=[live_settings.endpoint_url("Users")])
     real = dg.materialize(
-        build_entity_assets(TAMHR_ENTITIES, live_settings),
+        build_entity_assets(TAMHR_SYNC, live_settings),
         resources=resources,
         selection=["users"],
         instance=instance,
@@ -209,7 +209,7 @@ def test_the_dry_run_job_is_in_the_code_location_and_previews_every_entity_in_sy
     for key, env_var in DATABASE_URL_ENV_VARS.items():
         monkeypatch.setenv(env_var, databases.urls[key])
     monkeypatch.setenv(API_KEY_ENV_VAR, API_KEY)
-    job = build_definitions(live_settings).resolve_job_def(DRY_RUN_JOB_NAME)
+    job = build_definitions(live_settings).resolve_job_def(TAMHR_SYNC.dry_run_job_name)
 
     result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
 

@@ -30,7 +30,7 @@ from sync_pipeline.engine.tables import scheduler_log_table
 from sync_pipeline.log_viewer import log_frame, pending_frame, render
 from sync_pipeline.orchestration.sync_assets import entity_plan
 from sync_pipeline.settings import SETTINGS_ENV_VAR, Settings
-from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, ENTITIES_BY_NAME
+from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, ENTITIES_BY_NAME, TAMHR_SYNC
 
 from .conftest import EntitySync, SyncDatabases, entity_id
 
@@ -192,7 +192,7 @@ def pending_inputs(
 ) -> tuple[EntitySyncPlan, sa.Engine, TrackingStore]:
     """What `pending_count` reads for an entity: its plan, its source and the Log database."""
     tracking = TrackingStore(databases.log, SchedulerLogWriter(settings.scheduler_log.columns()))
-    return entity_plan(ENTITIES_BY_NAME[entity], settings), databases.source_engine(entity), tracking
+    return entity_plan(TAMHR_SYNC, ENTITIES_BY_NAME[entity], settings), databases.source_engine(entity), tracking
 
 
 def test_pending_counts_the_source_records_not_tracked_yet(

@@ -17,11 +17,10 @@ from sync_pipeline.definitions import build_definitions
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.demo.seed import create_log_tables, seed_entity
 from sync_pipeline.engine.tables import tracking_table
-from sync_pipeline.orchestration.schedules import JOB_NAME
 from sync_pipeline.orchestration.sync_assets import CHECK_NAME
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, SETTINGS_ENV_VAR, load_settings
-from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS, TAMHR_ENTITIES
+from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS, TAMHR_ENTITIES, TAMHR_SYNC
 
 DEMO_ROWS = {"Users": 5000, "ActualOrg": 3000, "ActualEntity": 2500, "OrgObject": 4000, "EventsCalendar": 1500}
 DEMO_API_KEY = "demo-only-key"  # the local receiver's key; real keys come from SYNC_API_KEY
@@ -124,7 +123,7 @@ def run_demo(workdir: Path, port: int = DEFAULT_PORT) -> int:
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     defs = build_definitions(load_settings(paths.settings_file))
     with running_receiver(port), dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def(JOB_NAME).execute_in_process(
+        result = defs.resolve_job_def(TAMHR_SYNC.job_name).execute_in_process(
             run_config=QUIET_RUN, instance=instance, raise_on_error=False
         )
     table = summary(result)

@@ -33,6 +33,8 @@ class EntitySyncPlan:
     """Everything needed to sync one entity in this deployment."""
 
     spec: EntitySpec
+    entity_type: str
+    """The entity's EntityType in the Log database: its name, prefixed by its sync's namespace if it has one."""
     table: sa.Table
     key_column: str
     endpoint_url: str
@@ -118,7 +120,7 @@ def sync_entity(
 ) -> EntitySyncReport:
     """Send the entity's selected rows (by default: untracked); never raises for database, API,
     lock or data faults. A dry run reads, selects and validates, but neither sends nor writes."""
-    entity = plan.spec.name
+    entity = plan.entity_type
     report = EntitySyncReport(entity)
     scan = ScanCounts()
     columns = [f.name for f in plan.spec.fields]

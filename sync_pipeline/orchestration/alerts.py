@@ -26,15 +26,15 @@ from pydantic import Field
 from sync_pipeline.engine.audit.log_queries import LogQuery, LogRow, call_counts, log_rows
 from sync_pipeline.engine.audit.scheduler_log import FAILURE, SUCCESS
 from sync_pipeline.engine.db_errors import describe_db_error
-from sync_pipeline.orchestration.schedules import JOB_NAME
 from sync_pipeline.orchestration.sync_assets import CHECK_NAME, DRY_RUN_TAG
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import AlertSettings
 from sync_pipeline.specs.model import EntitySpec
-from sync_pipeline.specs.tamhr import TAMHR_ENTITIES
+from sync_pipeline.specs.sync import SyncSpec
 
-SENSOR_NAME = "tamhr_sync_alerts"
 WEBHOOK_URL_ENV_VAR = "SYNC_ALERT_WEBHOOK_URL"
+ALERT_WEBHOOK_KEY = "alert_webhook"
+"""The resource key of the webhook every sync's alert sensor posts to."""
 MAX_ERROR_TEXT = 500
 MAX_FAILED_ROWS = 1000
 """Failed SchedulerLog rows read per evaluation to tell whose runs they belong to."""
@@ -389,8 +389,7 @@ def failed_call_alerts(
     log_engine: sa.Engine,
     now: dt.datetime,
     settings: AlertSettings,
-    specs: Sequence[EntitySpec],
-    job_name: str,
+    sync: SyncSpec,
 ) -> list[Alert]:
     """(b) More than `failed_call_ratio` of the API calls in the last window failed (SchedulerLog).
 
@@ -399,7 +398,7 @@ def failed_call_alerts(
     succeeded after retries, a row without RunId) is this a separate alert, linking that call's run.
     """
     since = now - dt.timedelta(minutes=settings.failed_call_window_minutes)
-    names = [spec.name for spec in specs]
+    names = entity_types(sync)
     counts = call_counts(log_engine, since=since, entities=names)
     calls = sum(entity.calls for entity in counts.values())
     failed = sum(entity.failed for entity in counts.values())
@@ -409,7 +408,7 @@ def failed_call_alerts(
         log_engine, LogQuery(entities=names, statuses=[FAILURE], since=since, limit=MAX_FAILED_ROWS), newest_first=False
     )
     runs = run_statuses(instance, (row.run_id for row in failures if row.run_id))
-    first = next((row for row in failures if not _reported_by_its_run(row, runs, job_name)), None)
+    first = next((row for row in failures if not _reported_by_its_run(row, runs, sync.job_name)), None)
     if first is None:
         return []
     window = settings.failed_call_window_minutes
@@ -437,9 +436,14 @@ def _reported_by_its_run(row: LogRow, runs: Mapping[str, dg.RunRecord], job_name
     return record.dagster_run.status == dg.DagsterRunStatus.FAILURE or record.dagster_run.status in _UNFINISHED_RUN
 
 
-def newest_successful_call_run(log_engine: sa.Engine, since: dt.datetime, specs: Sequence[EntitySpec]) -> str | None:
+def entity_types(sync: SyncSpec) -> list[str]:
+    """The sync's entities as SchedulerLog names them."""
+    return [sync.entity_type(spec) for spec in sync.entities]
+
+
+def newest_successful_call_run(log_engine: sa.Engine, since: dt.datetime, sync: SyncSpec) -> str | None:
     """The run of the newest successful call since `since`: the run that cleared a failed-call alert."""
-    query = LogQuery(entities=[spec.name for spec in specs], statuses=[SUCCESS], since=since, limit=1)
+    query = LogQuery(entities=entity_types(sync), statuses=[SUCCESS], since=since, limit=1)
     rows = log_rows(log_engine, query)
     return rows[0].run_id if rows else None
 
@@ -517,16 +521,17 @@ def utc_now() -> dt.datetime:
 
 def build_alert_sensor(
     settings: AlertSettings,
-    job_name: str = JOB_NAME,
-    specs: Sequence[EntitySpec] = TAMHR_ENTITIES,
+    sync: SyncSpec,
     clock: Callable[[], dt.datetime] = utc_now,
     minimum_interval_seconds: int = 60,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.SensorDefinition:
-    """The alert sensor; needs the `log_db` (SchedulerLog) and `alert_webhook` resources."""
+    """The sync's alert sensor; needs the sync's `log_db` (SchedulerLog) and the `alert_webhook` resources."""
+    job_name, specs, log_db_key = sync.job_name, sync.entities, sync.resource_key("log_db")
 
     @dg.sensor(
-        name=SENSOR_NAME,
+        name=sync.sensor_name,
+        required_resource_keys={log_db_key, ALERT_WEBHOOK_KEY},
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         description=(
@@ -536,9 +541,9 @@ def build_alert_sensor(
             "or a run fails; and again when each clears."
         ),
     )
-    def tamhr_sync_alerts(
-        context: dg.SensorEvaluationContext, log_db: SyncDatabase, alert_webhook: AlertWebhook
-    ) -> dg.SensorResult:
+    def sync_alerts(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        log_db: SyncDatabase = getattr(context.resources, log_db_key)
+        alert_webhook: AlertWebhook = getattr(context.resources, ALERT_WEBHOOK_KEY)
         now = clock()
         instance = context.instance
         previous = AlertState.from_cursor(context.cursor)
@@ -561,11 +566,11 @@ def build_alert_sensor(
         call_run: str | None = None
         try:
             for alert in failed_call_alerts(
-                instance, log_db.get_engine(), now.astimezone(dt.UTC), settings, specs, job_name
+                instance, log_db.get_engine(), now.astimezone(dt.UTC), settings, sync
             ):
                 current[alert.key] = alert
             if FAILED_CALLS in previous.active and FAILED_CALLS not in current:
-                call_run = newest_successful_call_run(log_db.get_engine(), since, specs)
+                call_run = newest_successful_call_run(log_db.get_engine(), since, sync)
         except sa.exc.SQLAlchemyError as exc:
             # Unknown is not cleared: keep what was announced until SchedulerLog can be read again.
             context.log.error(f"alerts: cannot read SchedulerLog on {log_db.describe()}: {describe_db_error(exc)}")
@@ -598,7 +603,7 @@ def build_alert_sensor(
         active = ", ".join(sorted(following.active)) or "none"
         return dg.SensorResult(skip_reason=f"{changes} alert(s) sent; active: {active}", cursor=following.to_cursor())
 
-    return tamhr_sync_alerts
+    return sync_alerts
 
 
 def _announce(context: dg.SensorEvaluationContext, webhook: AlertWebhook, message: Mapping[str, Any]) -> bool:

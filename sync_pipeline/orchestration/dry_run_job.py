@@ -8,8 +8,6 @@ tagged `sync_pipeline/dry_run`; the run carries the same tag, so the Runs list s
 No `from __future__ import annotations` here: Dagster reads the op's `config` annotation at runtime.
 """
 
-from collections.abc import Sequence
-
 import dagster as dg
 
 from sync_pipeline.orchestration.run_config import SyncRunConfig, selection_from
@@ -18,17 +16,17 @@ from sync_pipeline.orchestration.sync_assets import (
     delivery_policy,
     entity_plan,
     preview_observation,
+    required_resource_keys,
     run_entity,
 )
 from sync_pipeline.settings import Settings
 from sync_pipeline.specs.model import EntitySpec
+from sync_pipeline.specs.sync import SyncSpec
 
-DRY_RUN_JOB_NAME = "tamhr_sync_dry_run"
 
-
-def build_preview_op(spec: EntitySpec, settings: Settings) -> dg.OpDefinition:
+def build_preview_op(sync: SyncSpec, spec: EntitySpec, settings: Settings) -> dg.OpDefinition:
     """The op previewing one entity; its run config selects records as the asset's does."""
-    plan = entity_plan(spec, settings)
+    plan = entity_plan(sync, spec, settings)
     policy = delivery_policy(settings)
     log_columns = settings.scheduler_log.columns()
     asset_key = dg.AssetKey(spec.asset_name)
@@ -36,25 +34,25 @@ def build_preview_op(spec: EntitySpec, settings: Settings) -> dg.OpDefinition:
     @dg.op(
         name=f"preview_{spec.asset_name}",
         ins={"after": dg.In(dg.Nothing)},
-        required_resource_keys={spec.source_db, "log_db", "sync_api"},
+        required_resource_keys=required_resource_keys(sync, spec),
         description=f"What a sync of {spec.name} would send: counts and the first payload, without sending.",
     )
     def preview(context: dg.OpExecutionContext, config: SyncRunConfig) -> None:
         selection = selection_from(config, spec, plan.key_column, preview=True)
-        report = run_entity(context, spec, plan, policy, log_columns, selection, dry_run=True)
+        report = run_entity(context, sync, plan, policy, log_columns, selection, dry_run=True)
         context.log_event(preview_observation(report, asset_key))
 
     return preview
 
 
-def build_dry_run_job(specs: Sequence[EntitySpec], settings: Settings) -> dg.JobDefinition:
+def build_dry_run_job(sync: SyncSpec, settings: Settings) -> dg.JobDefinition:
     """Previews of every entity, chained in sync order so the run log reads like the nightly run's."""
-    ops = [build_preview_op(spec, settings) for spec in specs]
+    ops = [build_preview_op(sync, spec, settings) for spec in sync.entities]
 
     @dg.job(
-        name=DRY_RUN_JOB_NAME,
+        name=sync.dry_run_job_name,
         tags={DRY_RUN_TAG: "true"},
-        description="Dry run of tamhr_sync_job: counts and first payloads per entity; no POST, no writes.",
+        description=f"Dry run of {sync.job_name}: counts and first payloads per entity; no POST, no writes.",
     )
     def dry_run_job() -> None:
         previous = None

@@ -1,4 +1,4 @@
-"""Resources for a deployment: secrets only through `EnvVar`, everything else from the settings."""
+"""A sync's resources: secrets only through `EnvVar`, everything else from its settings."""
 
 from __future__ import annotations
 
@@ -7,17 +7,20 @@ import dagster as dg
 from sync_pipeline.resources.api_client import HttpSyncApiClient
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import Settings
-from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
+from sync_pipeline.specs.sync import SyncSpec
+from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR
 
 
-def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
-    """The three databases and the API client, keyed as the assets require them."""
+def build_resources(sync: SyncSpec, settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The sync's databases (each URL from the variable its settings name) and API client, keyed as its
+    assets require them."""
     databases: dict[str, dg.ConfigurableResource] = {
-        key: SyncDatabase(url=dg.EnvVar(env_var), env_var=env_var) for key, env_var in DATABASE_URL_ENV_VARS.items()
+        sync.resource_key(key): SyncDatabase(url=dg.EnvVar(env_var), env_var=env_var)
+        for key, env_var in settings.databases.items()
     }
     return {
         **databases,
-        "sync_api": HttpSyncApiClient(
+        sync.resource_key("sync_api"): HttpSyncApiClient(
             api_key=dg.EnvVar(API_KEY_ENV_VAR),
             api_key_header=settings.api.api_key_header,
             timeout_seconds=settings.api.timeout_seconds,

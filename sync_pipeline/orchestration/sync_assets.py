@@ -6,7 +6,7 @@ No `from __future__ import annotations` here: Dagster reads the `context` annota
 import datetime as dt
 import os
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 
 import dagster as dg
 import sqlalchemy as sa
@@ -25,8 +25,8 @@ from sync_pipeline.resources.api_client import SyncApiClient
 from sync_pipeline.resources.database import DatabaseUrlError, SyncDatabase
 from sync_pipeline.settings import Settings
 from sync_pipeline.specs.model import EntitySpec
+from sync_pipeline.specs.sync import SyncSpec
 
-GROUP = "tamhr_sync"
 CHECK_NAME = "all_records_delivered"
 DRY_RUN_TAG = "sync_pipeline/dry_run"
 """Tag of a dry run's run and of its observations: nothing was sent or written."""
@@ -34,11 +34,12 @@ HISTORY_WINDOW = dt.timedelta(hours=24)
 """The window of the call-attempt success figure on each materialization."""
 
 
-def entity_plan(spec: EntitySpec, settings: Settings) -> EntitySyncPlan:
-    """Bind an entity spec to this deployment's table, key, endpoint and batch size."""
+def entity_plan(sync: SyncSpec, spec: EntitySpec, settings: Settings) -> EntitySyncPlan:
+    """Bind an entity of a sync to this deployment's table, key, endpoint and batch size."""
     where = settings.entities[spec.name]
     return EntitySyncPlan(
         spec=spec,
+        entity_type=sync.entity_type(spec),
         table=source_table(spec, where),
         key_column=where.key_column,
         endpoint_url=settings.endpoint_url(spec.name),
@@ -115,11 +116,11 @@ def report_problem(report: EntitySyncReport) -> str | None:
     return report.stopped_because or report.first_batch_error or f"{report.rejected} record(s) rejected"
 
 
-def history_metadata(log_db: SyncDatabase, entity: str, now: dt.datetime) -> dict[str, dg.MetadataValue]:
+def history_metadata(log_db: SyncDatabase, entity_type: str, now: dt.datetime) -> dict[str, dg.MetadataValue]:
     """Call attempts that succeeded over the last day, the last success and refused records not yet
     delivered; nothing if the Log database cannot be read."""
     try:
-        summary = entity_summary(log_db.get_engine(), entity, since=now - HISTORY_WINDOW)
+        summary = entity_summary(log_db.get_engine(), entity_type, since=now - HISTORY_WINDOW)
     except sa.exc.SQLAlchemyError:
         return {}
     metadata: dict[str, dg.MetadataValue] = {"rejected_records": dg.MetadataValue.int(summary["rejected_records"])}
@@ -178,7 +179,7 @@ def report_result(
 
 def run_entity(
     context: dg.OpExecutionContext,
-    spec: EntitySpec,
+    sync: SyncSpec,
     plan: EntitySyncPlan,
     policy: DeliveryPolicy,
     log_columns: Mapping[str, str],
@@ -186,15 +187,16 @@ def run_entity(
     dry_run: bool,
 ) -> EntitySyncReport:
     """Sync (or preview) one entity with the run's resources and log what it did in one line."""
-    source: SyncDatabase = getattr(context.resources, spec.source_db)
-    log_db: SyncDatabase = context.resources.log_db
-    api: SyncApiClient = context.resources.sync_api
+    spec = plan.spec
+    source: SyncDatabase = getattr(context.resources, sync.resource_key(spec.source_db))
+    log_db: SyncDatabase = getattr(context.resources, sync.resource_key("log_db"))
+    api: SyncApiClient = getattr(context.resources, sync.resource_key("sync_api"))
     try:
         tracking = TrackingStore(log_db.get_engine(), SchedulerLogWriter(log_columns, context.run.run_id))
         source_engine = source.get_engine()
     except DatabaseUrlError as exc:  # this entity stops; entities on the other databases run
         context.log.error(f"{spec.name} stopped early: {exc}")
-        return EntitySyncReport(spec.name, stopped_because=str(exc))
+        return EntitySyncReport(plan.entity_type, stopped_because=str(exc))
     context.log.info(f"{spec.name}: {plan.table.fullname} on {source.describe()} -> {plan.endpoint_url}")
     owner = f"{socket.gethostname()}:{os.getpid()}:run {context.run.run_id}"
     report = sync_entity(plan, source_engine, tracking, api, context.log, owner, policy, selection, dry_run)
@@ -212,7 +214,7 @@ def run_entity(
 
 
 def build_entity_asset(
-    spec: EntitySpec, settings: Settings, upstream: dg.AssetKey | None, specs: Sequence[EntitySpec]
+    sync: SyncSpec, spec: EntitySpec, settings: Settings, upstream: dg.AssetKey | None
 ) -> dg.AssetsDefinition:
     """The asset that syncs one entity; reads its source through the resource named in the spec.
 
@@ -220,15 +222,15 @@ def build_entity_asset(
     entity of the run did not deliver everything: the run then ends as failed once every entity
     had its turn (a failed check alone leaves a run green).
     """
-    plan = entity_plan(spec, settings)
+    plan = entity_plan(sync, spec, settings)
     policy = delivery_policy(settings)
     log_columns = settings.scheduler_log.columns()
 
     @dg.asset(
         name=spec.asset_name,
-        group_name=GROUP,
+        group_name=sync.group,
         deps=[upstream] if upstream else None,
-        required_resource_keys={spec.source_db, "log_db", "sync_api"},
+        required_resource_keys=required_resource_keys(sync, spec),
         check_specs=[
             dg.AssetCheckSpec(
                 CHECK_NAME,
@@ -248,14 +250,19 @@ def build_entity_asset(
     )
     def sync_asset(context: dg.AssetExecutionContext, config: SyncRunConfig) -> Iterator[dg.MaterializeResult]:
         selection = selection_from(config, spec, plan.key_column)
-        report = run_entity(context.op_execution_context, spec, plan, policy, log_columns, selection, False)
-        log_db: SyncDatabase = context.resources.log_db
-        tracked_now = tracked_count(log_db, spec.name)
-        history = history_metadata(log_db, spec.name, dt.datetime.now(dt.UTC).replace(tzinfo=None))
+        report = run_entity(context.op_execution_context, sync, plan, policy, log_columns, selection, False)
+        log_db: SyncDatabase = getattr(context.resources, sync.resource_key("log_db"))
+        tracked_now = tracked_count(log_db, plan.entity_type)
+        history = history_metadata(log_db, plan.entity_type, dt.datetime.now(dt.UTC).replace(tzinfo=None))
         yield report_result(report, context.asset_key, selection, tracked_now, history)
-        fail_run_if_incomplete(context, spec, specs, report_problem(report))
+        fail_run_if_incomplete(context, spec, sync.entities, report_problem(report))
 
     return sync_asset
+
+
+def required_resource_keys(sync: SyncSpec, spec: EntitySpec) -> set[str]:
+    """The resources an entity's asset or preview uses: its source database, the Log database, the API."""
+    return {sync.resource_key(key) for key in (spec.source_db, "log_db", "sync_api")}
 
 
 def tracked_count(log_db: SyncDatabase, entity: str) -> int | None:
@@ -266,9 +273,9 @@ def tracked_count(log_db: SyncDatabase, entity: str) -> int | None:
         return None
 
 
-def build_entity_assets(specs: Sequence[EntitySpec], settings: Settings) -> list[dg.AssetsDefinition]:
-    """All entity assets, each depending on the one before it."""
+def build_entity_assets(sync: SyncSpec, settings: Settings) -> list[dg.AssetsDefinition]:
+    """The sync's entity assets, each depending on the one before it."""
     assets: list[dg.AssetsDefinition] = []
-    for spec in specs:
-        assets.append(build_entity_asset(spec, settings, assets[-1].key if assets else None, specs))
+    for spec in sync.entities:
+        assets.append(build_entity_asset(sync, spec, settings, assets[-1].key if assets else None))
     return assets

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sync_pipeline.specs.model import EntitySpec, Field, FieldType
+from sync_pipeline.specs.sync import SyncSpec
 
 DATABASE_URL_ENV_VARS = {
     "default_db": "SYNC_DEFAULT_DB_URL",
@@ -122,3 +123,6 @@ TAMHR_ENTITIES: tuple[EntitySpec, ...] = (
 """The nightly TAMHR sync, in the order it must run: each entity depends on the one before."""
 
 ENTITIES_BY_NAME: dict[str, EntitySpec] = {spec.name: spec for spec in TAMHR_ENTITIES}
+
+TAMHR_SYNC = SyncSpec(name="tamhr", declared_entities=TAMHR_ENTITIES, namespace="")
+"""The TAMHR push: no namespace, so its Log rows, assets and resource keys keep their production names."""

@@ -26,7 +26,7 @@ from sync_pipeline.orchestration.sync_assets import delivery_policy, entity_plan
 from sync_pipeline.resources.api_client import HttpSyncApiClient
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, Settings, parse_settings
-from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_SYNC
 from sync_pipeline_tests.real_db.conftest import fresh_databases
 
 API_KEY = "fault-suite-key-7f3a9c"
@@ -115,7 +115,7 @@ def sync_users(urls: dict[str, str], settings: Settings, owner: str = "fault-tes
     source, log = create_sync_engine(urls["default_db"]), create_sync_engine(urls["log_db"])
     try:
         tracking = TrackingStore(log, SchedulerLogWriter(settings.scheduler_log.columns()))
-        plan = entity_plan(ENTITIES_BY_NAME["Users"], settings)
+        plan = entity_plan(TAMHR_SYNC, ENTITIES_BY_NAME["Users"], settings)
         return sync_entity(plan, source, tracking, api, logging.getLogger("fault"), owner, delivery_policy(settings))
     finally:
         source.dispose()

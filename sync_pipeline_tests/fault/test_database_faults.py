@@ -9,9 +9,8 @@ import sqlalchemy as sa
 from sync_pipeline.definitions import build_definitions
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.demo.seed import seed_entity
-from sync_pipeline.orchestration.schedules import JOB_NAME
 from sync_pipeline.resources.database import create_sync_engine
-from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS, TAMHR_ENTITIES
+from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS, TAMHR_ENTITIES, TAMHR_SYNC
 from sync_pipeline_tests.fault.conftest import (
     API_KEY,
     FaultLedger,
@@ -109,7 +108,7 @@ def test_a_source_database_lost_mid_stream_fails_that_entity_and_the_others_run(
 
     result = (
         build_definitions(settings)
-        .resolve_job_def(JOB_NAME)
+        .resolve_job_def(TAMHR_SYNC.job_name)
         .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     )
     admin.dispose()

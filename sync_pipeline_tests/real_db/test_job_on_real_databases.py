@@ -14,10 +14,9 @@ import yaml
 from sync_pipeline.definitions import build_definitions
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.engine.tables import scheduler_log_table, tracking_table
-from sync_pipeline.orchestration.schedules import JOB_NAME
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, Settings, parse_settings
-from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS
+from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, TAMHR_SYNC
 from sync_pipeline_tests.real_db.conftest import RealDatabases, seed_sync_databases
 
 pytestmark = pytest.mark.real_db
@@ -56,7 +55,7 @@ def seeded(real_databases: RealDatabases, receiver: ReceivingApi, monkeypatch: p
 
 def run_job(settings: Settings) -> dg.ExecuteInProcessResult:
     defs = build_definitions(settings)
-    return defs.resolve_job_def(JOB_NAME).execute_in_process(
+    return defs.resolve_job_def(TAMHR_SYNC.job_name).execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
     )
 

@@ -21,11 +21,10 @@ from sync_pipeline.definitions import build_definitions
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.engine.audit.log_queries import entity_summary
 from sync_pipeline.orchestration.alerts import AlertSettings, AlertWebhook, build_alert_sensor
-from sync_pipeline.orchestration.schedules import JOB_NAME
 from sync_pipeline.orchestration.sync_assets import CHECK_NAME
 from sync_pipeline.resources.database import SyncDatabase, create_sync_engine
 from sync_pipeline.settings import Settings, parse_settings
-from sync_pipeline.specs.tamhr import TAMHR_ENTITIES
+from sync_pipeline.specs.tamhr import TAMHR_ENTITIES, TAMHR_SYNC
 from sync_pipeline_tests.conftest import raw_default_settings
 from sync_pipeline_tests.real_db.conftest import RealDatabases, fresh_databases, seed_sync_databases
 
@@ -84,7 +83,7 @@ def seeded(real_databases: RealDatabases, settings: Settings, monkeypatch: pytes
 
 def run_job(instance: dg.DagsterInstance, settings: Settings) -> dg.ExecuteInProcessResult:
     """The code location's own job, with its own resources (from the environment), on `instance`."""
-    job = build_definitions(settings).resolve_job_def(JOB_NAME)
+    job = build_definitions(settings).resolve_job_def(TAMHR_SYNC.job_name)
     return job.execute_in_process(instance=instance, raise_on_error=False)
 
 
@@ -135,7 +134,7 @@ def test_the_alert_sensor_reads_a_failing_check_from_postgresql_storage(
 ) -> None:
     receiver.fail_calls("users", {number: 503 for number in range(2, 10)})  # the second batch never gets through
     alert_settings = AlertSettings(consecutive_failures=1, failed_call_ratio=0.99)
-    sensor = build_alert_sensor(alert_settings)
+    sensor = build_alert_sensor(alert_settings, TAMHR_SYNC)
     resources = {"log_db": SyncDatabase(url=seeded.urls["log_db"]), "alert_webhook": AlertWebhook()}
 
     with dg.DagsterInstance.from_config(str(dagster_home.path)) as instance:

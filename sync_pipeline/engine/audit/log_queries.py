@@ -234,7 +234,7 @@ class PendingCount:
 
 def pending_count(plan: EntitySyncPlan, source: sa.Engine, tracking: TrackingStore) -> PendingCount:
     """Scan the entity's source the way a sync does (keyset pages, tracked lookups), sending nothing."""
-    entity = plan.spec.name
+    entity = plan.entity_type
     counts = ScanCounts()
     try:
         pages = read_pages(source, plan.table, [plan.key_column], plan.key_column, plan.batch_size)

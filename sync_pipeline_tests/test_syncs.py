@@ -1,0 +1,224 @@
+"""Syncs as the unit of declaration: each is a SyncComponent instance, and two syncs in one code location never mix."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+import yaml
+
+import sync_pipeline.definitions
+from sync_pipeline.definitions import build_definitions, shared_definitions
+from sync_pipeline.engine.tables import lock_table
+from sync_pipeline.orchestration.component import SyncComponent, SyncScaffolder
+from sync_pipeline.orchestration.sync_definitions import build_sync_definitions
+from sync_pipeline.resources.database import SyncDatabase
+from sync_pipeline.settings import Settings, SettingsError, parse_settings
+from sync_pipeline.specs.model import EntitySpec
+from sync_pipeline.specs.sync import SyncSpec, SyncSpecError
+from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_SYNC
+
+from .conftest import SyncDatabases, raw_default_settings
+from .fakes import RecordingApiClient
+
+USERS = ENTITIES_BY_NAME["Users"]
+CRM = SyncSpec(name="crm", declared_entities=(USERS,), namespace="crm")
+"""A second sync of the same table to another API: the same entity name, its own namespace."""
+REPO_ROOT = Path(__file__).parent.parent
+DG = str(Path(sys.executable).with_name("dg"))
+IN_THE_VENV = {**os.environ, "VIRTUAL_ENV": sys.prefix}
+
+
+def crm_settings() -> Settings:
+    raw = raw_default_settings()
+    raw["api"]["base_url"] = "http://127.0.0.1:9/crm/"
+    raw["databases"] = {"default_db": "CRM_DEFAULT_DB_URL", "log_db": "SYNC_LOG_DB_URL"}
+    raw["entities"] = {"Users": raw["entities"]["Users"]}
+    return parse_settings(raw, source="crm settings", sync=CRM)
+
+
+def both_syncs(tamhr_settings: Settings, urls: dict[str, str], apis: dict[str, RecordingApiClient]) -> dg.Definitions:
+    """TAMHR and CRM in one code location, each sync's resources bound to the test's databases and fake APIs."""
+    built = dg.Definitions.merge(
+        build_sync_definitions(TAMHR_SYNC, tamhr_settings),
+        build_sync_definitions(CRM, crm_settings()),
+        shared_definitions(),
+    )
+    resources: dict[str, Any] = dict(built.resources or {})
+    for sync in (TAMHR_SYNC, CRM):
+        resources[sync.resource_key("sync_api")] = apis[sync.name]
+        for key in ("default_db", "ess_db", "log_db"):
+            resources[sync.resource_key(key)] = SyncDatabase(url=urls[key])
+    return dg.Definitions(
+        assets=built.assets,
+        jobs=built.jobs,
+        schedules=built.schedules,
+        sensors=built.sensors,
+        resources=resources,
+        executor=built.executor,
+    )
+
+
+def test_the_tamhr_component_instance_builds_what_the_tamhr_factory_builds(settings: Settings) -> None:
+    loaded = sync_pipeline.definitions.defs.get_repository_def()
+    built = build_definitions(settings).get_repository_def()
+
+    assert sorted(loaded.job_names) == sorted(built.job_names)
+    assert {s.name for s in loaded.schedule_defs} == {TAMHR_SYNC.schedule_name}
+    assert {s.name for s in loaded.sensor_defs} == {TAMHR_SYNC.sensor_name}
+    assert set(loaded.assets_defs_by_key) == {dg.AssetKey(spec.asset_name) for spec in TAMHR_SYNC.entities}
+
+
+def test_dg_lists_the_sync_component_and_checks_its_instances() -> None:
+    listed = subprocess.run(
+        [DG, "list", "components", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=IN_THE_VENV,
+        check=True,
+        timeout=120,
+    )
+    keys = {entry["key"] for entry in json.loads(listed.stdout)["items"]}
+    assert "sync_pipeline.orchestration.component.SyncComponent" in keys
+    checked = subprocess.run(
+        [DG, "check", "defs"], capture_output=True, text=True, cwd=REPO_ROOT, env=IN_THE_VENV, timeout=120
+    )
+    assert checked.returncode == 0, checked.stderr[-2000:]
+
+
+def test_two_syncs_get_their_own_group_jobs_schedule_sensor_and_resources(settings: Settings) -> None:
+    apis = {"tamhr": RecordingApiClient(), "crm": RecordingApiClient()}
+    unused = {key: "sqlite://" for key in ("default_db", "ess_db", "log_db")}
+    repository = both_syncs(settings, unused, apis).get_repository_def()
+
+    assert {"tamhr_sync_job", "tamhr_sync_dry_run", "crm_sync_job", "crm_sync_dry_run"} <= set(repository.job_names)
+    assert {s.name for s in repository.schedule_defs} == {"tamhr_sync_nightly", "crm_sync_nightly"}
+    assert {s.name for s in repository.sensor_defs} == {"tamhr_sync_alerts", "crm_sync_alerts"}
+    crm_asset = repository.assets_defs_by_key[dg.AssetKey("crm_users")]
+    assert crm_asset.group_names_by_key[crm_asset.key] == "crm_sync"
+    assert crm_asset.required_resource_keys - {"io_manager"} == {"crm_default_db", "crm_log_db", "crm_sync_api"}
+    users = repository.assets_defs_by_key[dg.AssetKey("users")]
+    assert users.required_resource_keys - {"io_manager"} == {"default_db", "log_db", "sync_api"}
+
+
+def test_a_sync_reads_its_secrets_from_the_variables_its_settings_name() -> None:
+    resources = build_sync_definitions(CRM, crm_settings()).resources or {}
+
+    assert resources["crm_default_db"].url == dg.EnvVar("CRM_DEFAULT_DB_URL")
+    assert resources["crm_log_db"].url == dg.EnvVar("SYNC_LOG_DB_URL")
+    assert "default_db" not in resources and "crm_ess_db" not in resources
+
+
+def test_two_syncs_of_the_same_entity_track_log_and_lock_apart(databases: SyncDatabases, settings: Settings) -> None:
+    databases.insert_rows("Users", 5)
+    apis = {"tamhr": RecordingApiClient(), "crm": RecordingApiClient()}
+    defs = both_syncs(settings, databases.urls, apis)
+
+    assert defs.resolve_job_def("tamhr_sync_job").execute_in_process(asset_selection=[dg.AssetKey("users")]).success
+    assert defs.resolve_job_def("crm_sync_job").execute_in_process().success
+    again = defs.resolve_job_def("tamhr_sync_job").execute_in_process(asset_selection=[dg.AssetKey("users")])
+
+    assert again.success
+    tracked = sorted((row["EntityType"], row["EntityId"]) for row in databases.tracking_rows())
+    assert [entity_type for entity_type, _ in tracked] == ["Users"] * 5 + ["crm.Users"] * 5
+    assert {entity_id for _, entity_id in tracked[:5]} == {entity_id for _, entity_id in tracked[5:]}
+    activities = {row["Activity"] for row in databases.scheduler_log_rows()}
+    assert activities == {"Sync Batch: Users", "Sync Batch: crm.Users"}
+
+    with databases.log.begin() as conn:  # another host holds TAMHR's Users lock: CRM's Users is not held up
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        conn.execute(
+            sa.insert(lock_table).values(
+                EntityType="Users", Owner="elsewhere", AcquiredOn=now, ExpiresOn=now + dt.timedelta(hours=1)
+            )
+        )
+    databases.insert_rows("Users", 2, start=5)
+    held = defs.resolve_job_def("tamhr_sync_job").execute_in_process(
+        asset_selection=[dg.AssetKey("users")], raise_on_error=False
+    )
+    crm_run = defs.resolve_job_def("crm_sync_job").execute_in_process()
+
+    assert not held.success
+    assert crm_run.success
+    counts = Counter(row["EntityType"] for row in databases.tracking_rows())
+    assert counts == {"Users": 5, "crm.Users": 7}
+
+
+def test_a_sync_settings_file_must_name_every_database_its_entities_read() -> None:
+    raw = raw_default_settings()
+    raw["databases"] = {"log_db": "SYNC_LOG_DB_URL"}
+    raw["entities"] = {"Users": raw["entities"]["Users"]}
+
+    with pytest.raises(SettingsError, match=r"databases\.default_db: is required"):
+        parse_settings(raw, sync=CRM)
+
+
+def test_a_sync_settings_file_names_only_the_entities_of_its_sync() -> None:
+    with pytest.raises(SettingsError, match=r"entities\.ActualEntity: is not a known entity; known: Users"):
+        parse_settings(raw_default_settings(), sync=CRM)
+
+
+@pytest.mark.parametrize(
+    ("name", "namespace", "entities", "message"),
+    [
+        ("CRM", "crm", (USERS,), "name must be lower-case"),
+        ("crm", "CRM.", (USERS,), "namespace 'CRM.' must look like a sync name"),
+        ("crm", "crm", (), "has no entities"),
+        ("crm", "crm", (USERS, USERS), "entity name 'Users' appears twice"),
+    ],
+)
+def test_a_sync_declaration_that_cannot_be_built_says_why(
+    name: str, namespace: str, entities: tuple[EntitySpec, ...], message: str
+) -> None:
+    with pytest.raises(SyncSpecError, match=message):
+        SyncSpec(name=name, declared_entities=entities, namespace=namespace)
+
+
+def test_scaffolding_a_sync_writes_an_instance_that_loads_beside_tamhr(tmp_path: Path, settings: Settings) -> None:
+    target = tmp_path / "tamhr_b"
+    target.mkdir()
+    request = dg.ScaffoldRequest(
+        type_name="sync_pipeline.orchestration.component.SyncComponent",
+        target_path=target,
+        scaffold_format="yaml",
+        project_root=REPO_ROOT,
+        params=None,
+        append=False,
+    )
+    SyncScaffolder().scaffold(request)
+    declared = yaml.safe_load((target / "defs.yaml").read_text())
+    attributes = declared["attributes"]
+    assert declared["type"] == "sync_pipeline.orchestration.component.SyncComponent"
+    assert attributes == {"sync": "tamhr", "name": "tamhr_b", "settings_file": "settings.yaml"}
+    assert (target / "settings.yaml").read_text() == (
+        Path(sync_pipeline.__file__).parent / "settings.example.yaml"
+    ).read_text()
+
+    attributes["settings_file"] = str(target / "settings.yaml")
+    second = dg.build_defs_for_component(SyncComponent(**attributes))
+    repository = dg.Definitions.merge(build_definitions(settings), second).get_repository_def()
+
+    assert {"tamhr_sync_job", "tamhr_b_sync_job", "tamhr_b_sync_dry_run"} <= set(repository.job_names)
+    assert {dg.AssetKey("users"), dg.AssetKey("tamhr_b_users")} <= set(repository.assets_defs_by_key)
+    b_users = repository.assets_defs_by_key[dg.AssetKey("tamhr_b_users")]
+    assert b_users.required_resource_keys - {"io_manager"} == {
+        "tamhr_b_default_db",
+        "tamhr_b_log_db",
+        "tamhr_b_sync_api",
+    }
+    assert TAMHR_SYNC.renamed("tamhr_b").entity_type(USERS) == "tamhr_b.Users"
+
+
+def test_an_instance_of_an_unknown_sync_fails_the_load_naming_the_known_ones() -> None:
+    with pytest.raises(SettingsError, match="sync: 'payroll' is not a declared sync; known: tamhr"):
+        dg.build_defs_for_component(SyncComponent(sync="payroll"))
