@@ -89,10 +89,27 @@ def sync_users(
     )
 
 
-def progress_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """The progress lines the sync logged, in order."""
-    records = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.INFO]
-    return [r.getMessage() for r in records if r.getMessage().startswith("Users: progress ")]
+class SyncLog:
+    """What the test's syncs logged, from INFO up."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.INFO, logger=LOGGER)
+        self._caplog = caplog
+
+    def progress(self) -> list[str]:
+        """The progress lines, in order."""
+        infos = [r.getMessage() for r in self._caplog.records if r.name == LOGGER and r.levelno == logging.INFO]
+        return [message for message in infos if message.startswith("Users: progress ")]
+
+    def warnings(self) -> list[str]:
+        """The warnings and errors, in order."""
+        return [r.getMessage() for r in self._caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.fixture
+def sync_log(caplog: pytest.LogCaptureFixture) -> SyncLog:
+    """The log of the test's syncs."""
+    return SyncLog(caplog)
 
 
 def ticking_api(scripted_answers: list[ScriptedAnswer] | None = None) -> tuple[InterceptingApiClient, CallClock]:
@@ -105,9 +122,8 @@ def ticking_api(scripted_answers: list[ScriptedAnswer] | None = None) -> tuple[I
 def test_a_long_entity_logs_its_counts_of_the_untracked_total_with_rate_and_time_left_once_per_interval(
     databases: SyncDatabases,
     make_settings: SettingsFactory,
-    caplog: pytest.LogCaptureFixture,
+    sync_log: SyncLog,
 ) -> None:
-    caplog.set_level(logging.INFO, logger=LOGGER)
     settings = with_progress(make_settings(batch_size=3), interval_seconds=2)
     databases.insert_rows("Users", 30)
     databases.track("Users", [str(entity_id(USERS, n)) for n in range(24, 30)])  # 24 candidates
@@ -120,7 +136,7 @@ def test_a_long_entity_logs_its_counts_of_the_untracked_total_with_rate_and_time
 
     assert api.call_sizes(url) == [3, 3, 3, 3, 3, 3, 3, 3, 3, 2]  # 8 batches, batch 2 tried 3 times
     assert (report.candidates, report.sent, report.rejected, report.failed) == (24, 20, 1, 3)
-    assert progress_lines(caplog) == [
+    assert sync_log.progress() == [
         "Users: progress 6 of 24 (25%): sent 3, rejected 0, failed 3; 1.5 records/s, about 12s left",  # t=4s
         "Users: progress 12 of 24 (50%): sent 9, rejected 0, failed 3; 2.0 records/s, about 6s left",  # t=6s
         "Users: progress 18 of 24 (75%): sent 15, rejected 0, failed 3; 2.2 records/s, about 3s left",  # t=8s
@@ -131,9 +147,8 @@ def test_a_long_entity_logs_its_counts_of_the_untracked_total_with_rate_and_time
 def test_a_resend_counts_what_it_selects_and_one_by_time_reports_without_a_total(
     databases: SyncDatabases,
     make_settings: SettingsFactory,
-    caplog: pytest.LogCaptureFixture,
+    sync_log: SyncLog,
 ) -> None:
-    caplog.set_level(logging.INFO, logger=LOGGER)
     settings = with_progress(make_settings(batch_size=3), interval_seconds=1)
     databases.insert_rows("Users", 9)
     databases.track("Users", [str(entity_id(USERS, n)) for n in range(9)])
@@ -147,7 +162,7 @@ def test_a_resend_counts_what_it_selects_and_one_by_time_reports_without_a_total
 
     assert (by_time.candidates, every.candidates, chosen.candidates) == (None, 9, 2)
     assert (by_time.sent, every.sent, chosen.sent) == (9, 9, 2)
-    assert progress_lines(caplog) == [
+    assert sync_log.progress() == [
         "Users: progress 3: sent 3, rejected 0, failed 0; 3.0 records/s",
         "Users: progress 6: sent 6, rejected 0, failed 0; 3.0 records/s",
         "Users: progress 9: sent 9, rejected 0, failed 0; 3.0 records/s",
@@ -171,9 +186,8 @@ def refuse_whole_table_counts(engine: sa.Engine) -> None:
 def test_a_refused_count_does_not_fail_the_sync_it_reports_progress_without_a_total_or_time_left(
     databases: SyncDatabases,
     make_settings: SettingsFactory,
-    caplog: pytest.LogCaptureFixture,
+    sync_log: SyncLog,
 ) -> None:
-    caplog.set_level(logging.INFO, logger=LOGGER)
     settings = with_progress(make_settings(batch_size=3), interval_seconds=2)
     databases.insert_rows("Users", 9)
     refuse_whole_table_counts(databases.source_engine("Users"))
@@ -182,9 +196,8 @@ def test_a_refused_count_does_not_fail_the_sync_it_reports_progress_without_a_to
     report = sync_users(databases, settings, api, clock)
 
     assert report.succeeded and report.sent == 9 and report.candidates is None
-    assert progress_lines(caplog) == ["Users: progress 6: sent 6, rejected 0, failed 0; 3.0 records/s"]
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == [
+    assert sync_log.progress() == ["Users: progress 6: sent 6, rejected 0, failed 0; 3.0 records/s"]
+    assert sync_log.warnings() == [
         "Users: progress without a total or time left: cannot count TB_M_USER: "
         "OperationalError: not authorized to count TB_M_USER"
     ]
@@ -193,9 +206,8 @@ def test_a_refused_count_does_not_fail_the_sync_it_reports_progress_without_a_to
 def test_an_interval_of_zero_logs_no_progress_and_counts_nothing(
     databases: SyncDatabases,
     make_settings: SettingsFactory,
-    caplog: pytest.LogCaptureFixture,
+    sync_log: SyncLog,
 ) -> None:
-    caplog.set_level(logging.INFO, logger=LOGGER)
     settings = with_progress(make_settings(batch_size=3), interval_seconds=0)
     databases.insert_rows("Users", 30)
     refuse_whole_table_counts(databases.source_engine("Users"))  # a count would be warned about
@@ -205,14 +217,13 @@ def test_an_interval_of_zero_logs_no_progress_and_counts_nothing(
 
     assert report.succeeded and report.sent == 30 and clock.now == 10
     assert report.candidates is None
-    assert progress_lines(caplog) == []
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert sync_log.progress() == []
+    assert sync_log.warnings() == []
 
 
 def test_batches_settling_at_once_on_several_threads_log_one_line_between_them(
-    caplog: pytest.LogCaptureFixture,
+    sync_log: SyncLog,
 ) -> None:
-    caplog.set_level(logging.INFO, logger=LOGGER)
     clock = CallClock()
     reporter = ProgressReporter("Users", 10, logging.getLogger(LOGGER), candidates=100, clock=clock)
     clock.now = 10.0
@@ -229,7 +240,7 @@ def test_batches_settling_at_once_on_several_threads_log_one_line_between_them(
     for thread in threads:
         thread.join()
 
-    assert progress_lines(caplog) == [
+    assert sync_log.progress() == [
         "Users: progress 40 of 100 (40%): sent 40, rejected 0, failed 0; 4.0 records/s, about 15s left"
     ]
 
@@ -249,9 +260,8 @@ def test_against_a_slow_receiver_with_two_in_flight_progress_comes_at_most_once_
     slow_receiver: ReceivingApi,
     databases: SyncDatabases,
     make_settings: SettingsFactory,
-    caplog: pytest.LogCaptureFixture,
+    sync_log: SyncLog,
 ) -> None:
-    caplog.set_level(logging.INFO, logger=LOGGER)
     interval = 0.2
     settings = with_progress(make_settings(batch_size=25), interval, base_url=slow_receiver.base_url, max_in_flight=2)
     databases.insert_rows("Users", 600)  # 24 calls of at least 50 ms, 2 at a time: at least 0.6 s
@@ -259,7 +269,7 @@ def test_against_a_slow_receiver_with_two_in_flight_progress_comes_at_most_once_
     report = sync_users(databases, settings, HttpSyncApiClient(api_key=API_KEY))
 
     assert report.succeeded and report.sent == 600 == slow_receiver.log.received("users")
-    lines = progress_lines(caplog)
+    lines = sync_log.progress()
     figures = [tuple(map(int, match.groups())) for line in lines if (match := PROGRESS_LINE.match(line))]
     assert len(figures) == len(lines) >= 1, lines
     assert len(lines) <= report.duration_seconds / interval < 24, "at most one line per interval, not one per batch"
