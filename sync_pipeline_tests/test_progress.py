@@ -300,3 +300,17 @@ def test_a_materialization_carries_its_candidates_and_the_run_log_its_progress(
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     progress = [message for message in messages if message.startswith("Users: progress ")]
     assert [line.split(":")[1] for line in progress] == [" progress 3 of 6 (50%)", " progress 6 of 6 (100%)"]
+
+
+@pytest.mark.parametrize(
+    ("sent", "left"), [(10_000, "about 16m30s left"), (1_000, "about 2h46m left"), (999_990, "about 0s left")]
+)
+def test_the_time_left_of_a_million_reads_in_minutes_or_hours(sent: int, left: str, sync_log: SyncLog) -> None:
+    clock = CallClock()
+    reporter = ProgressReporter("Users", 10, logging.getLogger(LOGGER), candidates=1_000_000, clock=clock)
+    clock.now = 10.0
+
+    reporter.batch_settled(DeliveryCounts(sent=sent))
+
+    (line,) = sync_log.progress()
+    assert line.endswith(f"records/s, {left}")

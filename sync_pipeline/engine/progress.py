@@ -56,7 +56,7 @@ class ProgressReporter:
         candidates: int | None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.candidates = candidates
+        self._candidates = candidates
         self._entity = entity
         self._interval = interval_seconds
         self._log = log
@@ -82,11 +82,11 @@ class ProgressReporter:
         done = sent + rejected + failed
         rate = done / elapsed if elapsed > 0 else 0.0
         figures = f"sent {sent}, rejected {rejected}, failed {failed}; {rate:.1f} records/s"
-        if self.candidates is None:
+        if self._candidates is None:
             return f"{self._entity}: progress {done}: {figures}"
-        percent = f" ({done * 100 // self.candidates}%)" if self.candidates else ""
-        left = f", about {_duration(max(self.candidates - done, 0) / rate)} left" if rate > 0 else ""
-        return f"{self._entity}: progress {done} of {self.candidates}{percent}: {figures}{left}"
+        percent = f" ({done * 100 // self._candidates}%)" if self._candidates else ""
+        left = f", about {_duration(max(self._candidates - done, 0) / rate)} left" if rate > 0 else ""
+        return f"{self._entity}: progress {done} of {self._candidates}{percent}: {figures}{left}"
 
 
 def _duration(seconds: float) -> str:
