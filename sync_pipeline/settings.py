@@ -194,6 +194,13 @@ class LockSettings(_Strict):
     wait_seconds: Annotated[float, Field(ge=0, le=86_400)] = 0.0
 
 
+class ProgressSettings(_Strict):
+    """How often a running entity logs how far it is (the `progress:` settings), so a long one can be watched."""
+
+    interval_seconds: Annotated[float, Field(ge=0, le=86_400)] = 10.0
+    """Seconds between two progress lines of one entity; 0 logs none and counts nothing."""
+
+
 class AlertSettings(_Strict):
     """When the alert sensor speaks up, and where its run links point (the `alerts:` settings)."""
 
@@ -247,6 +254,7 @@ class Settings(_Strict):
     retries: RetrySettings = RetrySettings()
     rejections: RejectionSettings = RejectionSettings()
     locking: LockSettings = LockSettings()
+    progress: ProgressSettings = ProgressSettings()
     alerts: AlertSettings = AlertSettings()
     databases: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], _ENV_VAR_NAME] = Field(
         default_factory=lambda: dict(DATABASE_URL_ENV_VARS)

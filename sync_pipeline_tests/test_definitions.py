@@ -21,6 +21,7 @@ from .fakes import RecordingApiClient, ScriptedAnswer
 ASSET_CHAIN = ["users", "actual_org", "actual_entity", "org_object", "events_calendar"]
 METADATA_KEYS = {
     "rows_found",
+    "candidates",
     "already_tracked",
     "sent",
     "failed",
@@ -156,6 +157,7 @@ def test_materializing_the_group_syncs_every_entity_and_reports_it(seeded: SyncD
         figures = {key: value for key, value in metadata[name].items() if key not in varying}
         assert figures == {
             "rows_found": 5,
+            "candidates": 5,
             "already_tracked": 0,
             "sent": 5,
             "failed": 0,

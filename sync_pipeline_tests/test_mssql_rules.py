@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 
 from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
-from sync_pipeline.engine.sources.sql_table import page_queries
+from sync_pipeline.engine.sources.sql_table import page_queries, row_count_query
 from sync_pipeline.engine.state.tracking import MAX_IDS_PER_LOOKUP, Rejection, TrackingStore
 from sync_pipeline.engine.tables import LongText, rejected_table, scheduler_log_table, source_table, tracking_table
 from sync_pipeline.orchestration.sync_assets import entity_plan
@@ -224,6 +224,18 @@ def test_source_pages_are_read_with_top_and_order_by_never_offset(settings: Sett
     assert "WHERE [TB_M_USER].[Id] > ? ORDER BY" in str(queries.after_key.compile(dialect=MSSQL))
     assert "WHERE [TB_M_USER].[Id] = ?" in str(queries.one_key.compile(dialect=MSSQL))
     assert str(queries.null_keys.compile(dialect=MSSQL)).endswith("WHERE [TB_M_USER].[Id] IS NULL")
+
+
+def test_the_progress_count_is_one_count_of_the_whole_table_without_parameters_on_sql_server(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = make_settings(Users={"table": "dbo.TB_M_USER"})
+    table = entity_plan(TAMHR_SYNC, ENTITIES_BY_NAME["Users"], settings).table
+
+    compiled = row_count_query(table).compile(dialect=MSSQL)
+
+    assert str(compiled) == "SELECT count(*) AS count_1 \nFROM dbo.[TB_M_USER]"
+    assert not compiled.positiontup
 
 
 def test_a_guid_key_is_read_as_text_but_paged_and_ordered_as_a_uniqueidentifier(settings: Settings) -> None:

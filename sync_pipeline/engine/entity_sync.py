@@ -3,7 +3,7 @@
 The entity runs under its lock in the Log database. A failed batch is logged and left untracked
 for the next run, and the entity goes on. An entity whose source, Log database or endpoint cannot
 be reached, or whose lock is held by another run, stops early with the reason in its report; the
-caller decides what that means for the run.
+caller decides what that means for the run. While it sends, it logs its progress once per interval.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from sync_pipeline.engine.batching import Batch, ScanCounts, untracked_batches
 from sync_pipeline.engine.dry_run import DryRunPreview, preview
 from sync_pipeline.engine.http.api import Acknowledgement, BatchPoster
 from sync_pipeline.engine.mapping.payload import RecordBuilder
+from sync_pipeline.engine.progress import ProgressReporter, count_candidates
 from sync_pipeline.engine.sinks.http_batch import BatchSender, DeliveryCounts, EndpointUnreachable, RetryPolicy
 from sync_pipeline.engine.sources.sql_table import SourceUnavailable, read_pages
 from sync_pipeline.engine.state.entity_lock import EntityLock, EntityLocked, LockLost
@@ -43,7 +44,7 @@ class EntitySyncPlan:
 
 @dataclass(frozen=True)
 class DeliveryPolicy:
-    """How hard to try: retries, rejection splitting and the entity lock's lease."""
+    """How hard to try: retries, rejection splitting and the entity lock's lease; how often to log progress."""
 
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_split_depth: int = 12
@@ -52,6 +53,7 @@ class DeliveryPolicy:
     lock_lease_seconds: float = 600.0
     lock_wait_seconds: float = 0.0
     max_in_flight: int = 1
+    progress_interval_seconds: float = 10.0
 
 
 @dataclass
@@ -60,6 +62,8 @@ class EntitySyncReport:
 
     entity: str
     rows_found: int = 0
+    candidates: int | None = None
+    """How many records the run expected to settle (send, reject or fail); None when not counted."""
     already_tracked: int = 0
     sent: int = 0
     failed: int = 0
@@ -89,8 +93,8 @@ class EntitySyncReport:
         self.first_batch_error, self.rejected_ids = delivery.first_error, delivery.rejected_ids
 
 
-def send_in_flight(batches: Iterable[Batch], sender: BatchSender, senders: Executor, limit: int) -> None:
-    """Send batches on `senders` with at most `limit` in flight, reading the next while they post.
+def send_in_flight(batches: Iterable[Batch], send: Callable[[Batch], None], senders: Executor, limit: int) -> None:
+    """`send` batches on `senders` with at most `limit` in flight, reading the next while they post.
 
     The window is bounded, so memory holds at most `limit` + 1 batches; the first stop condition a
     batch raises (unreachable endpoint, Log database lost, lock lost) is raised here.
@@ -101,7 +105,7 @@ def send_in_flight(batches: Iterable[Batch], sender: BatchSender, senders: Execu
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 future.result()
-        in_flight.add(senders.submit(sender.send, batch))
+        in_flight.add(senders.submit(send, batch))
     for future in in_flight:
         future.result()
 
@@ -117,9 +121,11 @@ def sync_entity(
     selection: Selection = SEND_UNTRACKED,
     dry_run: bool = False,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> EntitySyncReport:
     """Send the entity's selected rows (by default: untracked); never raises for database, API,
-    lock or data faults. A dry run reads, selects and validates, but neither sends nor writes."""
+    lock or data faults. A dry run reads, selects and validates, but neither sends nor writes.
+    `clock` times the progress lines."""
     entity = plan.entity_type
     report = EntitySyncReport(entity)
     scan = ScanCounts()
@@ -155,7 +161,16 @@ def sync_entity(
             report.preview = preview(batches)
         else:
             with lock, ThreadPoolExecutor(policy.max_in_flight, thread_name_prefix=f"send-{entity}") as senders:
-                send_in_flight(batches, sender, senders, policy.max_in_flight)
+                interval = policy.progress_interval_seconds
+                if interval:
+                    report.candidates = count_candidates(entity, plan.table, source, tracking, selection, log)
+                progress = ProgressReporter(entity, interval, log, report.candidates, clock)
+
+                def send_and_report(batch: Batch) -> None:
+                    sender.send(batch)
+                    progress.batch_settled(sender.counts)
+
+                send_in_flight(batches, send_and_report, senders, policy.max_in_flight)
     except DeliveredButUntracked as exc:
         report.delivered_untracked = exc.count
         report.stopped_because = str(exc)

@@ -48,7 +48,7 @@ def entity_plan(sync: SyncSpec, spec: EntitySpec, settings: Settings) -> EntityS
 
 
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
-    """Retries, rejection splitting, what acknowledges a batch and the lock lease, from the settings."""
+    """Retries, rejection splitting, what acknowledges a batch, the lock lease and progress, from the settings."""
     retries = settings.retries
     acknowledgement = settings.api.acknowledgement
     results = acknowledgement.results
@@ -77,6 +77,7 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
         lock_lease_seconds=settings.locking.lease_seconds,
         lock_wait_seconds=settings.locking.wait_seconds,
         max_in_flight=settings.api.max_in_flight,
+        progress_interval_seconds=settings.progress.interval_seconds,
     )
 
 
@@ -98,6 +99,8 @@ def report_metadata(
         "retries": report.retries,
     }
     metadata: dict[str, dg.MetadataValue] = {name: dg.MetadataValue.int(value) for name, value in counts.items()}
+    if report.candidates is not None:
+        metadata["candidates"] = dg.MetadataValue.int(report.candidates)
     if tracked_now is not None:
         metadata["dagster/row_count"] = dg.MetadataValue.int(tracked_now)
     metadata["duration_seconds"] = dg.MetadataValue.float(round(report.duration_seconds, 3))

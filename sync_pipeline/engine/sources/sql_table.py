@@ -15,6 +15,8 @@ it is refused by the model instead of becoming True.
 One row the driver cannot read (text that is not UTF-8, a timestamp outside Python's range) fails
 its whole page; that page is then read again key by key, so only that row is reported as
 unreadable. Rows with a NULL key are excluded from paging and counted once per run.
+
+The whole table can also be counted (one `COUNT(*)`), for a long sync's progress to say "of N".
 """
 
 from __future__ import annotations
@@ -126,6 +128,20 @@ def real_key_type(conn: sa.Connection, table: sa.Table, key_column: str) -> sa.t
         if column["name"].lower() == key_column.lower():
             return column["type"]
     raise sa.exc.NoSuchColumnError(f"{table.fullname} has no column {key_column}")
+
+
+def row_count_query(table: sa.Table) -> sa.Select[Any]:
+    """Every row of the table, NULL keys and copies included: each is either sent or refused."""
+    return sa.select(sa.func.count()).select_from(table)
+
+
+def count_rows(engine: sa.Engine, table: sa.Table) -> int:
+    """How many rows the table holds now, by one `COUNT(*)` on a connection of its own."""
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(row_count_query(table)).scalar_one())
+    except sa.exc.SQLAlchemyError as exc:
+        raise SourceUnavailable(f"cannot count {table.fullname}: {describe_db_error(exc)}") from exc
 
 
 def read_pages(
