@@ -97,13 +97,13 @@ def _to_text(value: object) -> str:
 
 
 def _to_int(value: object) -> int:
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        return int(value)
     if isinstance(value, bool):
         raise TypeError("expected an integer, got a boolean")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
         return int(value)
     raise ValueError("not an integer")
 
@@ -242,8 +242,14 @@ class _Converted(_FromSource):
     def column(self, records: Sequence[Record], refused: dict[int, MappingError]) -> list[Any]:
         """This field's value in each record; one that cannot be converted refuses its record."""
         values, complete = self.values(records)
-        if complete and set(map(type, values)) <= self.as_is:
+        types = set(map(type, values))
+        if complete and types <= self.as_is:
             return values
+        if complete:
+            try:
+                return list(map(self._converted if type(None) in types else self.convert, values))
+            except _CONVERSION_ERRORS:
+                pass  # some value cannot be converted: found out one by one, so only its record is refused
         return self.one_by_one(values, self._converted, refused)
 
     def _converted(self, value: object) -> object:
