@@ -307,7 +307,7 @@ def test_a_record_without_the_source_field_is_refused_naming_the_field() -> None
         ),
         pytest.param(
             {"address.street": FieldRule(source="Street"), "address": FieldRule(source="City")},
-            "field address: is an object of other fields",
+            "field address: address is an object of other fields, so it cannot be a value",
             id="an object and then a value",
         ),
         pytest.param(

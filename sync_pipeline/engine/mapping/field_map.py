@@ -356,9 +356,8 @@ def _place(tree: _Node, destination: str, leaf: _Leaf) -> None:
             prefix = ".".join(parents[: depth + 1])
             raise FieldMapError(f"field {destination}: {prefix} is a value, so it cannot also hold fields")
         node = child
-    if name in node:
-        kind = "is an object of other fields" if isinstance(node[name], dict) else "is declared twice"
-        raise FieldMapError(f"field {destination}: {kind}")
+    if name in node:  # only an object can be there already: a mapping's keys are unique
+        raise FieldMapError(f"field {destination}: {destination} is an object of other fields, so it cannot be a value")
     node[name] = leaf
 
 
