@@ -6,6 +6,7 @@ compiled with the mssql dialect and checked against the 2100-parameter and 1000-
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from collections.abc import Iterator
@@ -18,8 +19,16 @@ from sqlalchemy.dialects import mssql
 
 from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.sources.sql_table import page_queries, row_count_query
+from sync_pipeline.engine.state.row_hashes import RowHashStore, row_hash, upsert_row_hashes
 from sync_pipeline.engine.state.tracking import MAX_IDS_PER_LOOKUP, Rejection, TrackingStore
-from sync_pipeline.engine.tables import LongText, rejected_table, scheduler_log_table, source_table, tracking_table
+from sync_pipeline.engine.tables import (
+    LongText,
+    rejected_table,
+    row_hash_table,
+    scheduler_log_table,
+    source_table,
+    tracking_table,
+)
 from sync_pipeline.orchestration.sync_assets import entity_plan
 from sync_pipeline.settings import Settings
 from sync_pipeline.specs.model import FieldType
@@ -181,7 +190,12 @@ def test_the_tracking_lookup_of_2000_ids_compiles_to_2001_parameters_on_mssql(se
 
 @pytest.mark.parametrize(
     "column",
-    [tracking_table.c.SyncTimestamp, scheduler_log_table.c.CreatedOn, scheduler_log_table.c.ModifiedOn],
+    [
+        tracking_table.c.SyncTimestamp,
+        scheduler_log_table.c.CreatedOn,
+        scheduler_log_table.c.ModifiedOn,
+        row_hash_table.c.SyncTimestamp,
+    ],
     ids=str,
 )
 def test_log_timestamps_are_datetime2_on_sql_server(column: sa.Column[Any]) -> None:
@@ -297,3 +311,45 @@ def test_rejecting_4500_records_twice_keeps_one_row_each_and_every_statement_fit
     kinds = {type(execution.statement).__name__ for execution in recorder.executions}
     assert kinds == {"Select", "Update", "Insert"}
     assert recorder.violations() == []
+
+
+def test_classifying_4500_row_hashes_looks_them_up_in_chunks_each_under_2100_parameters(
+    databases: SyncDatabases, recorder: StatementRecorder
+) -> None:
+    store = RowHashStore(databases.log)
+    ids = [str(uuid.UUID(int=n)) for n in range(4500)]
+    store.record_sent("praxedo/WorkOrder", [(eid, row_hash({"n": n}), None) for n, eid in enumerate(ids[::3])])
+    recorder.forget()
+
+    changes = store.classify("praxedo/WorkOrder", [(eid, row_hash({"n": n // 3})) for n, eid in enumerate(ids)])
+
+    assert len(changes.unchanged) == 1500 and len(changes.new) == 3000
+    lookups = [execution.on_sql_server()[1] for execution in recorder.executions]
+    assert lookups == [MAX_IDS_PER_LOOKUP + 1, MAX_IDS_PER_LOOKUP + 1, 500 + 1]
+    assert recorder.violations() == []
+
+
+def test_sql_server_upserts_a_batch_of_row_hashes_as_one_merge_of_five_typed_parameters_per_row() -> None:
+    executed: list[tuple[Any, tuple[Any, ...]]] = []
+    sql_server = sa.create_mock_engine(
+        "mssql+pyodbc://", lambda statement, *params: executed.append((statement, params))
+    )
+    rows = [(str(uuid.UUID(int=n)), row_hash({"n": n}), f"WO-{n}") for n in range(3000)]
+
+    upsert_row_hashes(sql_server, "praxedo/WorkOrder", rows, dt.datetime(2024, 6, 1, 3, 0))  # type: ignore[arg-type]
+
+    [(merge, (parameter_sets,))] = executed
+    compiled = merge.compile(dialect=MSSQL)
+    sql = str(compiled)
+    assert sql.startswith("MERGE INTO TB_R_SYNC_ROW_HASH WITH (HOLDLOCK) AS target USING (VALUES (?, ?, ?, ?, ?)) ")
+    assert sql.count("(?, ?, ?, ?, ?)") == 1 and sql.endswith(";")
+    assert len(compiled.positiontup or []) == 5 < MAX_PARAMETERS
+    assert len(parameter_sets) == 3000 and {len(parameters) for parameters in parameter_sets} == {5}
+    bound_types = {name: bind.type.compile(dialect=MSSQL) for name, bind in compiled.binds.items()}
+    assert bound_types == {
+        "EntityType": "NVARCHAR(100)",
+        "EntityId": "NVARCHAR(255)",
+        "RowHash": "CHAR(32)",
+        "ExternalId": "NVARCHAR(255)",
+        "SyncTimestamp": "DATETIME2",
+    }

@@ -9,7 +9,13 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.cli import log_tables_ddl
-from sync_pipeline.engine.tables import lock_table, rejected_table, scheduler_log_table, tracking_table
+from sync_pipeline.engine.tables import (
+    lock_table,
+    rejected_table,
+    row_hash_table,
+    scheduler_log_table,
+    tracking_table,
+)
 from sync_pipeline.resources.database import masked_url
 
 SQL = Path(__file__).resolve().parents[1] / "sql"
@@ -40,6 +46,7 @@ def test_tracking_table_tsql_is_exactly_as_the_product_owner_specified() -> None
         ("SchedulerLog.sql", scheduler_log_table),
         ("TB_R_SYNC_REJECTED.sql", rejected_table),
         ("TB_R_SYNC_LOCK.sql", lock_table),
+        ("TB_R_SYNC_ROW_HASH.sql", row_hash_table),
     ],
 )
 def test_hand_written_tsql_has_the_columns_and_types_the_metadata_compiles_to(file: str, table: sa.Table) -> None:

@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables: the Log database's four tables and each entity's source table.
+"""SQLAlchemy Core tables: the Log database's five tables and each entity's source table.
 
 Types are chosen for SQL Server first (NVARCHAR, DATETIME2, UNIQUEIDENTIFIER) and mapped to the
 nearest equivalent elsewhere, so the same `Table` objects query production and the local
@@ -18,6 +18,7 @@ TRACKING_TABLE_NAME = "TB_R_SYNC_TRACKING"
 SCHEDULER_LOG_TABLE_NAME = "SchedulerLog"
 REJECTED_TABLE_NAME = "TB_R_SYNC_REJECTED"
 LOCK_TABLE_NAME = "TB_R_SYNC_LOCK"
+ROW_HASH_TABLE_NAME = "TB_R_SYNC_ROW_HASH"
 
 DateTime2 = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql").with_variant(mysql.DATETIME(fsp=6), "mysql")
 """A timestamp with sub-second precision everywhere: DATETIME2 on SQL Server, DATETIME(6) on MariaDB."""
@@ -86,6 +87,19 @@ lock_table = sa.Table(
     sa.Column("ExpiresOn", DateTime2, nullable=False),
 )
 """One row per entity being synced right now: a portable lock, so two runs never send the same records."""
+
+row_hash_table = sa.Table(
+    ROW_HASH_TABLE_NAME,
+    log_metadata,
+    sa.Column("EntityType", sa.Unicode(100), nullable=False),
+    sa.Column("EntityId", sa.Unicode(255), nullable=False),
+    sa.Column("RowHash", sa.CHAR(32), nullable=False),
+    sa.Column("ExternalId", sa.Unicode(255), nullable=True),
+    sa.Column("SyncTimestamp", DateTime2, nullable=False),
+    sa.PrimaryKeyConstraint("EntityType", "EntityId", name="PK_TB_R_SYNC_ROW_HASH"),
+)
+"""What each record of a create/update sync looked like when last acknowledged: the hash of its mapped
+content (32 hex digits) and the receiver's id for it; a batch's lookup is a range of the primary key."""
 
 
 class TableLocation(Protocol):

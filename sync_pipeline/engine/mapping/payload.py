@@ -53,7 +53,8 @@ def _datetime(value: object) -> str:
     return value.isoformat()
 
 
-def _decimal(value: object) -> float | int:
+def exact_json_number(value: object) -> float | int:
+    """A number as JSON carries it exactly (an int, or a float whose repr is the value); refuses rounding."""
     if isinstance(value, bool) or not isinstance(value, decimal.Decimal | int | float):
         raise TypeError(f"expected a number, got {type(value).__name__}")
     if isinstance(value, int):
@@ -73,7 +74,7 @@ _CONVERTERS: dict[FieldType, Converter] = {
     FieldType.GUID: canonical_guid,
     FieldType.TEXT: _text,
     FieldType.INT: _int,
-    FieldType.DECIMAL: _decimal,
+    FieldType.DECIMAL: exact_json_number,
     FieldType.DATETIME: _datetime,
     FieldType.BOOL: _bool,
 }
