@@ -19,6 +19,9 @@ from tenacity import RetryCallState, Retrying, retry_if_result
 
 from sync_pipeline.engine.http.api import RETRYABLE_STATUSES, ApiCallFailed, ApiResponse, ApiUnreachable
 
+_JITTER = random.Random()
+"""The backoff's random source when the caller brings none (seeding one per call costs more than the loop)."""
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -64,7 +67,7 @@ def call_with_retries(
     policy: RetryPolicy,
     on_attempt: Callable[[Attempt], None],
     sleep: Callable[[float], None] = time.sleep,
-    rng: random.Random | None = None,
+    rng: random.Random = _JITTER,
 ) -> Attempt:
     """The last attempt of `send`, tried again while transient and within `policy`.
 
@@ -72,7 +75,6 @@ def call_with_retries(
     `on_attempt` raise, other than `ApiCallFailed`, ends the loop and is raised here.
     """
     numbers = itertools.count(1)
-    jitter = rng or random.Random()
 
     def attempt() -> Attempt:
         number, started = next(numbers), time.perf_counter()
@@ -87,7 +89,7 @@ def call_with_retries(
 
     def wait(state: RetryCallState) -> float:
         retry_after = _last(state).retry_after
-        return retry_after if retry_after is not None else policy.backoff(state.attempt_number, jitter)
+        return retry_after if retry_after is not None else policy.backoff(state.attempt_number, rng)
 
     def stop(state: RetryCallState) -> bool:
         # A longer Retry-After could outlive the entity lock's lease: this call waits for the next run.

@@ -138,11 +138,8 @@ class Transport:
                     if len(content) >= MAX_RESPONSE_BODY:
                         del content[MAX_RESPONSE_BODY:]
                         break  # closing the response drops the rest and the connection
-        except requests.ConnectionError as exc:  # includes ConnectTimeout
-            failure = ApiCallFailed if _request_went_out(exc) else ApiUnreachable
-            raise failure(self._safe_reason(exc)) from None
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:  # timeout, cut off
-            raise ApiCallFailed(self._safe_reason(exc)) from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise failure_kind(exc)(self._safe_reason(exc)) from None
         self._rate_limit.observe(response.headers)
         try:
             text = content.decode(response.encoding or "utf-8", errors="replace")
@@ -170,14 +167,17 @@ class Transport:
         return self._redact(f"{type(exc).__name__}: {exc}")[:300]
 
 
-def _request_went_out(exc: requests.ConnectionError) -> bool:
-    """urllib3 raises `ProtocolError` when the connection broke after the request was sent (reset, or
-    closed without an answer), and requests wraps it like a refused connection: a failed call, told
-    apart by the wrapped error's type, never by its text."""
+def failure_kind(exc: BaseException) -> type[ApiCallFailed]:
+    """What a requests or urllib3 error means, told by its type, never by its text: no connection
+    (refused, DNS, connect timeout, TLS) or a call that got no answer (timeout, cut off, reset)."""
+    if not isinstance(exc, requests.ConnectionError):  # a read timeout, a body cut off mid-read
+        return ApiCallFailed
+    # urllib3 raises ProtocolError when the connection broke after the request was sent (reset, or
+    # closed without an answer), and requests wraps it in the ConnectionError of a refused connection.
     cause = exc.args[0] if exc.args else None
     if isinstance(cause, urllib3.exceptions.MaxRetryError):
         cause = cause.reason
-    return isinstance(cause, urllib3.exceptions.ProtocolError)
+    return ApiCallFailed if isinstance(cause, urllib3.exceptions.ProtocolError) else ApiUnreachable
 
 
 @functools.lru_cache(maxsize=4)
