@@ -181,9 +181,15 @@ def test_a_401_with_a_fixed_key_is_the_answer_at_once(scripted: ScriptedApi) -> 
 # The client-side rate limit.
 
 
-def limited_transport(clock: FakeClock, max_wait: float = 60.0) -> Transport:
-    """A transport whose rate limiter waits on the fake clock."""
-    return Transport(BearerToken(TOKEN), rate_limit=RateLimiter(max_wait, sleep=clock.sleep, clock=clock.now))
+def rate_limit_waits(scripted: ScriptedApi, headers: dict[str, str], calls: int, max_wait: float = 60.0) -> list[float]:
+    """The waits of `calls` calls through one transport, the first answered with `headers`, on a fake clock."""
+    scripted.answers.append(Answer(200, headers))
+    clock = FakeClock()
+    transport = Transport(BearerToken(TOKEN), rate_limit=RateLimiter(max_wait, sleep=clock.sleep, clock=clock.now))
+    for _ in range(calls):
+        transport.request("GET", scripted.url("/workflows"))
+    assert len(scripted.requests) == calls
+    return clock.waits
 
 
 @pytest.mark.parametrize(
@@ -197,28 +203,15 @@ def limited_transport(clock: FakeClock, max_wait: float = 60.0) -> Transport:
 def test_an_answer_leaving_no_request_in_the_window_makes_the_next_call_wait_until_the_reset(
     headers: dict[str, str], scripted: ScriptedApi
 ) -> None:
-    scripted.answers.append(Answer(200, headers))
-    clock = FakeClock()
-    transport = limited_transport(clock)
+    waits = rate_limit_waits(scripted, headers, calls=3)
 
-    transport.request("GET", scripted.url("/workflows"))
-    assert clock.waits == [], "the first call had no reason to wait"
-    transport.request("GET", scripted.url("/workflows"))
-    transport.request("GET", scripted.url("/workflows"))
-
-    assert clock.waits == [2.0], "the second call waited for the reset, the third found the new window"
-    assert len(scripted.requests) == 3
+    assert waits == [2.0], "the second call waited for the reset, the third found the new window"
 
 
 def test_the_rate_limit_wait_is_bounded_by_its_maximum(scripted: ScriptedApi) -> None:
-    scripted.answers.append(Answer(200, {"RateLimit-Remaining": "0", "RateLimit-Reset": "3600"}))
-    clock = FakeClock()
-    transport = limited_transport(clock, max_wait=5.0)
+    headers = {"RateLimit-Remaining": "0", "RateLimit-Reset": "3600"}
 
-    transport.request("GET", scripted.url("/workflows"))
-    transport.request("GET", scripted.url("/workflows"))
-
-    assert clock.waits == [5.0]
+    assert rate_limit_waits(scripted, headers, calls=2, max_wait=5.0) == [5.0]
 
 
 @pytest.mark.parametrize(
@@ -232,14 +225,7 @@ def test_the_rate_limit_wait_is_bounded_by_its_maximum(scripted: ScriptedApi) ->
 def test_an_answer_that_leaves_requests_in_the_window_does_not_hold_the_next_call(
     headers: dict[str, str], scripted: ScriptedApi
 ) -> None:
-    scripted.answers.append(Answer(200, headers))
-    clock = FakeClock()
-    transport = limited_transport(clock)
-
-    transport.request("GET", scripted.url("/workflows"))
-    transport.request("GET", scripted.url("/workflows"))
-
-    assert clock.waits == []
+    assert rate_limit_waits(scripted, headers, calls=2) == []
 
 
 # Failures told apart by type, whatever their message says.
