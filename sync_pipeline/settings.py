@@ -14,7 +14,7 @@ import socket
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import dagster as dg
@@ -85,10 +85,23 @@ class AcknowledgementSettings(_Strict):
         return self
 
 
+class ApiKeyHeaderAuth(_Strict):
+    """The secret (SYNC_API_KEY) in the header `api.api_key_header`: the default."""
+
+    kind: Literal["api_key_header"] = "api_key_header"
+
+
+class BearerAuth(_Strict):
+    """The secret (SYNC_API_KEY) as `Authorization: Bearer <secret>`."""
+
+    kind: Literal["bearer"]
+
+
 class ApiSettings(_Strict):
     """Where the third-party API is and how it is called."""
 
     base_url: str
+    auth: Annotated[ApiKeyHeaderAuth | BearerAuth, Field(discriminator="kind")] = ApiKeyHeaderAuth()
     api_key_header: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$")] = "X-API-Key"
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     call_deadline_seconds: Annotated[float, Field(gt=0, le=3600)] | None = None
@@ -97,6 +110,15 @@ class ApiSettings(_Strict):
     acknowledgement: AcknowledgementSettings = AcknowledgementSettings()
 
     _base_url = field_validator("base_url")(check_http_url)
+
+    @model_validator(mode="after")
+    def _key_header_only_with_its_auth(self) -> ApiSettings:
+        if self.auth.kind != "api_key_header" and "api_key_header" in self.model_fields_set:
+            raise ValueError(
+                f"api.api_key_header: only read when api.auth.kind is api_key_header, not {self.auth.kind}; "
+                "remove it"
+            )
+        return self
 
     @property
     def deadline_seconds(self) -> float:

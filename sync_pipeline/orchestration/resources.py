@@ -23,6 +23,8 @@ def build_resources(sync: SyncSpec, settings: Settings) -> dict[str, dg.Configur
         sync.resource_key("sync_api"): HttpSyncApiClient(
             api_key=dg.EnvVar(API_KEY_ENV_VAR),
             api_key_header=settings.api.api_key_header,
+            auth_kind=settings.api.auth.kind,
+            rate_limit_max_wait_seconds=settings.retries.max_delay_seconds,
             timeout_seconds=settings.api.timeout_seconds,
             call_deadline_seconds=settings.api.deadline_seconds,
             verify_tls=settings.api.verify_tls,

@@ -1,8 +1,8 @@
 """What the engine needs from an API client, and how a call can go wrong.
 
-The Dagster resource implements this over `requests`; tests implement it with a fake that keeps
-what it received. Transport errors are translated at that boundary so the engine never imports
-an HTTP library.
+The transport (transport.py) implements this over `requests`; tests implement it with a fake that
+keeps what it received. Transport errors are translated there, by type, so the rest of the engine
+never imports an HTTP library.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ MAX_RESPONSE_BODY = 16 * 1024 * 1024
 
 @dataclass(frozen=True)
 class ApiResponse:
-    """What came back from one POST: status, content type and the (bounded, redacted) body."""
+    """What came back from one call: status, content type and the (bounded, redacted) body."""
 
     status_code: int
     body: str = ""

@@ -1,11 +1,11 @@
 """Delivering one batch: record its refusals, POST with retries, split on rejection, and record every outcome.
 
-Transient failures (no answer, 408, 429, 5xx) are retried with exponential backoff and full jitter,
-honouring `Retry-After`, within a bounded number of attempts and total wait. A 400/413/422 means the
-content was refused: the batch is halved and each half sent on its own, down to single records,
-so the good records go through and each bad one is isolated; halving stops when both halves are
-refused alike or the batch has cost `max_calls_per_batch` calls. Only an answer that
-`Acknowledgement` accepts tracks records. Every attempt is logged.
+Transient failures (no answer, 408, 429, 5xx) are retried by the one retry loop of every HTTP call
+(engine/http/retry.py). A 400/413/422 means the content was refused: the batch is halved and each
+half sent on its own, down to single records, so the good records go through and each bad one is
+isolated; halving stops when both halves are refused alike or the batch has cost
+`max_calls_per_batch` calls. Only an answer that `Acknowledgement` accepts tracks records. Every
+attempt is logged.
 """
 
 from __future__ import annotations
@@ -21,37 +21,22 @@ from sync_pipeline.engine.audit.scheduler_log import ApiCall
 from sync_pipeline.engine.batching import Batch
 from sync_pipeline.engine.http.api import (
     REJECTING_STATUSES,
-    RETRYABLE_STATUSES,
     TOO_LARGE,
     Acknowledgement,
-    ApiCallFailed,
-    ApiUnreachable,
+    ApiResponse,
     BatchPoster,
     NotAcknowledged,
     RecordByRecord,
     Verdict,
     idempotency_key,
 )
+from sync_pipeline.engine.http.retry import Attempt, RetryPolicy, call_with_retries
 from sync_pipeline.engine.mapping.payload import PayloadError, Record, encode_batch, explain_unencodable
 from sync_pipeline.engine.state.tracking import Rejection, TrackingStore
 
 MAX_REJECTED_IDS_SHOWN = 20
 ACKNOWLEDGED_BY_DEFAULT = Acknowledgement()
 """200, 201, 202 or 204 with a JSON body (or none): the settings' default."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounds on retrying one call: attempts (the first included) and seconds spent waiting."""
-
-    max_attempts: int = 5
-    initial_delay: float = 1.0
-    max_delay: float = 60.0
-    max_total_wait: float = 300.0
-
-    def backoff(self, attempt: int, rng: random.Random) -> float:
-        """Full jitter: uniform over [0, min(max_delay, initial_delay * 2^(attempt-1))]."""
-        return rng.uniform(0, min(self.max_delay, self.initial_delay * 2 ** (attempt - 1)))
 
 
 class EndpointUnreachable(Exception):
@@ -74,11 +59,10 @@ class DeliveryCounts:
 
 
 @dataclass(frozen=True)
-class _Attempt:
+class _Answer:
+    """What one attempt means for the batch: its SchedulerLog call, the response excerpt, the verdict."""
+
     call: ApiCall
-    retryable: bool
-    unreachable: bool = False
-    retry_after: float | None = None
     excerpt: str = ""
     verdict: Verdict | None = None  # set when the call got an acknowledgement
 
@@ -169,19 +153,19 @@ class BatchSender:
                 return None
             body = encode_batch(records)
         try:
-            attempt = self._post_with_retries(entity_ids, body, budget)
+            answer = self._post_with_retries(entity_ids, body, budget)
         except EndpointUnreachable as exc:
             self._count_failed(entity_ids, str(exc))
             raise
-        call = attempt.call
-        if isinstance(attempt.verdict, RecordByRecord):
-            self._settle_record_by_record(entity_ids, call, attempt.verdict)
+        call = answer.call
+        if isinstance(answer.verdict, RecordByRecord):
+            self._settle_record_by_record(entity_ids, call, answer.verdict)
             return None
-        if attempt.verdict is not None:
+        if answer.verdict is not None:
             self._track(entity_ids, call)
             return None
         if call.http_status in REJECTING_STATUSES:
-            return _Refused(entity_ids, records, call.http_status, attempt.excerpt)
+            return _Refused(entity_ids, records, call.http_status, answer.excerpt)
         self._fail(entity_ids, call)
         return None
 
@@ -282,60 +266,47 @@ class BatchSender:
             self.counts.rejected_ids.extend(r.entity_id for r in rejections[: max(room, 0)])
         self._log.warning(f"{self.entity}: {len(rejections)} record(s) refused, e.g. {rejections[0].describe()}")
 
-    def _post_with_retries(self, entity_ids: list[str], body: bytes, budget: _CallBudget) -> _Attempt:
-        """The final attempt (its call logged by the caller when it was acknowledged)."""
+    def _post_with_retries(self, entity_ids: list[str], body: bytes, budget: _CallBudget) -> _Answer:
+        """The final attempt's answer (its call logged by the caller when it was acknowledged); every
+        other attempt is logged as a failure as it happens."""
         key = idempotency_key(self.entity, entity_ids, body)
-        waited = 0.0
-        attempt_number = 0
-        while True:
-            attempt_number += 1
+        answers: list[_Answer] = []
+
+        def send() -> ApiResponse:
             self._before_each_attempt()
-            attempt = self._attempt(body, key, attempt_number, entity_ids)
+            return self._api.post_batch(self.endpoint_url, body, key)
+
+        def settle(attempt: Attempt) -> None:
+            answer = self._answer(attempt, entity_ids)
+            answers.append(answer)
             budget.left -= 1
             with self._counting:
                 self.counts.api_calls += 1
-            if attempt.call.ok:
-                return attempt
-            self._tracking.record_failed(self.entity, attempt.call)
-            delay = attempt.retry_after
-            if delay is None:
-                delay = self._retry.backoff(attempt_number, self._rng)
-            if (
-                not attempt.retryable
-                or attempt_number >= self._retry.max_attempts
-                or delay > self._retry.max_delay  # a longer Retry-After: this batch waits for the next run
-                or waited + delay > self._retry.max_total_wait
-            ):
-                if attempt.unreachable:
-                    raise EndpointUnreachable(attempt.call.error)
-                return attempt
-            with self._counting:
-                self.counts.retries += 1
-            self._sleep(delay)
-            waited += delay
+            if not answer.call.ok:
+                self._tracking.record_failed(self.entity, answer.call)
 
-    def _attempt(self, body: bytes, key: str, attempt: int, entity_ids: list[str]) -> _Attempt:
-        started = time.perf_counter()
+        last = call_with_retries(send, self._retry, settle, self._sleep, self._rng)
+        with self._counting:
+            self.counts.retries += last.number - 1
+        if last.unreachable:
+            raise EndpointUnreachable(answers[-1].call.error)
+        return answers[-1]
+
+    def _answer(self, attempt: Attempt, entity_ids: list[str]) -> _Answer:
+        """The SchedulerLog call of an attempt and, for a 2xx, whether it acknowledged the batch."""
 
         def call(status: int | None, error: str | None) -> ApiCall:
-            duration_ms = round((time.perf_counter() - started) * 1000)
-            return ApiCall(self.endpoint_url, len(entity_ids), status, duration_ms, error, attempt)
+            duration_ms = round(attempt.seconds * 1000)
+            return ApiCall(self.endpoint_url, len(entity_ids), status, duration_ms, error, attempt.number)
 
-        try:
-            response = self._api.post_batch(self.endpoint_url, body, key)
-        except ApiUnreachable as exc:
-            return _Attempt(call(None, f"endpoint unreachable: {exc}"), retryable=True, unreachable=True)
-        except ApiCallFailed as exc:
-            return _Attempt(call(None, f"no response: {exc}"), retryable=True)
+        response = attempt.response
+        if response is None:
+            prefix = "endpoint unreachable" if attempt.unreachable else "no response"
+            return _Answer(call(None, f"{prefix}: {attempt.failure}"))
         excerpt = response.body_excerpt
         if response.is_2xx:
             verdict = self._acknowledgement.judge(response, entity_ids)
             if isinstance(verdict, NotAcknowledged):  # the same page would come back: not retried
-                return _Attempt(call(response.status_code, verdict.reason), retryable=False, excerpt=excerpt)
-            return _Attempt(call(response.status_code, None), retryable=False, verdict=verdict)
-        return _Attempt(
-            call(response.status_code, f"HTTP {response.status_code}: {excerpt}"),
-            retryable=response.status_code in RETRYABLE_STATUSES,
-            retry_after=response.retry_after_seconds,
-            excerpt=excerpt,
-        )
+                return _Answer(call(response.status_code, verdict.reason), excerpt)
+            return _Answer(call(response.status_code, None), verdict=verdict)
+        return _Answer(call(response.status_code, f"HTTP {response.status_code}: {excerpt}"), excerpt)
