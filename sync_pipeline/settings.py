@@ -286,8 +286,9 @@ class Settings(_Strict):
     @model_validator(mode="after")
     def _lease_outlives_one_attempt(self) -> Settings:
         # The lease is extended before a call once a quarter of it has passed, so three quarters
-        # of it must cover one whole call (bounded by its deadline) and one wait.
-        needed = (self.api.deadline_seconds + self.retries.max_delay_seconds) * 4 / 3
+        # of it must cover one whole call (bounded by its deadline), the rate-limit wait inside that
+        # call and the retry wait after it (each at most retries.max_delay_seconds).
+        needed = (self.api.deadline_seconds + 2 * self.retries.max_delay_seconds) * 4 / 3
         if self.locking.lease_seconds <= needed:
             call = (
                 "api.call_deadline_seconds"
@@ -295,7 +296,7 @@ class Settings(_Strict):
                 else "api.timeout_seconds (api.call_deadline_seconds is not set)"
             )
             raise ValueError(
-                f"locking.lease_seconds: must exceed 4/3 x ({call} + retries.max_delay_seconds) "
+                f"locking.lease_seconds: must exceed 4/3 x ({call} + 2 x retries.max_delay_seconds) "
                 f"= {needed:g}, or another run could take the lock while this one waits or calls "
                 f"(got {self.locking.lease_seconds:g})"
             )

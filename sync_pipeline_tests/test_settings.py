@@ -248,8 +248,9 @@ def test_the_whole_call_deadline_must_fit_in_the_lease_with_a_wait_and_is_named_
         parse_settings(raw, source="tamhr.yaml")
 
     message = str(raised.value)
-    assert "locking.lease_seconds: must exceed 4/3 x (api.call_deadline_seconds + retries.max_delay_seconds)" in message
-    assert "= 746.667" in message and "got 600" in message
+    expected = "locking.lease_seconds: must exceed 4/3 x (api.call_deadline_seconds + 2 x retries.max_delay_seconds)"
+    assert expected in message
+    assert "= 826.667" in message and "got 600" in message
 
 
 def test_without_a_call_deadline_a_whole_call_is_bounded_by_the_timeout() -> None:
