@@ -315,8 +315,8 @@ def lock_and_timing(lease: float, timeout: float, max_delay: float) -> dict[str,
     return raw
 
 
-@pytest.mark.parametrize("lease", [120.0, 90.0, 1.0], ids=["equal", "below", "far below"])
-def test_a_lease_not_above_four_thirds_of_the_timeout_plus_the_longest_backoff_is_refused_naming_the_setting(
+@pytest.mark.parametrize("lease", [200.0, 150.0, 1.0], ids=["equal", "below", "far below"])
+def test_a_lease_not_above_four_thirds_of_the_timeout_plus_two_longest_waits_is_refused_naming_the_setting(
     lease: float,
 ) -> None:
     with pytest.raises(SettingsError) as raised:
@@ -328,11 +328,12 @@ def test_a_lease_not_above_four_thirds_of_the_timeout_plus_the_longest_backoff_i
     assert f"got {lease:g}" in message
 
 
-def test_a_lease_above_four_thirds_of_the_timeout_plus_the_longest_backoff_is_accepted() -> None:
-    """The lease is extended once a quarter of it has passed, so three quarters must cover a call and a wait."""
-    settings = parse_settings(lock_and_timing(120.5, timeout=30.0, max_delay=60.0))
+def test_a_lease_above_four_thirds_of_the_timeout_plus_two_longest_waits_is_accepted() -> None:
+    """The lease is extended once a quarter of it has passed, so three quarters must cover a call, the
+    rate-limit wait inside it and the retry wait after it."""
+    settings = parse_settings(lock_and_timing(200.5, timeout=30.0, max_delay=60.0))
 
-    assert settings.locking.lease_seconds == 120.5
+    assert settings.locking.lease_seconds == 200.5
 
 
 @pytest.mark.parametrize(("name", "value"), [("lease_seconds", 0.0), ("wait_seconds", -1.0)])

@@ -93,7 +93,7 @@ def fault_settings(receiver: ReceivingApi, **overrides: Any) -> Settings:
     raw = yaml.safe_load(DEFAULT_SETTINGS_PATH.read_text())
     raw["api"].update(base_url=receiver.base_url, timeout_seconds=1)
     raw["retries"] = {"max_attempts": 4, "initial_delay_seconds": 0.01, "max_delay_seconds": 2}
-    raw["locking"] = {"lease_seconds": 5, "wait_seconds": 15}
+    raw["locking"] = {"lease_seconds": 7, "wait_seconds": 15}  # > 4/3 x (1 s call + 2 x 2 s waits)
     for key, value in overrides.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
     return parse_settings(raw)
