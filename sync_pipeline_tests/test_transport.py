@@ -20,6 +20,7 @@ from sync_pipeline.engine.http.transport import Transport, failure_kind
 from sync_pipeline.orchestration.resources import build_resources
 from sync_pipeline.resources.api_client import HttpSyncApiClient
 from sync_pipeline.settings import SettingsError, parse_settings
+from sync_pipeline.specs.tamhr import TAMHR_SYNC
 
 from .conftest import raw_default_settings
 from .scripted_api import Answer, ScriptedApi
@@ -274,7 +275,7 @@ def test_a_transport_error_is_classified_by_its_type_not_by_its_message(exc: Exc
 def test_the_default_auth_is_the_key_in_the_api_key_header_as_before() -> None:
     settings = parse_settings(raw_default_settings())
 
-    client = build_resources(settings)["sync_api"]
+    client = build_resources(TAMHR_SYNC, settings)["sync_api"]
 
     assert settings.api.auth.kind == "api_key_header"
     assert isinstance(client, HttpSyncApiClient)
@@ -287,7 +288,7 @@ def test_bearer_auth_in_the_settings_reaches_the_resource() -> None:
     raw["api"]["auth"] = {"kind": "bearer"}
     raw["retries"] = {"max_delay_seconds": 20.0}
 
-    client = build_resources(parse_settings(raw))["sync_api"]
+    client = build_resources(TAMHR_SYNC, parse_settings(raw))["sync_api"]
 
     assert isinstance(client, HttpSyncApiClient)
     assert (client.auth_kind, client.rate_limit_max_wait_seconds) == ("bearer", 20.0)
