@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import decimal
+import itertools
 import json
 import threading
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,14 +43,34 @@ class ReceivedCall:
     idempotency_key: str
 
 
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """One record call as the API saw it: its number at its URL, method, URL, decoded body and status."""
+
+    number: int
+    method: str
+    url: str
+    body: Record | None
+    status: int
+    idempotency_key: str | None
+
+
 class RecordingApiClient(SyncApiClient):
-    """A fake third-party API: decodes each batch, keeps it per URL and answers 200 unless scripted."""
+    """A fake third-party API: decodes each batch, keeps it per URL and answers 200 unless scripted.
+
+    Record calls (`request`) answer as a REST collection would: POST creates under a new id (201
+    `{"id": ...}`), PUT replaces and PATCH merges the record at `<collection>/<id>` (200), an id it
+    never gave is 404; a scripted answer for the URL and call number comes instead.
+    """
 
     # Answers are config so they survive Dagster re-creating the resource at run start; what was
     # received is private state, so read it back only from an instance the test called directly.
     scripted_answers: list[ScriptedAnswer] = Field(default_factory=list)
     unreachable_urls: list[str] = Field(default_factory=list)
     _calls: dict[str, list[ReceivedCall]] = PrivateAttr(default_factory=dict)
+    _requests: dict[str, list[ReceivedRequest]] = PrivateAttr(default_factory=dict)
+    _collections: dict[str, dict[str, Record]] = PrivateAttr(default_factory=dict)
+    _ids: Iterator[int] = PrivateAttr(default_factory=lambda: itertools.count(1))
 
     def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
         """Answer like the receiver would: 400 for a body that is not a JSON array of objects."""
@@ -60,15 +82,59 @@ class RecordingApiClient(SyncApiClient):
         if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
             calls.append(ReceivedCall(number, [], 400, idempotency_key))
             return ApiResponse(400, '{"error": "expected a JSON array of objects"}', content_type=JSON)
-        answer = next(
-            (a for a in self.scripted_answers if a.url == url and a.call_number <= number < a.call_number + a.times),
-            None,
-        )
+        answer = self._scripted(url, number)
         status = answer.status if answer else 200
         calls.append(ReceivedCall(number, records, status, idempotency_key))
         if answer:
             return ApiResponse(status, answer.body, answer.retry_after_seconds, answer.content_type)
         return ApiResponse(status, f'{{"accepted": {len(records)}}}', content_type=JSON)
+
+    def request(self, method: str, url: str, body: bytes | None, idempotency_key: str | None = None) -> ApiResponse:
+        """Answer a record call like a REST collection, or as scripted for this URL and call number."""
+        if url in self.unreachable_urls:
+            raise ApiUnreachable(f"ConnectionError: connection refused by {url}")
+        requests = self._requests.setdefault(url, [])
+        number = len(requests) + 1
+        record = json.loads(body.decode("utf-8")) if body else None
+        answer = self._scripted(url, number)
+        if answer:
+            response = ApiResponse(answer.status, answer.body, answer.retry_after_seconds, answer.content_type)
+        else:
+            response = self._as_a_collection(method, url, record)
+        requests.append(ReceivedRequest(number, method, url, record, response.status_code, idempotency_key))
+        return response
+
+    def _as_a_collection(self, method: str, url: str, record: Any) -> ApiResponse:
+        if not isinstance(record, dict):
+            return ApiResponse(400, '{"error": "expected a JSON object"}', content_type=JSON)
+        if method == "POST":
+            new_id = str(next(self._ids))
+            self._collections.setdefault(url, {})[new_id] = record
+            return ApiResponse(201, json.dumps({"id": new_id}), content_type=JSON)
+        collection, _, quoted_id = url.rpartition("/")
+        stored = self._collections.get(collection, {})
+        record_id = urllib.parse.unquote(quoted_id)
+        if method not in ("PUT", "PATCH"):
+            return ApiResponse(405, json.dumps({"error": f"{method} is not allowed"}), content_type=JSON)
+        if record_id not in stored:
+            return ApiResponse(404, json.dumps({"error": f"no record {record_id}"}), content_type=JSON)
+        stored[record_id] = record if method == "PUT" else {**stored[record_id], **record}
+        return ApiResponse(200, json.dumps({"id": record_id, **stored[record_id]}), content_type=JSON)
+
+    def _scripted(self, url: str, number: int) -> ScriptedAnswer | None:
+        """The answer scripted for call `number` to `url`, if any."""
+        return next(
+            (a for a in self.scripted_answers if a.url == url and a.call_number <= number < a.call_number + a.times),
+            None,
+        )
+
+    def requests(self, url: str) -> list[ReceivedRequest]:
+        """Every record call made to `url`, in order, whatever it answered."""
+        return list(self._requests.get(url, []))
+
+    def collection(self, url: str) -> dict[str, Record]:
+        """The records created at the collection `url` (and updated since), by the id given to each."""
+        return dict(self._collections.get(url, {}))
 
     def calls(self, url: str) -> list[ReceivedCall]:
         """Every call made to `url`, in order, whatever it answered."""

@@ -76,7 +76,7 @@ def _handler_for(api: ScriptedApi) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_PUT = _handle
+        do_GET = do_POST = do_PUT = do_PATCH = _handle
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the tests read `requests` instead."""

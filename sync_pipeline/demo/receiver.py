@@ -1,26 +1,31 @@
 """A local receiving API on 127.0.0.1: the third-party system, for the demo and the tests.
 
 It accepts JSON arrays POSTed under `/api/sync/<endpoint>`, checks the API key header, keeps
-every record's Id per endpoint (so duplicates are visible) and can be told to misbehave on chosen
-calls the way real APIs do: an error status (with `Retry-After`, any body and content type, or one
-echoing the request's headers), a hang, a reset connection, or a body or headers that trickle out.
+every record's Id per endpoint (so duplicates are visible), serves REST collections of single
+records under `/api/records/<collection>` (POST creates under an id it chooses, PUT or PATCH
+`/<id>` updates, GET lists) and can be told to misbehave on chosen calls the way real APIs do:
+an error status (with `Retry-After`, any body and content type, or one echoing the request's
+headers), a hang, a reset connection, or a body or headers that trickle out.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import struct
 import threading
 import time
+import urllib.parse
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Self
 
 PATH_PREFIX = "/api/sync/"
+RECORDS_PREFIX = "/api/records/"
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,68 @@ class ReceivedLog:
             return list(self.call_sizes[endpoint])
 
 
+@dataclass
+class RecordCollections:
+    """The REST side of the receiver: each collection's records under the ids it gave, and every call.
+
+    Each call to a collection, whatever its method, has a 1-based number there; `faults` act out
+    on chosen numbers instead of answering, as `ReceivedLog.faults` do for the batch endpoints.
+    """
+
+    records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: defaultdict(dict))
+    calls: dict[str, list[tuple[str, str, int | None]]] = field(default_factory=lambda: defaultdict(list))
+    idempotency_keys: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    faults: dict[str, dict[int, Fault]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1001))
+
+    def handle(
+        self, method: str, collection: str, record_id: str, record: dict[str, Any] | None, key: str
+    ) -> tuple[HTTPStatus, Any] | Fault:
+        """Count the call, then act out its fault or answer as a REST API: POST creates (201, a new numeric
+        id), PUT replaces and PATCH merges a known record (200), GET reads; an unknown id is 404."""
+        with self.lock:
+            calls = self.calls[collection]
+            self.idempotency_keys[collection].append(key)
+            fault = self.faults.get(collection, {}).get(len(calls) + 1)
+            if fault is not None:
+                calls.append((method, record_id, fault.status if fault.action == "answer" else None))
+                return fault
+            status, payload = self._answer(method, collection, record_id, record)
+            calls.append((method, record_id, status))
+            return status, payload
+
+    def _answer(
+        self, method: str, collection: str, record_id: str, record: dict[str, Any] | None
+    ) -> tuple[HTTPStatus, Any]:
+        stored = self.records[collection]
+        if method == "GET" and not record_id:
+            return HTTPStatus.OK, [{"id": int(i), **r} for i, r in stored.items()]
+        if method == "POST" and not record_id and record is not None:
+            new_id = next(self._ids)
+            stored[str(new_id)] = record
+            return HTTPStatus.CREATED, {"id": new_id}
+        if method == "POST" or (method != "GET" and record is None):
+            return HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{method} is not allowed here"}
+        if record_id not in stored:
+            return HTTPStatus.NOT_FOUND, {"error": f"no record {record_id} in {collection}"}
+        if method == "PUT":
+            stored[record_id] = record or {}
+        elif method == "PATCH":
+            stored[record_id] = {**stored[record_id], **(record or {})}
+        return HTTPStatus.OK, {"id": int(record_id), **stored[record_id]}
+
+    def stored(self, collection: str) -> dict[str, dict[str, Any]]:
+        """A collection's records by the id it gave them."""
+        with self.lock:
+            return dict(self.records[collection])
+
+    def methods(self, collection: str) -> list[tuple[str, str, int | None]]:
+        """(method, record id or "", status or None for a fault without an answer) of every call, in order."""
+        with self.lock:
+            return list(self.calls[collection])
+
+
 class BackgroundServer:
     """An HTTP server on 127.0.0.1, served from a daemon thread while its `with` block runs."""
 
@@ -107,7 +174,9 @@ class ReceivingApi(BackgroundServer):
 
     def __init__(self, api_key: str, api_key_header: str = "X-API-Key", port: int = 0) -> None:
         self.log = ReceivedLog()
-        super().__init__(_handler_for(self.log, api_key, api_key_header), port, name="receiving-api")
+        self.collections = RecordCollections()
+        handler = _handler_for(self.log, self.collections, api_key, api_key_header)
+        super().__init__(handler, port, name="receiving-api")
 
     @property
     def base_url(self) -> str:
@@ -118,13 +187,25 @@ class ReceivingApi(BackgroundServer):
         """Misbehave on the given 1-based call numbers at `endpoint` (an int is a plain status)."""
         self.log.faults[endpoint] = {n: Fault(f) if isinstance(f, int) else f for n, f in faults.items()}
 
+    def records_url(self, collection: str) -> str:
+        """The URL of a REST collection: POST to it creates, PUT or PATCH `/<id>` under it updates."""
+        return self.address(f"{RECORDS_PREFIX}{collection}")
 
-def _handler_for(log: ReceivedLog, api_key: str, api_key_header: str) -> type[BaseHTTPRequestHandler]:
+    def fail_record_calls(self, collection: str, faults: dict[int, int | Fault]) -> None:
+        """Misbehave on the given 1-based call numbers at a REST collection (an int is a plain status)."""
+        self.collections.faults[collection] = {n: Fault(f) if isinstance(f, int) else f for n, f in faults.items()}
+
+
+def _handler_for(
+    log: ReceivedLog, collections: RecordCollections, api_key: str, api_key_header: str
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the real API
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.path.startswith(RECORDS_PREFIX):
+                return self._record_call(body)
             if not self.path.startswith(PATH_PREFIX):
                 return self._answer(HTTPStatus.NOT_FOUND, {"error": "unknown endpoint"})
             if self.headers.get(api_key_header) != api_key:
@@ -145,6 +226,31 @@ def _handler_for(log: ReceivedLog, api_key: str, api_key_header: str) -> type[Ba
                     log.after_acknowledging(endpoint, number)
                 return
             self._act_out(fault)
+
+        def _record_call(self, body: bytes) -> None:
+            """One call to a REST collection: `/api/records/<collection>[/<id>]` with a JSON object, or none."""
+            if self.headers.get(api_key_header) != api_key:
+                return self._answer(HTTPStatus.UNAUTHORIZED, {"error": f"missing or wrong {api_key_header}"})
+            collection, _, record_id = self.path.removeprefix(RECORDS_PREFIX).partition("/")
+            record: dict[str, Any] | None = None
+            if body:
+                try:
+                    record = json.loads(body)
+                except ValueError:
+                    return self._answer(HTTPStatus.BAD_REQUEST, {"error": "body is not JSON"})
+                if not isinstance(record, dict):
+                    return self._answer(HTTPStatus.BAD_REQUEST, {"error": "body must be a JSON object"})
+            key = self.headers.get("Idempotency-Key", "")
+            outcome = collections.handle(self.command, collection, urllib.parse.unquote(record_id), record, key)
+            if isinstance(outcome, Fault):
+                return self._act_out(outcome)
+            status, payload = outcome
+            self._send(status, json.dumps(payload).encode(), "application/json", {})
+
+        def do_PUT(self) -> None:
+            self._record_call(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+
+        do_PATCH = do_GET = do_PUT
 
         def _act_out(self, fault: Fault) -> None:
             if fault.action == "hang":

@@ -20,11 +20,16 @@ from sync_pipeline.engine.http.transport import DEFAULT_RATE_LIMIT_WAIT, Transpo
 
 
 class SyncApiClient(dg.ConfigurableResource, ABC):
-    """Posts a batch to an endpoint; the real client talks HTTP, test fakes keep what they get."""
+    """Posts a batch to an endpoint, or sends one record; the real client talks HTTP, test fakes keep what they get."""
 
     @abstractmethod
     def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
         """POST a JSON array; raise `ApiUnreachable`/`ApiCallFailed` when no HTTP answer came back."""
+
+    @abstractmethod
+    def request(self, method: str, url: str, body: bytes | None, idempotency_key: str | None = None) -> ApiResponse:
+        """One call with any method, for syncs that create and update record by record; raise
+        `ApiUnreachable`/`ApiCallFailed` when no HTTP answer came back."""
 
 
 class HttpSyncApiClient(SyncApiClient):
@@ -67,8 +72,13 @@ class HttpSyncApiClient(SyncApiClient):
 
     def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
         """POST the batch through the transport with its `Idempotency-Key`."""
+        return self.request("POST", url, body, idempotency_key)
+
+    def request(self, method: str, url: str, body: bytes | None, idempotency_key: str | None = None) -> ApiResponse:
+        """The call through the same transport as the batches: session, auth, deadline, rate limit, redaction."""
         transport = self._transport = self._transport or self._new_transport()
-        return transport.request("POST", url, body=body, headers={"Idempotency-Key": idempotency_key})
+        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        return transport.request(method, url, body=body, headers=headers)
 
     def _new_transport(self) -> Transport:
         return Transport(

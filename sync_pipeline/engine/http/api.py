@@ -152,6 +152,15 @@ class BatchPoster(Protocol):
         ...
 
 
+class RecordRequester(Protocol):
+    """Sends one record with any method (POST to create, PUT or PATCH to update) to its URL."""
+
+    def request(self, method: str, url: str, body: bytes | None, idempotency_key: str | None = None) -> ApiResponse:
+        """One call with a JSON `body` (and an `Idempotency-Key` header if given); raise
+        `ApiUnreachable`/`ApiCallFailed` when no HTTP answer came back."""
+        ...
+
+
 def idempotency_key(entity: str, entity_ids: Sequence[str], body: bytes) -> str:
     """Derived from the entity, the batch's IDs and its exact bytes: the same content resent keeps
     its key, changed content (a corrected record) gets a new one."""
