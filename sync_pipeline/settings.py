@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sync_pipeline.specs.sync import SyncSpec
-from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, TAMHR_SYNC
+from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS, TAMHR_SYNC
 
 SETTINGS_ENV_VAR = "SYNC_PIPELINE_SETTINGS"
 DEFAULT_SETTINGS_PATH = Path(__file__).with_name("default_settings.yaml")
@@ -108,6 +108,8 @@ class ApiSettings(_Strict):
     verify_tls: bool = True
     max_in_flight: Annotated[int, Field(ge=1, le=8)] = 1
     acknowledgement: AcknowledgementSettings = AcknowledgementSettings()
+    api_key_env_var: _ENV_VAR_NAME = API_KEY_ENV_VAR
+    """The environment variable holding the API's secret (key or token)."""
 
     _base_url = field_validator("base_url")(check_http_url)
 
@@ -388,8 +390,12 @@ def parse_settings(raw: object, source: str = "settings", sync: SyncSpec = TAMHR
     try:
         return Settings.model_validate(raw, context={"sync": sync})
     except ValidationError as exc:
-        details = "\n  ".join(_describe(error) for error in exc.errors())
-        raise SettingsError(f"{source} is invalid:\n  {details}") from None
+        raise SettingsError(f"{source} is invalid:\n  {describe_errors(exc)}") from None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """pydantic's errors, one line each, naming the setting, what is wrong and the value (URLs masked)."""
+    return "\n  ".join(_describe(error) for error in exc.errors())
 
 
 def settings_path() -> Path:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from sync_pipeline.engine.mapping.field_map import FieldMap, FieldMapError, FieldRule, MappingError
-from sync_pipeline.engine.mapping.field_map_settings import FieldMapSettings
+from sync_pipeline.engine.mapping.field_map import FieldMap, FieldMapError, FieldRule, MappingError, field_map_from
 from sync_pipeline.engine.mapping.payload import Record, RecordBuilder
+from sync_pipeline.specs.mapping import FieldMapSettings
 from sync_pipeline.specs.model import EntitySpec, Field, FieldType
 
 WORK_ORDERS = EntitySpec(
@@ -334,7 +334,7 @@ def test_the_yaml_shape_declares_the_same_map_and_tells_a_null_constant_from_non
         """
     )
 
-    field_map = FieldMapSettings.model_validate(document).field_map(WORK_ORDERS.fields)
+    field_map = field_map_from(FieldMapSettings.model_validate(document), WORK_ORDERS.fields)
 
     assert field_map.map_record(work_order(State="?")) == {
         "id": str(ORDER_ID),

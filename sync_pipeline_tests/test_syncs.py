@@ -222,3 +222,64 @@ def test_scaffolding_a_sync_writes_an_instance_that_loads_beside_tamhr(tmp_path:
 def test_an_instance_of_an_unknown_sync_fails_the_load_naming_the_known_ones() -> None:
     with pytest.raises(SettingsError, match="sync: 'payroll' is not a declared sync; known: tamhr"):
         dg.build_defs_for_component(SyncComponent(sync="payroll"))
+
+
+def declared_customers(**entity: Any) -> dict[str, Any]:
+    """A SyncComponent's attributes declaring one create/update entity, with `entity` overriding its keys."""
+    raw = raw_default_settings()
+    return {
+        "name": "crm_push",
+        "entities": [
+            {
+                "name": "Customers",
+                "source_db": "crm_db",
+                "fields": [{"name": "Id", "type": "guid"}, {"name": "Status", "type": "int"}],
+                "mapping": {"id": {"from": "Id"}, "status": {"from": "Status", "value_map": {1: "active"}}},
+                "state": "row_hash",
+                "sink": {"kind": "http_records"},
+                **entity,
+            }
+        ],
+        "settings": {
+            "api": {"base_url": "http://127.0.0.1:9/crm/", "auth": {"kind": "bearer"}, "api_key_env_var": "CRM_TOKEN"},
+            "databases": {"crm_db": "CRM_DB_URL", "log_db": "SYNC_LOG_DB_URL"},
+            "entities": {"Customers": {**raw["entities"]["Users"], "table": "crm_customers"}},
+        },
+    }
+
+
+def test_a_sync_declared_in_yaml_builds_its_asset_resources_and_secrets_by_its_settings() -> None:
+    defs = dg.build_defs_for_component(SyncComponent.resolve_from_dict(declared_customers()))
+    repository = defs.get_repository_def()
+
+    asset = repository.assets_defs_by_key[dg.AssetKey("crm_push_customers")]
+    assert asset.group_names_by_key[asset.key] == "crm_push_sync"
+    assert "Creates new and updates changed Customers" in str(asset.specs_by_key[asset.key].description)
+    resources = defs.resources or {}
+    assert resources["crm_push_sync_api"].api_key == dg.EnvVar("CRM_TOKEN")
+    assert resources["crm_push_sync_api"].auth_kind == "bearer"
+    assert resources["crm_push_crm_db"].url == dg.EnvVar("CRM_DB_URL")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"state": "never_sent"}, "state never_sent with sink http_records"),
+        ({"sink": {"kind": "http_batch"}}, "state row_hash with sink http_batch"),
+        ({"mapping": {"id": {"from": "Nope"}}}, "entities.Customers.mapping: .*Nope"),
+        ({"fields": []}, r"entities\.0\.fields"),
+        ({"source_db": "other_db"}, r"databases\.other_db: is required"),
+    ],
+)
+def test_a_declared_sync_that_cannot_run_fails_the_load_saying_where(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        dg.build_defs_for_component(SyncComponent.resolve_from_dict(declared_customers(**change)))
+
+
+def test_an_instance_gives_either_a_packaged_sync_or_its_own_entities() -> None:
+    both = {**declared_customers(), "sync": "tamhr"}
+    with pytest.raises(SettingsError, match="give either sync"):
+        dg.build_defs_for_component(SyncComponent.resolve_from_dict(both))
+    unnamed = {key: value for key, value in declared_customers().items() if key != "name"}
+    with pytest.raises(SettingsError, match="needs a name"):
+        dg.build_defs_for_component(SyncComponent.resolve_from_dict(unnamed))

@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import cast
 
 import sqlalchemy as sa
 
 from sync_pipeline.engine.batching import Batch, ScanCounts, untracked_batches
+from sync_pipeline.engine.changes import ChangeSender
 from sync_pipeline.engine.dry_run import DryRunPreview, preview
-from sync_pipeline.engine.http.api import Acknowledgement, BatchPoster
+from sync_pipeline.engine.http.api import Acknowledgement, BatchPoster, RecordRequester
+from sync_pipeline.engine.mapping.field_map import FieldMap
 from sync_pipeline.engine.mapping.payload import RecordBuilder
 from sync_pipeline.engine.progress import ProgressReporter, count_candidates
 from sync_pipeline.engine.sinks.http_batch import BatchSender, DeliveryCounts, EndpointUnreachable, RetryPolicy
+from sync_pipeline.engine.sinks.http_records import RecordSender, UpdateMethod
 from sync_pipeline.engine.sources.sql_table import SourceUnavailable, read_pages
 from sync_pipeline.engine.state.entity_lock import EntityLock, EntityLocked, LockLost
+from sync_pipeline.engine.state.row_hashes import RowHashStore
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
 from sync_pipeline.engine.state.tracking import DeliveredButUntracked, TrackingStore, TrackingUnavailable
 from sync_pipeline.specs.model import EntitySpec
@@ -40,6 +45,8 @@ class EntitySyncPlan:
     key_column: str
     endpoint_url: str
     batch_size: int
+    mapping: FieldMap | None = None
+    """The receiver's fields, built from the spec's mapping when the plan is made (none: the model's own)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,10 @@ def send_in_flight(batches: Iterable[Batch], send: Callable[[Batch], None], send
         future.result()
 
 
+def _nothing_tracked(entity_ids: Sequence[str]) -> set[str]:
+    return set()
+
+
 def sync_entity(
     plan: EntitySyncPlan,
     source: sa.Engine,
@@ -132,30 +143,51 @@ def sync_entity(
     columns = [f.name for f in plan.spec.fields]
     started = time.perf_counter()
     lock = EntityLock(tracking.engine, entity, owner, policy.lock_lease_seconds, policy.lock_wait_seconds, sleep)
-    sender = BatchSender(
-        entity,
-        plan.endpoint_url,
-        api,
-        tracking,
-        policy.retry,
-        policy.max_split_depth,
-        log,
-        before_each_attempt=lock.refresh_if_due,
-        refresh_tracking=selection.refreshes_tracking,
-        sleep=sleep,
-        acknowledgement=policy.acknowledgement,
-        max_calls_per_batch=policy.max_calls_per_batch,
-    )
+    record_sink = plan.spec.record_sink
     batches = untracked_batches(
         read_pages(source, plan.table, columns, plan.key_column, plan.batch_size),
         key_column=plan.key_column,
         key_index=columns.index(plan.key_column),
         key_type=plan.spec.field(plan.key_column).type,
-        tracked_among=selection.already_sent(entity, tracking),
+        # A create/update entity reads every row: its state is the row hashes, not TB_R_SYNC_TRACKING.
+        tracked_among=selection.already_sent(entity, tracking) if record_sink is None else _nothing_tracked,
         records=RecordBuilder(plan.spec, plan.key_column),
         batch_size=plan.batch_size,
         counts=scan,
     )
+    delivery: BatchSender | ChangeSender
+    if record_sink is None:
+        delivery = BatchSender(
+            entity,
+            plan.endpoint_url,
+            api,
+            tracking,
+            policy.retry,
+            policy.max_split_depth,
+            log,
+            before_each_attempt=lock.refresh_if_due,
+            refresh_tracking=selection.refreshes_tracking,
+            sleep=sleep,
+            acknowledgement=policy.acknowledgement,
+            max_calls_per_batch=policy.max_calls_per_batch,
+        )
+    else:
+        records = RecordSender(
+            entity,
+            plan.endpoint_url,
+            cast(RecordRequester, api),
+            tracking.engine,
+            tracking.log_writer,
+            tracking,
+            policy.retry,
+            log,
+            update_method=cast(UpdateMethod, record_sink.update_method),
+            acknowledgement=policy.acknowledgement,
+            id_field=record_sink.id_field,
+            before_each_attempt=lock.refresh_if_due,
+            sleep=sleep,
+        )
+        delivery = ChangeSender(records, plan.mapping, RowHashStore(tracking.engine), entity)
     try:
         if dry_run:
             report.preview = preview(batches)
@@ -167,8 +199,8 @@ def sync_entity(
                 progress = ProgressReporter(entity, interval, log, report.candidates, clock)
 
                 def send_and_report(batch: Batch) -> None:
-                    sender.send(batch)
-                    progress.batch_settled(sender.counts)
+                    delivery.send(batch)
+                    progress.batch_settled(delivery.counts)
 
                 send_in_flight(batches, send_and_report, senders, policy.max_in_flight)
     except DeliveredButUntracked as exc:
@@ -176,7 +208,9 @@ def sync_entity(
         report.stopped_because = str(exc)
     except (EndpointUnreachable, SourceUnavailable, TrackingUnavailable, EntityLocked, LockLost) as exc:
         report.stopped_because = str(exc)
-    report.absorb(scan, sender.counts)
+    report.absorb(scan, delivery.counts)
+    if isinstance(delivery, ChangeSender):  # unchanged records were read, like tracked ones, and not sent
+        report.already_tracked = delivery.changes.unchanged
     report.duration_seconds = time.perf_counter() - started
     if report.stopped_because:
         log.error(f"{entity} stopped early: {report.stopped_because}")

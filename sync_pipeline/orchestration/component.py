@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, ValidationError
 
+from sync_pipeline.engine.mapping.field_map import FieldMapError
 from sync_pipeline.orchestration.sync_definitions import build_sync_definitions
-from sync_pipeline.settings import SettingsError, load_settings
+from sync_pipeline.settings import SettingsError, describe_errors, load_settings, parse_settings
 from sync_pipeline.specs.catalog import SYNCS
+from sync_pipeline.specs.declaration import SyncDeclaration
+from sync_pipeline.specs.sync import SyncSpec, SyncSpecError
 
 EXAMPLE_SETTINGS = Path(__file__).parent.parent / "settings.example.yaml"
 
@@ -35,9 +38,20 @@ class SyncScaffolder(dg.Scaffolder[Any]):
 
 @dg.scaffold_with(SyncScaffolder)
 class SyncComponent(dg.Component, dg.Model, dg.Resolvable):
-    """One sync: which declared sync it runs, under which name and namespace, with which settings file."""
+    """One sync: a packaged declaration (`sync:`) or one written here (`entities:`), under which name and
+    namespace, with which settings (a file, or `settings:` here)."""
 
-    sync: str = Field(description=f"The declared sync this instance runs: one of {', '.join(SYNCS)}.")
+    sync: str | None = Field(
+        default=None, description=f"A packaged sync this instance runs: one of {', '.join(SYNCS)}; or give `entities`."
+    )
+    entities: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="The sync's entities declared here, in order: name, source_db, fields, mapping, state, sink "
+        "(README, 'A sync declared in YAML'); needs `name`.",
+    )
+    settings: dict[str, Any] | None = Field(
+        default=None, description="The sync's settings written here, in the settings file's shape; or `settings_file`."
+    )
     name: str | None = Field(
         default=None,
         description="This instance's name, from which its group, jobs, schedule and sensor are named; "
@@ -55,15 +69,40 @@ class SyncComponent(dg.Component, dg.Model, dg.Resolvable):
     )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        """The sync's definitions under its settings; an unknown sync or bad settings fail the load, named."""
-        declared = SYNCS.get(self.sync)
+        """The sync's definitions under its settings; a bad declaration or bad settings fail the load, named."""
+        sync = self.sync_spec(context.path)
+        if self.settings is not None:
+            if self.settings_file is not None:
+                raise SettingsError(f"{context.path}: give settings or settings_file, not both")
+            settings = parse_settings(self.settings, f"{context.path} settings", sync)
+        else:
+            path = None if self.settings_file is None else Path(context.path, self.settings_file)
+            settings = load_settings(path, sync)
+        try:
+            return build_sync_definitions(sync, settings)
+        except FieldMapError as exc:
+            raise SettingsError(f"{context.path}: {exc}") from None
+
+    def sync_spec(self, where: Path) -> SyncSpec:
+        """The sync this instance declares or names."""
+        if (self.sync is None) == (self.entities is None):
+            raise SettingsError(f"{where}: give either sync (a packaged sync) or entities (declared here)")
+        if self.entities is not None:
+            if self.name is None:
+                raise SettingsError(f"{where}: a sync declared with entities needs a name")
+            try:
+                declaration = SyncDeclaration.model_validate(
+                    {"name": self.name, "namespace": self.namespace, "entities": self.entities}
+                )
+                return declaration.sync_spec()
+            except ValidationError as exc:
+                raise SettingsError(f"{where} is invalid:\n  {describe_errors(exc)}") from None
+            except SyncSpecError as exc:
+                raise SettingsError(f"{where}: {exc}") from None
+        declared = SYNCS.get(str(self.sync))
         if declared is None:
             known = ", ".join(SYNCS)
-            raise SettingsError(f"{context.path}: sync: {self.sync!r} is not a declared sync; known: {known}")
-        sync = (
-            declared
-            if self.name is None and self.namespace is None
-            else declared.renamed(self.name or declared.name, self.namespace)
-        )
-        path = None if self.settings_file is None else Path(context.path, self.settings_file)
-        return build_sync_definitions(sync, load_settings(path, sync))
+            raise SettingsError(f"{where}: sync: {self.sync!r} is not a declared sync; known: {known}")
+        if self.name is None and self.namespace is None:
+            return declared
+        return declared.renamed(self.name or declared.name, self.namespace)

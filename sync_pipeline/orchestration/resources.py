@@ -8,7 +8,6 @@ from sync_pipeline.resources.api_client import HttpSyncApiClient
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import Settings
 from sync_pipeline.specs.sync import SyncSpec
-from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR
 
 
 def build_resources(sync: SyncSpec, settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -21,7 +20,7 @@ def build_resources(sync: SyncSpec, settings: Settings) -> dict[str, dg.Configur
     return {
         **databases,
         sync.resource_key("sync_api"): HttpSyncApiClient(
-            api_key=dg.EnvVar(API_KEY_ENV_VAR),
+            api_key=dg.EnvVar(settings.api.api_key_env_var),
             api_key_header=settings.api.api_key_header,
             auth_kind=settings.api.auth.kind,
             rate_limit_max_wait_seconds=settings.retries.max_delay_seconds,

@@ -43,6 +43,12 @@ def selection_from(config: SyncRunConfig, spec: EntitySpec, key_column: str, pre
         if config.ids or config.tracked_before:
             raise dg.Failure(description="ids and tracked_before only apply with resend: ids / tracked_before")
         return SEND_UNTRACKED
+    if spec.record_sink is not None:
+        raise dg.Failure(
+            description=f"resend: {config.resend} applies to entities sent once (state never_sent); "
+            f"{spec.asset_name} creates and updates by row hash: a changed record is sent on its own",
+            allow_retries=False,
+        )
     expected = f"resend {spec.asset_name}"
     if not preview and config.confirm != expected:
         raise dg.Failure(

@@ -15,6 +15,7 @@ from sync_pipeline.engine.audit.log_queries import entity_summary
 from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import DeliveryPolicy, EntitySyncPlan, EntitySyncReport, sync_entity
 from sync_pipeline.engine.http.api import Acknowledgement, PerRecordResults
+from sync_pipeline.engine.mapping.field_map import FieldMapError, field_map_from
 from sync_pipeline.engine.sinks.http_batch import RetryPolicy
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
 from sync_pipeline.engine.state.tracking import TrackingStore, TrackingUnavailable
@@ -35,8 +36,13 @@ HISTORY_WINDOW = dt.timedelta(hours=24)
 
 
 def entity_plan(sync: SyncSpec, spec: EntitySpec, settings: Settings) -> EntitySyncPlan:
-    """Bind an entity of a sync to this deployment's table, key, endpoint and batch size."""
+    """Bind an entity of a sync to this deployment's table, key, endpoint and batch size; its mapping is
+    checked against its fields here, so a wrong one fails the load (`FieldMapError`)."""
     where = settings.entities[spec.name]
+    try:
+        mapping = field_map_from(spec.mapping, spec.fields) if spec.mapping else None
+    except FieldMapError as exc:
+        raise FieldMapError(f"entities.{spec.name}.mapping: {exc}") from None
     return EntitySyncPlan(
         spec=spec,
         entity_type=sync.entity_type(spec),
@@ -44,6 +50,7 @@ def entity_plan(sync: SyncSpec, spec: EntitySpec, settings: Settings) -> EntityS
         key_column=where.key_column,
         endpoint_url=settings.endpoint_url(spec.name),
         batch_size=settings.batch_size_for(spec.name),
+        mapping=mapping,
     )
 
 
@@ -81,11 +88,20 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
     )
 
 
+def skipped_as(selection: Selection, by_row_hash: bool = False) -> str:
+    """What the records a sync read and did not send are: unchanged (by row hash), already tracked, or not
+    selected by a resend."""
+    if by_row_hash:
+        return "unchanged"
+    return "already_tracked" if selection.resend == "none" else "not_selected"
+
+
 def report_metadata(
-    report: EntitySyncReport, selection: Selection, tracked_now: int | None
+    report: EntitySyncReport, selection: Selection, tracked_now: int | None, skipped: str | None = None
 ) -> dict[str, dg.MetadataValue]:
-    """The figures of one real sync; `dagster/row_count` is what the receiver holds from us, as tracked."""
-    skipped = "already_tracked" if selection.resend == "none" else "not_selected"
+    """The figures of one real sync; `dagster/row_count` is what the receiver holds from us, as tracked.
+    Records not sent are `skipped` (see `skipped_as`; default: as for a batch sink)."""
+    skipped = skipped or skipped_as(selection)
     counts = {
         "rows_found": report.rows_found,
         skipped: report.already_tracked,
@@ -159,6 +175,7 @@ def report_result(
     selection: Selection = SEND_UNTRACKED,
     tracked_now: int | None = None,
     history: dict[str, dg.MetadataValue] | None = None,
+    skipped: str | None = None,
 ) -> dg.MaterializeResult:
     """The materialization plus a non-blocking ERROR check, so later entities still run."""
     problem = report_problem(report)
@@ -176,7 +193,7 @@ def report_result(
         },
         description=problem,
     )
-    metadata = {**report_metadata(report, selection, tracked_now), **(history or {})}
+    metadata = {**report_metadata(report, selection, tracked_now, skipped), **(history or {})}
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
@@ -210,7 +227,7 @@ def run_entity(
     )
     context.log.info(
         f"{spec.name}: found {report.rows_found}, skipped {report.already_tracked} as "
-        f"{'already sent' if selection.resend == 'none' else 'not selected'}, {outcome}, "
+        f"{skipped_as(selection, spec.record_sink is not None).replace('_', ' ')}, {outcome}, "
         f"{report.duration_seconds:.1f}s"
     )
     return report
@@ -244,7 +261,11 @@ def build_entity_asset(
         kinds={"sql", "api"},
         owners=list(settings.assets.owners),
         tags=dict(settings.assets.tags),
-        description=f"Pushes untracked {spec.name} records from {plan.table.fullname} to the API.",
+        description=(
+            f"Creates new and updates changed {spec.name} records from {plan.table.fullname} at the API."
+            if spec.record_sink
+            else f"Pushes untracked {spec.name} records from {plan.table.fullname} to the API."
+        ),
         metadata={
             "endpoint": dg.MetadataValue.url(plan.endpoint_url),
             "source_table": plan.table.fullname,
@@ -255,9 +276,16 @@ def build_entity_asset(
         selection = selection_from(config, spec, plan.key_column)
         report = run_entity(context.op_execution_context, sync, plan, policy, log_columns, selection, False)
         log_db: SyncDatabase = getattr(context.resources, sync.resource_key("log_db"))
-        tracked_now = tracked_count(log_db, plan.entity_type)
+        tracked_now = None if spec.record_sink else tracked_count(log_db, plan.entity_type)
         history = history_metadata(log_db, plan.entity_type, dt.datetime.now(dt.UTC).replace(tzinfo=None))
-        yield report_result(report, context.asset_key, selection, tracked_now, history)
+        yield report_result(
+            report,
+            context.asset_key,
+            selection,
+            tracked_now,
+            history,
+            skipped_as(selection, spec.record_sink is not None),
+        )
         fail_run_if_incomplete(context, spec, sync.entities, report_problem(report))
 
     return sync_asset

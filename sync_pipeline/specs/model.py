@@ -8,7 +8,11 @@ setting, so adding an entity means adding a spec and an entry in the settings fi
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # specs.mapping reads FieldType from here
+    from sync_pipeline.specs.mapping import FieldMapSettings
 
 
 class FieldType(enum.Enum):
@@ -32,14 +36,37 @@ class Field:
     length: int | None = None  # None = unbounded text (NVARCHAR(MAX))
 
 
+class StateKind(enum.Enum):
+    """What a sync keeps per record to know what to send next."""
+
+    NEVER_SENT = "never_sent"
+    """TB_R_SYNC_TRACKING: a record is sent once, then never again (the TAMHR push)."""
+    ROW_HASH = "row_hash"
+    """TB_R_SYNC_ROW_HASH: a new record is created, a changed one updated, an unchanged one skipped."""
+
+
+@dataclass(frozen=True)
+class RecordSinkSpec:
+    """Per-record create/update over HTTP: POST new records to the endpoint, `update_method` changed ones
+    to `<endpoint>/<external id>`, the id read from a create's answer at `id_field`."""
+
+    update_method: str = "PUT"
+    id_field: str = "id"
+
+
 @dataclass(frozen=True)
 class EntitySpec:
-    """What is synced: the entity's name, its asset name, its source database and its model."""
+    """What is synced: the entity's name, its asset name, its source database and its model, and how:
+    its mapping to the receiver's fields (none: the model's own names), its state and its sink (none:
+    batches POSTed as JSON arrays)."""
 
     name: str
     asset_name: str
     source_db: str  # resource key of the source database: "default_db" or "ess_db"
     fields: tuple[Field, ...]
+    mapping: FieldMapSettings | None = field(default=None, compare=False, hash=False)
+    state: StateKind = StateKind.NEVER_SENT
+    record_sink: RecordSinkSpec | None = None
 
     def field(self, name: str) -> Field:
         """The field called `name`; raises KeyError naming the entity when there is none."""

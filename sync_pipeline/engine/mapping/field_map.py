@@ -22,6 +22,7 @@ from typing import Any, Final, NamedTuple
 
 from sync_pipeline.engine.mapping.entity_ids import canonical_guid
 from sync_pipeline.engine.mapping.payload import Record, exact_json_number
+from sync_pipeline.specs.mapping import FieldMapSettings
 from sync_pipeline.specs.model import Field, FieldType
 
 Converter = Callable[[Any], Any]
@@ -426,3 +427,19 @@ def _output(where: str, convert: Converter | None, value: object, role: str = "v
 def _check_json_scalar(where: str, role: str, value: object) -> None:
     if not isinstance(value, _JSON_SCALARS) or (isinstance(value, float) and not math.isfinite(value)):
         raise FieldMapError(f"{where}: {role} {_shown(value)} is not one JSON value (text, number, boolean or null)")
+
+
+def field_map_from(declared: FieldMapSettings, source_fields: Sequence[Field]) -> FieldMap:
+    """The checked `FieldMap` a YAML mapping declares over `source_fields`; raises `FieldMapError` naming
+    the destination field. A `constant` or `default` written as null is kept apart from one not written."""
+    rules = {}
+    for name, rule in declared.root.items():
+        given = rule.model_fields_set
+        rules[name] = FieldRule(
+            source=rule.from_,
+            type=rule.type,
+            constant=rule.constant if "constant" in given else NO_VALUE,
+            value_map=rule.value_map,
+            default=rule.default if "default" in given else NO_VALUE,
+        )
+    return FieldMap(rules, source_fields)

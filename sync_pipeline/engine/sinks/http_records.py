@@ -154,7 +154,7 @@ class RecordSender:
         try:
             body = encode_batch([change.record])[1:-1]  # the one encoder; its array of one, unwrapped
         except PayloadError:
-            self._reject(Rejection(change.entity_id, None, f"not sent: {explain_unencodable(change.record)}"))
+            self.reject([Rejection(change.entity_id, None, f"not sent: {explain_unencodable(change.record)}")])
             return True
         outcome = self._call_with_retries(change, body)
         call = outcome.call
@@ -163,7 +163,7 @@ class RecordSender:
             return True
         if call.http_status in REJECTING_STATUSES:
             reason = f"rejected by the API: HTTP {call.http_status} to {change.action}"
-            self._reject(Rejection(change.entity_id, call.http_status, reason, outcome.excerpt))
+            self.reject([Rejection(change.entity_id, call.http_status, reason, outcome.excerpt)])
             return True
         self._count_failed(1, call.error or "")
         self._log.error(
@@ -279,12 +279,15 @@ class RecordSender:
             else:
                 self.counts.batches_failed += 1
 
-    def _reject(self, rejection: Rejection) -> None:
-        """Keep the refusal in TB_R_SYNC_REJECTED; the row hash stays as it was, so the record goes again next run."""
+    def reject(self, rejections: Sequence[Rejection], rows: int | None = None) -> None:
+        """Keep the refusals in TB_R_SYNC_REJECTED (the row hashes stay as they were, so the records go again
+        next run); `rows` is how many source rows they stand for, when not one each."""
+        if not rejections:
+            return
         with self._rejecting:  # the lock keeps other runs out, not this run's own sender threads
-            self._tracking.record_rejected(self.entity_type, [rejection])
+            self._tracking.record_rejected(self.entity_type, rejections)
         with self._counting:
-            self.counts.rejected += 1
-            if len(self.counts.rejected_ids) < MAX_REJECTED_IDS_SHOWN:
-                self.counts.rejected_ids.append(rejection.entity_id)
-        self._log.warning(f"{self.entity_type}: record refused, {rejection.describe()}")
+            self.counts.rejected += len(rejections) if rows is None else rows
+            room = MAX_REJECTED_IDS_SHOWN - len(self.counts.rejected_ids)
+            self.counts.rejected_ids.extend(r.entity_id for r in rejections[: max(room, 0)])
+        self._log.warning(f"{self.entity_type}: {len(rejections)} record(s) refused, e.g. {rejections[0].describe()}")

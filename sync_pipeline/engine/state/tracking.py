@@ -70,7 +70,7 @@ class TrackingStore:
 
     def __init__(self, engine: sa.Engine, log_writer: SchedulerLogWriter) -> None:
         self.engine = engine
-        self._log_writer = log_writer
+        self.log_writer = log_writer
         self._lookup, self._ids_per_lookup = id_lookup(engine.dialect.name)
 
     def tracked_ids(self, entity: str, tracked_before: dt.datetime | None = None) -> TrackedIds:
@@ -126,7 +126,7 @@ class TrackingStore:
                             )
                         )
                 insert_tracking_rows(conn, entity, entity_ids, utc_now())
-                self._log_writer.write(conn, entity, call)
+                self.log_writer.write(conn, entity, call)
         except sa.exc.SQLAlchemyError as exc:
             raise DeliveredButUntracked(
                 f"{len(entity_ids)} records were delivered but could not be tracked (they will be resent "
@@ -138,7 +138,7 @@ class TrackingStore:
         """Log a failed call; nothing is tracked, so its records go again next run."""
         try:
             with self.engine.begin() as conn:
-                self._log_writer.write(conn, entity, call)
+                self.log_writer.write(conn, entity, call)
         except sa.exc.SQLAlchemyError as exc:
             raise TrackingUnavailable(f"cannot write SchedulerLog: {describe_db_error(exc)}") from exc
 

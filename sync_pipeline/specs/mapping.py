@@ -9,18 +9,16 @@ One entry per destination field (dotted for nested objects), e.g.
       quantity: {from: Qty, type: text}
       origin: {constant: CHR}
 
-pydantic checks each rule's shape; `FieldMap` then checks it against the source's fields.
+pydantic checks each rule's shape here, as data; the engine's `field_map_from` then builds the
+`FieldMap` and checks it against the source's fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from sync_pipeline.engine.mapping.field_map import NO_VALUE, FieldMap, FieldRule
-from sync_pipeline.specs.model import Field as SourceField
 from sync_pipeline.specs.model import FieldType
 
 JsonScalar = str | int | float | bool | None
@@ -37,21 +35,6 @@ class FieldRuleSettings(BaseModel):
     value_map: dict[JsonScalar, JsonScalar] | None = None
     default: JsonScalar = None
 
-    def rule(self) -> FieldRule:
-        """The engine's rule; a `constant` or `default` written as null is kept apart from one not written."""
-        given = self.model_fields_set
-        return FieldRule(
-            source=self.from_,
-            type=self.type,
-            constant=self.constant if "constant" in given else NO_VALUE,
-            value_map=self.value_map,
-            default=self.default if "default" in given else NO_VALUE,
-        )
-
 
 class FieldMapSettings(RootModel[dict[str, FieldRuleSettings]]):
     """A whole field map as written in YAML: destination field -> rule."""
-
-    def field_map(self, source_fields: Sequence[SourceField]) -> FieldMap:
-        """The checked `FieldMap` over `source_fields`; raises `FieldMapError` naming the destination field."""
-        return FieldMap({name: settings.rule() for name, settings in self.root.items()}, source_fields)

@@ -1,0 +1,103 @@
+"""The "changed since last sent" step of a create/update sync: built batches into the calls they need.
+
+Each batch of valid records is mapped to the receiver's fields, each mapped record hashed, and the
+batch classified against TB_R_SYNC_ROW_HASH: a record never acknowledged is created, one whose hash
+differs is updated by the receiver's id, an unchanged one costs nothing. A record the mapping refuses
+is rejected with its reason, and the others go on.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from sync_pipeline.engine.batching import Batch
+from sync_pipeline.engine.mapping.field_map import FieldMap
+from sync_pipeline.engine.mapping.payload import PayloadError
+from sync_pipeline.engine.sinks.http_batch import DeliveryCounts
+from sync_pipeline.engine.sinks.http_records import RecordChange, RecordSender
+from sync_pipeline.engine.state.row_hashes import RowHashStore, row_hash
+from sync_pipeline.engine.state.tracking import Rejection
+
+
+@dataclass
+class ChangeCounts:
+    """How many valid records were new, changed or unchanged; batches in flight add to them under `lock`."""
+
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ChangeBatch:
+    """The calls one batch needs, and the rows refused before or while mapping it."""
+
+    changes: list[RecordChange]
+    refused: list[Rejection] = field(default_factory=list)
+    refused_rows: int = 0
+
+
+def changes_of(
+    batch: Batch, mapping: FieldMap | None, hashes: RowHashStore, entity_type: str, counts: ChangeCounts
+) -> ChangeBatch:
+    """The creates and updates one batch needs, in its order; unchanged records are only counted."""
+    refused = list(batch.refused)
+    refused_rows = batch.refused_rows
+    entity_ids, records = batch.entity_ids, batch.records
+    if mapping is not None:
+        mapped = mapping.map_batch(records)
+        for position, error in mapped.refused.items():
+            refused.append(Rejection(entity_ids[position], None, f"not sent: {error}"))
+        refused_rows += len(mapped.refused)
+        entity_ids = [entity_ids[position] for position in mapped.positions]
+        records = mapped.records
+    hashed: list[tuple[str, dict[str, object], str]] = []
+    for entity_id, record in zip(entity_ids, records, strict=True):
+        try:
+            hashed.append((entity_id, record, row_hash(record)))
+        except PayloadError as exc:
+            refused.append(Rejection(entity_id, None, f"not sent: {exc}"))
+            refused_rows += 1
+    state = hashes.classify(entity_type, [(entity_id, digest) for entity_id, _, digest in hashed])
+    new = set(state.new)
+    changes: list[RecordChange] = []
+    for entity_id, record, digest in hashed:
+        if entity_id in new:
+            changes.append(RecordChange(entity_id, record, digest, None))
+        elif entity_id in state.changed:
+            external_id = state.changed[entity_id]
+            if external_id is None:  # creating it again would duplicate it at the receiver
+                refused.append(Rejection(entity_id, None, "not sent: changed, but the receiver's id is unknown"))
+                refused_rows += 1
+            else:
+                changes.append(RecordChange(entity_id, record, digest, external_id))
+    with counts.lock:
+        counts.new += len(state.new)
+        counts.changed += len(state.changed)
+        counts.unchanged += len(state.unchanged)
+    return ChangeBatch(changes, refused, refused_rows)
+
+
+class ChangeSender:
+    """A create/update entity's sink step: each batch's refusals recorded, its creates and updates sent."""
+
+    def __init__(self, records: RecordSender, mapping: FieldMap | None, hashes: RowHashStore, entity_type: str) -> None:
+        self.changes = ChangeCounts()
+        self._records = records
+        self._mapping = mapping
+        self._hashes = hashes
+        self._entity_type = entity_type
+
+    @property
+    def counts(self) -> DeliveryCounts:
+        """What was sent, failed and rejected so far, shared by the batches in flight."""
+        return self._records.counts
+
+    def send(self, batch: Batch) -> None:
+        """Classify the batch (a Log database read), then reject and send what it needs."""
+        planned = changes_of(batch, self._mapping, self._hashes, self._entity_type, self.changes)
+        self._records.reject(planned.refused, planned.refused_rows)
+        if planned.changes:
+            self._records.send(planned.changes)
