@@ -1,9 +1,12 @@
-"""One entity's sync: untracked source rows out to the API in batches, acknowledged ones tracked.
+"""One entity's sync: source rows out to the receiver, and what it acknowledged kept in the Log database.
 
-The entity runs under its lock in the Log database. A failed batch is logged and left untracked
-for the next run, and the entity goes on. An entity whose source, Log database or endpoint cannot
-be reached, or whose lock is held by another run, stops early with the reason in its report; the
-caller decides what that means for the run. While it sends, it logs its progress once per interval.
+A batch sink sends the untracked rows in batches and tracks the acknowledged ones (TB_R_SYNC_TRACKING);
+a create/update sink sends each new or changed row on its own call and keeps its row hash
+(TB_R_SYNC_ROW_HASH). The entity runs under its lock in the Log database. A failed batch or record is
+logged and left for the next run, and the entity goes on. An entity whose source, Log database or
+endpoint cannot be reached, or whose lock is held by another run, stops early with the reason in its
+report; the caller decides what that means for the run. While it sends, it logs its progress once
+per interval.
 """
 
 from __future__ import annotations

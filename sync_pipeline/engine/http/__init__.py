@@ -1,1 +1,1 @@
-"""What an HTTP call answered and how that is read: acknowledgements, Retry-After, idempotency keys."""
+"""Every HTTP call, push or pull: one transport, one retry loop, auth, a rate limit, and how answers are read."""

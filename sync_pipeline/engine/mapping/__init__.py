@@ -1,1 +1,1 @@
-"""From source rows to what the receiver expects: canonical IDs, typed JSON records."""
+"""From source rows to the receiver's records: canonical IDs, typed JSON records, field maps."""

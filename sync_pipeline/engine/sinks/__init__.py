@@ -1,1 +1,1 @@
-"""Where records go: batches POSTed to an HTTP API, acknowledged, retried, split on refusal."""
+"""Where records go: batches POSTed as JSON arrays, or one call per record, created or updated."""

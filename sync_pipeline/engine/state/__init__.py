@@ -1,1 +1,1 @@
-"""What was already delivered and who may deliver now: tracking, selection, the entity lock."""
+"""What was delivered and who may deliver now: tracking, row hashes, selection, the entity lock."""
