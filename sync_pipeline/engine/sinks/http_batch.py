@@ -14,7 +14,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from sync_pipeline.engine.audit.scheduler_log import ApiCall
@@ -56,6 +56,37 @@ class DeliveryCounts:
     retries: int = 0
     first_error: str | None = None
     rejected_ids: list[str] = field(default_factory=list)
+
+
+class Refusals:
+    """Keeps a sender's refused records in TB_R_SYNC_REJECTED and counts them, from any of its threads."""
+
+    def __init__(
+        self,
+        tracking: TrackingStore,
+        entity: str,
+        counts: DeliveryCounts,
+        counting: threading.Lock,
+        log: logging.Logger,
+    ) -> None:
+        self._tracking = tracking
+        self._entity = entity
+        self._counts = counts
+        self._counting = counting
+        self._rejecting = threading.Lock()  # TB_R_SYNC_REJECTED is read, then written: one batch at a time
+        self._log = log
+
+    def record(self, rejections: Sequence[Rejection], rows: int | None = None) -> None:
+        """Keep the refusals; `rows` is how many source rows they stand for, when not one each."""
+        if not rejections:
+            return
+        with self._rejecting:  # the lock keeps other runs out, not this run's own sender threads
+            self._tracking.record_rejected(self._entity, rejections)
+        with self._counting:
+            self._counts.rejected += len(rejections) if rows is None else rows
+            room = MAX_REJECTED_IDS_SHOWN - len(self._counts.rejected_ids)
+            self._counts.rejected_ids.extend(r.entity_id for r in rejections[: max(room, 0)])
+        self._log.warning(f"{self._entity}: {len(rejections)} record(s) refused, e.g. {rejections[0].describe()}")
 
 
 @dataclass(frozen=True)
@@ -113,7 +144,7 @@ class BatchSender:
         self.endpoint_url = endpoint_url
         self.counts = DeliveryCounts()
         self._counting = threading.Lock()  # batches may be sent from several threads at once
-        self._rejecting = threading.Lock()  # TB_R_SYNC_REJECTED is read, then written: one batch at a time
+        self._refusals = Refusals(tracking, entity, self.counts, self._counting, log)
         self._api = api
         self._tracking = tracking
         self._retry = retry
@@ -128,7 +159,7 @@ class BatchSender:
 
     def send(self, batch: Batch) -> None:
         """Record the rows refused before this batch, then deliver its records (built and checked already)."""
-        self._reject(batch.refused, batch.refused_rows)
+        self._refusals.record(batch.refused, batch.refused_rows)
         if batch.records:
             self._deliver(batch.entity_ids, batch.records, depth=0)
 
@@ -201,7 +232,7 @@ class BatchSender:
             reason += " Payload Too Large: this record alone is too large for the API"
         if note:
             reason += f" ({note})"
-        self._reject([Rejection(i, refused.status, reason, refused.excerpt) for i in refused.entity_ids])
+        self._refusals.record([Rejection(i, refused.status, reason, refused.excerpt) for i in refused.entity_ids])
 
     def _track(self, entity_ids: list[str], call: ApiCall) -> None:
         self._tracking.record_delivered(self.entity, entity_ids, call, refresh=self._refresh_tracking)
@@ -225,7 +256,8 @@ class BatchSender:
                 self.entity, replace(call, error=f"HTTP {call.http_status}: none of {len(entity_ids)} acknowledged")
             )
         reason = f"rejected by the API: HTTP {call.http_status}, its result for this record is not an acceptance"
-        self._reject([Rejection(i, call.http_status, reason, excerpt) for i, excerpt in verdict.refused.items()])
+        refused = [Rejection(i, call.http_status, reason, excerpt) for i, excerpt in verdict.refused.items()]
+        self._refusals.record(refused)
         if verdict.unanswered:
             self._fail(
                 verdict.unanswered,
@@ -251,20 +283,8 @@ class BatchSender:
                 continue
             keep_ids.append(entity_id)
             keep.append(record)
-        self._reject(refused)
+        self._refusals.record(refused)
         return keep_ids, keep
-
-    def _reject(self, rejections: list[Rejection], rows: int | None = None) -> None:
-        """Keep the refusals; `rows` is how many source rows they stand for, when not one each."""
-        if not rejections:
-            return
-        with self._rejecting:  # the lock keeps other runs out, not this run's own sender threads
-            self._tracking.record_rejected(self.entity, rejections)
-        with self._counting:
-            self.counts.rejected += len(rejections) if rows is None else rows
-            room = MAX_REJECTED_IDS_SHOWN - len(self.counts.rejected_ids)
-            self.counts.rejected_ids.extend(r.entity_id for r in rejections[: max(room, 0)])
-        self._log.warning(f"{self.entity}: {len(rejections)} record(s) refused, e.g. {rejections[0].describe()}")
 
     def _post_with_retries(self, entity_ids: list[str], body: bytes, budget: _CallBudget) -> _Answer:
         """The final attempt's answer (its call logged by the caller when it was acknowledged); every

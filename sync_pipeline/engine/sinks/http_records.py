@@ -42,9 +42,9 @@ from sync_pipeline.engine.http.retry import Attempt, RetryPolicy, call_with_retr
 from sync_pipeline.engine.mapping.payload import PayloadError, encode_batch, explain_unencodable
 from sync_pipeline.engine.sinks.http_batch import (
     ACKNOWLEDGED_BY_DEFAULT,
-    MAX_REJECTED_IDS_SHOWN,
     DeliveryCounts,
     EndpointUnreachable,
+    Refusals,
 )
 from sync_pipeline.engine.state.row_hashes import upsert_row_hashes
 from sync_pipeline.engine.state.tracking import DeliveredButUntracked, Rejection, TrackingStore, utc_now
@@ -122,7 +122,7 @@ class RecordSender:
         self.endpoint_url = endpoint_url.rstrip("/")
         self.counts = RecordCounts()
         self._counting = threading.Lock()  # records may be sent from several threads at once
-        self._rejecting = threading.Lock()  # TB_R_SYNC_REJECTED is read, then written: one at a time
+        self._refusals = Refusals(tracking, entity_type, self.counts, self._counting, log)
         self._api = api
         self._log_db = log_db
         self._scheduler_log = scheduler_log
@@ -282,12 +282,4 @@ class RecordSender:
     def reject(self, rejections: Sequence[Rejection], rows: int | None = None) -> None:
         """Keep the refusals in TB_R_SYNC_REJECTED (the row hashes stay as they were, so the records go again
         next run); `rows` is how many source rows they stand for, when not one each."""
-        if not rejections:
-            return
-        with self._rejecting:  # the lock keeps other runs out, not this run's own sender threads
-            self._tracking.record_rejected(self.entity_type, rejections)
-        with self._counting:
-            self.counts.rejected += len(rejections) if rows is None else rows
-            room = MAX_REJECTED_IDS_SHOWN - len(self.counts.rejected_ids)
-            self.counts.rejected_ids.extend(r.entity_id for r in rejections[: max(room, 0)])
-        self._log.warning(f"{self.entity_type}: {len(rejections)} record(s) refused, e.g. {rejections[0].describe()}")
+        self._refusals.record(rejections, rows)
