@@ -20,6 +20,7 @@ import sync_pipeline.definitions
 from sync_pipeline.definitions import build_definitions, shared_definitions
 from sync_pipeline.engine.tables import lock_table
 from sync_pipeline.orchestration.component import SyncComponent, SyncScaffolder
+from sync_pipeline.orchestration.run_config import SyncRunConfig, selection_from
 from sync_pipeline.orchestration.sync_definitions import build_sync_definitions
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import Settings, SettingsError, parse_settings
@@ -283,3 +284,14 @@ def test_an_instance_gives_either_a_packaged_sync_or_its_own_entities() -> None:
     unnamed = {key: value for key, value in declared_customers().items() if key != "name"}
     with pytest.raises(SettingsError, match="needs a name"):
         dg.build_defs_for_component(SyncComponent.resolve_from_dict(unnamed))
+
+
+@pytest.mark.parametrize("resend", ["all", "ids", "tracked_before"])
+def test_a_resend_is_refused_for_an_entity_that_creates_and_updates_by_row_hash(resend: str) -> None:
+    declared = SyncComponent.resolve_from_dict(declared_customers()).sync_spec(Path("defs.yaml"))
+    customers = declared.entities[0]
+    config = SyncRunConfig(resend=resend, ids=["1"], tracked_before="2026-01-01", confirm="resend crm_push_customers")
+
+    with pytest.raises(dg.Failure, match="creates and updates by row hash"):
+        selection_from(config, customers, "Id")
+    assert selection_from(SyncRunConfig(), customers, "Id").resend == "none"
