@@ -1,0 +1,186 @@
+"""What the SQL sinks share: records checked against the typed table, stored rows matched by the database
+itself, and a batch that one bad record cannot sink.
+
+Records come already mapped to the table's column names (dicts). A record is refused before any SQL
+when a column is unknown or missing, a key or a NOT NULL column is NULL, or a text is longer than its
+column; whatever the database still refuses (a unique, check or foreign key constraint) is isolated by
+writing that batch again record by record, each in its own transaction. Matching incoming keys with
+stored rows is done in SQL, so the database's own collation, padding and type conversions decide, as
+they do for the write that follows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from sync_pipeline.engine.db_errors import describe_db_error
+
+MAX_PARAMETERS_PER_LOOKUP = 2000
+"""Parameters in one lookup of stored rows: under SQL Server's 2,100."""
+MAX_ROWS_PER_LOOKUP = 500
+"""Incoming rows in one lookup, one `SELECT … UNION ALL` each: SQLite allows 500 terms in a compound select."""
+
+Key = tuple[Any, ...]
+"""A record's key values, in the order of the sink's key columns."""
+
+_COLUMN_IN_MESSAGE = (
+    re.compile(r"for column [`'\"]?(\w+)"),  # MariaDB: Data too long / Incorrect value for column 'x'
+    re.compile(r"[Cc]olumn [`'\"](\w+)[`'\"] cannot be null"),  # MariaDB NOT NULL
+    re.compile(r"constraint failed: \w+\.(\w+)"),  # SQLite: NOT NULL / UNIQUE constraint failed: t.col
+)
+
+
+class SqlSinkUnavailable(Exception):
+    """The target database could not be read or written: the batch was not written, the caller stops."""
+
+
+@dataclass(frozen=True)
+class RefusedRecord:
+    """One record that was not written, by its key, with the column at fault (when known) and why."""
+
+    key: Key
+    column: str | None
+    reason: str
+
+    def describe(self) -> str:
+        """`<key>: <column>: <reason>` for log lines."""
+        return f"{self.key!r}: {self.column or '(row)'}: {self.reason}"
+
+
+class TableColumns:
+    """The typed table a sink writes, its key columns and the columns it writes, checked once."""
+
+    def __init__(self, table: sa.Table, key_columns: Sequence[str], columns: Sequence[str]) -> None:
+        for argument, names in (("key_columns", key_columns), ("columns", columns)):
+            unknown = [name for name in names if name not in table.c]
+            if unknown or not names:
+                problem = f"{', '.join(unknown)} not in {table.name}" if unknown else "none given"
+                raise ValueError(f"{argument}: {problem} (its columns: {', '.join(table.c.keys())})")
+        self.table = table
+        self.keys = [table.c[name] for name in key_columns]
+        self.written = [table.c[name] for name in dict.fromkeys([*key_columns, *columns])]
+        self.key_names = frozenset(key_columns)
+        self.updated = [column for column in self.written if column.name not in self.key_names]
+        """The written columns but the key: what an update sets."""
+
+    def key_of(self, record: Mapping[str, Any]) -> Key:
+        """The record's key values (None where one is missing)."""
+        return tuple(record.get(column.name) for column in self.keys)
+
+    def refusal(self, record: Mapping[str, Any], not_null: Mapping[str, str] | None = None) -> RefusedRecord | None:
+        """Why the record cannot be written as it is, or None: checked here so the column can be named.
+
+        `not_null` adds columns a sink needs filled, each with the reason (e.g. the timestamp to order by).
+        """
+        key = self.key_of(record)
+        for name in record:
+            if name not in self.table.c:
+                return RefusedRecord(key, name, f"not a column of {self.table.name}")
+        for column in self.written:
+            if column.name not in record:
+                return RefusedRecord(key, column.name, "missing from the record")
+            value = record[column.name]
+            if value is None:
+                if column.name in self.key_names:
+                    return RefusedRecord(key, column.name, "NULL in a key column")
+                if not_null and column.name in not_null:
+                    return RefusedRecord(key, column.name, not_null[column.name])
+                if not column.nullable:
+                    return RefusedRecord(key, column.name, "NULL in a NOT NULL column")
+            length = getattr(column.type, "length", None)
+            if isinstance(value, str) and length is not None and len(value) > length:
+                return RefusedRecord(key, column.name, f"{len(value)} characters, the column holds {length}")
+        return None
+
+    def row(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The written columns' values of a record (its other table columns are left alone)."""
+        return {column.name: record[column.name] for column in self.written}
+
+
+def stored_matches(
+    conn: sa.Connection,
+    columns: TableColumns,
+    rows: Sequence[Mapping[str, Any]],
+    timestamp: sa.Column[Any] | None = None,
+) -> dict[int, bool]:
+    """Position in `rows` -> True/False of each row whose key the table holds: with `timestamp`, whether
+    the incoming one is newer than the stored one (or the stored one is NULL), else True.
+
+    The incoming keys travel as a `SELECT :position, :key… UNION ALL …` derived table joined to the table,
+    in chunks under SQL Server's 2,100 parameters and SQLite's 500 compound terms.
+    """
+    compared = [*columns.keys, *([timestamp] if timestamp is not None else [])]
+    per_lookup = min(MAX_ROWS_PER_LOOKUP, MAX_PARAMETERS_PER_LOOKUP // (len(compared) + 1))
+    found: dict[int, bool] = {}
+    for start in range(0, len(rows), per_lookup):
+        chunk = rows[start : start + per_lookup]
+        incoming = sa.union_all(
+            *(
+                sa.select(
+                    sa.literal(start + offset, sa.Integer).label("position"),
+                    *(sa.literal(row[column.name], column.type).label(f"in_{n}") for n, column in enumerate(compared)),
+                )
+                for offset, row in enumerate(chunk)
+            )
+        ).subquery("incoming")
+        matched = sa.and_(*(column == incoming.c[f"in_{n}"] for n, column in enumerate(columns.keys)))
+        newer: sa.ColumnElement[Any] = sa.literal(1)
+        if timestamp is not None:
+            incoming_ts = incoming.c[f"in_{len(columns.keys)}"]
+            newer = sa.case((sa.or_(timestamp.is_(None), incoming_ts > timestamp), 1), else_=0)
+        query = sa.select(incoming.c.position, newer.label("newer")).join_from(incoming, columns.table, matched)
+        for position, is_newer in conn.execute(query):
+            found[int(position)] = bool(is_newer)
+    return found
+
+
+def write_isolating_refusals(
+    engine: sa.Engine,
+    what: str,
+    work: Callable[[sa.Connection, Sequence[int]], None],
+    positions: Sequence[int],
+    key_at: Callable[[int], Key],
+) -> dict[int, RefusedRecord]:
+    """Run `work` for `positions` in one transaction; if the database refuses a record (IntegrityError,
+    DataError), run it again for each position alone, and return the positions refused, each with its reason.
+
+    Any other database error raises `SqlSinkUnavailable` naming `what`, without SQL or parameters.
+    """
+    if not positions:
+        return {}
+    try:
+        with engine.begin() as conn:
+            work(conn, positions)
+        return {}
+    except (sa.exc.IntegrityError, sa.exc.DataError):
+        pass  # one record at a time below, so only the bad ones stay out
+    except sa.exc.SQLAlchemyError as exc:
+        raise SqlSinkUnavailable(f"cannot write {what}: {describe_db_error(exc)}") from exc
+    refused = {}
+    for position in positions:
+        try:
+            with engine.begin() as conn:
+                work(conn, [position])
+        except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
+            refused[position] = RefusedRecord(key_at(position), failed_column(exc), describe_db_error(exc))
+        except sa.exc.SQLAlchemyError as exc:
+            raise SqlSinkUnavailable(f"cannot write {what}: {describe_db_error(exc)}") from exc
+    return refused
+
+
+def failed_column(exc: sa.exc.DBAPIError) -> str | None:
+    """The column the driver names in a constraint error, if it names one."""
+    column_name = getattr(getattr(exc.orig, "diag", None), "column_name", None)  # psycopg's diagnostics
+    if column_name:
+        return str(column_name)
+    message = str(exc.orig)
+    for pattern in _COLUMN_IN_MESSAGE:
+        found = pattern.search(message)
+        if found:
+            return found.group(1)
+    return None
