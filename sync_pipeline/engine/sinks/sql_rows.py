@@ -33,6 +33,10 @@ _COLUMN_IN_MESSAGE = (
     re.compile(r"[Cc]olumn [`'\"](\w+)[`'\"] cannot be null"),  # MariaDB NOT NULL
     re.compile(r"constraint failed: \w+\.(\w+)"),  # SQLite: NOT NULL / UNIQUE constraint failed: t.col
 )
+_CONSTRAINT_IN_MESSAGE = (
+    re.compile(r"CONSTRAINT [`'\"]?(\w+)[`'\"]? failed"),  # MariaDB CHECK
+    re.compile(r"CHECK constraint failed: (\w+)"),  # SQLite
+)
 
 
 class SqlSinkUnavailable(Exception):
@@ -129,10 +133,11 @@ def stored_matches(
             )
         ).subquery("incoming")
         matched = sa.and_(*(column == incoming.c[f"in_{n}"] for n, column in enumerate(columns.keys)))
-        newer: sa.ColumnElement[Any] = sa.literal(1)
+        newer: sa.ColumnElement[Any] = sa.literal_column("1")
         if timestamp is not None:
             incoming_ts = incoming.c[f"in_{len(columns.keys)}"]
-            newer = sa.case((sa.or_(timestamp.is_(None), incoming_ts > timestamp), 1), else_=0)
+            is_newer = sa.or_(timestamp.is_(None), incoming_ts > timestamp)
+            newer = sa.case((is_newer, sa.literal_column("1")), else_=sa.literal_column("0"))
         query = sa.select(incoming.c.position, newer.label("newer")).join_from(incoming, columns.table, matched)
         for position, is_newer in conn.execute(query):
             found[int(position)] = bool(is_newer)
@@ -141,7 +146,7 @@ def stored_matches(
 
 def write_isolating_refusals(
     engine: sa.Engine,
-    what: str,
+    table: sa.Table,
     work: Callable[[sa.Connection, Sequence[int]], None],
     positions: Sequence[int],
     key_at: Callable[[int], Key],
@@ -149,7 +154,7 @@ def write_isolating_refusals(
     """Run `work` for `positions` in one transaction; if the database refuses a record (IntegrityError,
     DataError), run it again for each position alone, and return the positions refused, each with its reason.
 
-    Any other database error raises `SqlSinkUnavailable` naming `what`, without SQL or parameters.
+    Any other database error raises `SqlSinkUnavailable` naming the table, without SQL or parameters.
     """
     if not positions:
         return {}
@@ -160,22 +165,23 @@ def write_isolating_refusals(
     except (sa.exc.IntegrityError, sa.exc.DataError):
         pass  # one record at a time below, so only the bad ones stay out
     except sa.exc.SQLAlchemyError as exc:
-        raise SqlSinkUnavailable(f"cannot write {what}: {describe_db_error(exc)}") from exc
+        raise SqlSinkUnavailable(f"cannot write {table.name}: {describe_db_error(exc)}") from exc
     refused = {}
     for position in positions:
         try:
             with engine.begin() as conn:
                 work(conn, [position])
         except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
-            refused[position] = RefusedRecord(key_at(position), failed_column(exc), describe_db_error(exc))
+            refused[position] = RefusedRecord(key_at(position), failed_column(exc, table), describe_db_error(exc))
         except sa.exc.SQLAlchemyError as exc:
-            raise SqlSinkUnavailable(f"cannot write {what}: {describe_db_error(exc)}") from exc
+            raise SqlSinkUnavailable(f"cannot write {table.name}: {describe_db_error(exc)}") from exc
     return refused
 
 
-def failed_column(exc: sa.exc.DBAPIError) -> str | None:
-    """The column the driver names in a constraint error, if it names one."""
-    column_name = getattr(getattr(exc.orig, "diag", None), "column_name", None)  # psycopg's diagnostics
+def failed_column(exc: sa.exc.DBAPIError, table: sa.Table) -> str | None:
+    """The column a constraint error is about: named by the driver, or the one its named constraint is on."""
+    diag = getattr(exc.orig, "diag", None)  # psycopg's diagnostics
+    column_name = getattr(diag, "column_name", None)
     if column_name:
         return str(column_name)
     message = str(exc.orig)
@@ -183,4 +189,18 @@ def failed_column(exc: sa.exc.DBAPIError) -> str | None:
         found = pattern.search(message)
         if found:
             return found.group(1)
+    constraint = getattr(diag, "constraint_name", None) or next(
+        (found.group(1) for pattern in _CONSTRAINT_IN_MESSAGE if (found := pattern.search(message))), None
+    )
+    return _constrained_columns(table, constraint) if constraint else None
+
+
+def _constrained_columns(table: sa.Table, constraint_name: str) -> str | None:
+    """The columns of the table's constraint of that name (a column's own CHECK is that column's)."""
+    for column in table.columns:
+        if any(constraint.name == constraint_name for constraint in column.constraints):
+            return column.name
+    for constraint in table.constraints:
+        if constraint.name == constraint_name and isinstance(constraint, sa.schema.ColumnCollectionConstraint):
+            return ", ".join(constraint.columns.keys()) or None
     return None

@@ -70,7 +70,7 @@ class SqlUpdateSink:
             conn.execute(self._update, [update_parameters(self._columns, rows[n]) for n in chosen])
 
         refused = write_isolating_refusals(
-            self.engine, self.table.name, update, matched, lambda n: self._columns.key_of(rows[n])
+            self.engine, self.table, update, matched, lambda n: self._columns.key_of(rows[n])
         )
         counts.refused.extend(refused.values())
         counts.updated = len(matched) - len(refused)

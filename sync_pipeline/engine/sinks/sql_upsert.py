@@ -106,7 +106,7 @@ class SqlUpsertSink:
             conn.execute(self._upsert.statement, [self._upsert.parameters(rows[n]) for n in chosen])
 
         refused = write_isolating_refusals(
-            self.engine, self.table.name, upsert, to_write, lambda n: self._columns.key_of(rows[n])
+            self.engine, self.table, upsert, to_write, lambda n: self._columns.key_of(rows[n])
         )
         counts.refused.extend(refused.values())
         for n in to_write:
