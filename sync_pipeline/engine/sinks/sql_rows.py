@@ -106,42 +106,60 @@ class TableColumns:
         return {column.name: record[column.name] for column in self.written}
 
 
-def stored_matches(
-    conn: sa.Connection,
-    columns: TableColumns,
-    rows: Sequence[Mapping[str, Any]],
-    timestamp: sa.Column[Any] | None = None,
-) -> dict[int, bool]:
-    """Position in `rows` -> True/False of each row whose key the table holds: with `timestamp`, whether
-    the incoming one is newer than the stored one (or the stored one is NULL), else True.
+class StoredRows:
+    """Which incoming rows the table holds, matched in SQL: with a timestamp column, also whether each
+    incoming timestamp is newer than the stored one (or the stored one is NULL).
 
-    The incoming keys travel as a `SELECT :position, :key… UNION ALL …` derived table joined to the table,
-    in chunks under SQL Server's 2,100 parameters and SQLite's 500 compound terms.
+    The incoming keys travel as a `SELECT <offset>, :key… UNION ALL …` derived table joined to the table,
+    in chunks under SQL Server's 2,100 parameters and SQLite's 500 compound terms; the statement of each
+    chunk length is built once, so SQLAlchemy compiles it once.
     """
-    compared = [*columns.keys, *([timestamp] if timestamp is not None else [])]
-    per_lookup = min(MAX_ROWS_PER_LOOKUP, MAX_PARAMETERS_PER_LOOKUP // (len(compared) + 1))
-    found: dict[int, bool] = {}
-    for start in range(0, len(rows), per_lookup):
-        chunk = rows[start : start + per_lookup]
-        incoming = sa.union_all(
-            *(
-                sa.select(
-                    sa.literal(start + offset, sa.Integer).label("position"),
-                    *(sa.literal(row[column.name], column.type).label(f"in_{n}") for n, column in enumerate(compared)),
-                )
+
+    def __init__(self, columns: TableColumns, timestamp: sa.Column[Any] | None = None) -> None:
+        self._columns = columns
+        self._timestamp = timestamp
+        self._compared = [*columns.keys, *([timestamp] if timestamp is not None else [])]
+        self.rows_per_lookup = min(MAX_ROWS_PER_LOOKUP, MAX_PARAMETERS_PER_LOOKUP // len(self._compared))
+        self._lookups: dict[int, sa.Select[Any]] = {}
+
+    def matches(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> dict[int, bool]:
+        """Position in `rows` -> whether it is newer (always True without a timestamp column), for each row
+        whose key the table holds."""
+        found: dict[int, bool] = {}
+        for start in range(0, len(rows), self.rows_per_lookup):
+            chunk = rows[start : start + self.rows_per_lookup]
+            params = {
+                f"r{offset}_{n}": row[column.name]
                 for offset, row in enumerate(chunk)
-            )
-        ).subquery("incoming")
-        matched = sa.and_(*(column == incoming.c[f"in_{n}"] for n, column in enumerate(columns.keys)))
-        newer: sa.ColumnElement[Any] = sa.literal_column("1")
-        if timestamp is not None:
-            incoming_ts = incoming.c[f"in_{len(columns.keys)}"]
-            is_newer = sa.or_(timestamp.is_(None), incoming_ts > timestamp)
-            newer = sa.case((is_newer, sa.literal_column("1")), else_=sa.literal_column("0"))
-        query = sa.select(incoming.c.position, newer.label("newer")).join_from(incoming, columns.table, matched)
-        for position, is_newer in conn.execute(query):
-            found[int(position)] = bool(is_newer)
-    return found
+                for n, column in enumerate(self._compared)
+            }
+            for offset, is_newer in conn.execute(self._lookup(len(chunk)), params):
+                found[start + int(offset)] = bool(is_newer)
+        return found
+
+    def _lookup(self, length: int) -> sa.Select[Any]:
+        if length not in self._lookups:
+            incoming = sa.union_all(
+                *(
+                    sa.select(
+                        sa.literal_column(str(offset), sa.Integer).label("row_offset"),
+                        *(
+                            sa.bindparam(f"r{offset}_{n}", type_=column.type).label(f"in_{n}")
+                            for n, column in enumerate(self._compared)
+                        ),
+                    )
+                    for offset in range(length)
+                )
+            ).subquery("incoming")
+            keys = self._columns.keys
+            matched = sa.and_(*(column == incoming.c[f"in_{n}"] for n, column in enumerate(keys)))
+            newer: sa.ColumnElement[Any] = sa.literal_column("1")
+            if self._timestamp is not None:
+                is_newer = sa.or_(self._timestamp.is_(None), incoming.c[f"in_{len(keys)}"] > self._timestamp)
+                newer = sa.case((is_newer, sa.literal_column("1")), else_=sa.literal_column("0"))
+            query = sa.select(incoming.c.row_offset, newer.label("newer"))
+            self._lookups[length] = query.join_from(incoming, self._columns.table, matched)
+        return self._lookups[length]
 
 
 def write_isolating_refusals(

@@ -1,6 +1,6 @@
 """Chosen columns of rows already in a table updated from records matched on a key; no row is ever inserted.
 
-For each batch the keys the table holds are read first (`sql_rows.stored_matches`, matched by the
+For each batch the keys the table holds are read first (`sql_rows.StoredRows`, matched by the
 database itself), so a record matching no row is returned by its key, for the caller to log or retry,
 whatever the driver's rowcount says. The matched records are then written in one transaction by one
 `UPDATE … SET col = :set_n … WHERE key = :key_n`, executed once per row (an executemany: one row's
@@ -20,8 +20,8 @@ from sync_pipeline.engine.sinks.sql_rows import (
     Key,
     RefusedRecord,
     SqlSinkUnavailable,
+    StoredRows,
     TableColumns,
-    stored_matches,
     write_isolating_refusals,
 )
 
@@ -47,6 +47,7 @@ class SqlUpdateSink:
         self.table = table
         self._columns = TableColumns(table, key_columns, columns)
         self._update = update_statement(self._columns)
+        self._stored = StoredRows(self._columns)
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> UpdateCounts:
         """Update the rows the records match; the unmatched are returned by key, the refused with their reason."""
@@ -60,7 +61,7 @@ class SqlUpdateSink:
                 counts.refused.append(refusal)
         try:
             with self.engine.connect() as conn:
-                found = stored_matches(conn, self._columns, rows)
+                found = self._stored.matches(conn, rows)
         except sa.exc.SQLAlchemyError as exc:
             raise SqlSinkUnavailable(f"cannot read {self.table.name}: {describe_db_error(exc)}") from exc
         matched = [n for n in range(len(rows)) if n in found]

@@ -2,7 +2,7 @@
 updated only by a newer record.
 
 For each batch the stored rows its keys match are read first, with the timestamps compared in SQL
-(`sql_rows.stored_matches`): that gives exact counts on every backend without relying on each driver's
+(`sql_rows.StoredRows`): that gives exact counts on every backend without relying on each driver's
 rowcount (MariaDB counts 2 per update, PostgreSQL cannot tell an insert from an update). Then the new
 and newer records are written in one transaction, by one upsert per dialect that compares again itself:
 
@@ -33,8 +33,8 @@ from sync_pipeline.engine.db_errors import describe_db_error
 from sync_pipeline.engine.sinks.sql_rows import (
     RefusedRecord,
     SqlSinkUnavailable,
+    StoredRows,
     TableColumns,
-    stored_matches,
     write_isolating_refusals,
 )
 
@@ -75,6 +75,7 @@ class SqlUpsertSink:
         self._timestamp = table.c[timestamp_column]
         self._not_null = {timestamp_column: "NULL timestamp: last write wins cannot order it"}
         self._upsert = upsert_statement(engine.dialect.name, self._columns, self._timestamp)
+        self._stored = StoredRows(self._columns, self._timestamp)
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> UpsertCounts:
         """Upsert a batch; a refused record is reported by key, column and reason, and the others are written."""
@@ -96,7 +97,7 @@ class SqlUpsertSink:
         rows = [self._columns.row(records[position]) for position in positions]
         try:
             with self.engine.connect() as conn:
-                stored = stored_matches(conn, self._columns, rows, self._timestamp)
+                stored = self._stored.matches(conn, rows)
         except sa.exc.SQLAlchemyError as exc:
             raise SqlSinkUnavailable(f"cannot read {self.table.name}: {describe_db_error(exc)}") from exc
         to_write = [n for n in range(len(rows)) if stored.get(n, True)]
