@@ -189,6 +189,26 @@ def a_record_too_long_for_its_column_is_refused_naming_it(engine: sa.Engine) -> 
     ]
 
 
+def a_newer_row_another_writer_stores_between_lookup_and_write_is_kept(engine: sa.Engine) -> None:
+    sink = workflow_sink(engine)
+    sink.write([workflow(1)])
+    meanwhile = {"name": "Written meanwhile", "updated_at": T0 + dt.timedelta(hours=2)}
+
+    def another_writer(conn: sa.Connection, clause: Any, *_: Any) -> None:
+        if isinstance(clause, sa.Insert):  # the sink's upsert, after its lookup said "newer"
+            with engine.begin() as other:
+                other.execute(sa.update(workflows).where(workflows.c.workflow_id == 1).values(meanwhile))
+
+    sa.event.listen(engine, "before_execute", another_writer)
+    try:
+        sink.write([workflow(1, T0 + dt.timedelta(hours=1), name="Older than what is stored by now")])
+    finally:
+        sa.event.remove(engine, "before_execute", another_writer)
+
+    stored = stored_workflows(engine)[(TENANT, 1)]
+    assert (stored["name"], stored["updated_at"]) == (meanwhile["name"], meanwhile["updated_at"])
+
+
 def statuses_update_matched_work_orders_and_unknown_orders_come_back_by_key(engine: sa.Engine) -> None:
     seed_work_orders(engine, 3)
     completed = T0 + dt.timedelta(hours=3)
@@ -248,6 +268,7 @@ SCENARIOS = [
     three_thousand_workflows_are_upserted_with_exact_counts,
     a_record_the_database_refuses_is_reported_alone_and_the_others_are_written,
     a_record_too_long_for_its_column_is_refused_naming_it,
+    a_newer_row_another_writer_stores_between_lookup_and_write_is_kept,
     statuses_update_matched_work_orders_and_unknown_orders_come_back_by_key,
     a_status_the_database_refuses_is_isolated_to_its_work_order,
     three_thousand_statuses_update_with_the_missing_ones_returned,
