@@ -51,10 +51,6 @@ class RefusedRecord:
     column: str | None
     reason: str
 
-    def describe(self) -> str:
-        """`<key>: <column>: <reason>` for log lines."""
-        return f"{self.key!r}: {self.column or '(row)'}: {self.reason}"
-
 
 class TableColumns:
     """The typed table a sink writes, its key columns and the columns it writes, checked once."""
@@ -122,19 +118,23 @@ class StoredRows:
         self.rows_per_lookup = min(MAX_ROWS_PER_LOOKUP, MAX_PARAMETERS_PER_LOOKUP // len(self._compared))
         self._lookups: dict[int, sa.Select[Any]] = {}
 
-    def matches(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> dict[int, bool]:
+    def matches(self, engine: sa.Engine, rows: Sequence[Mapping[str, Any]]) -> dict[int, bool]:
         """Position in `rows` -> whether it is newer (always True without a timestamp column), for each row
-        whose key the table holds."""
+        whose key the table holds; a database error raises `SqlSinkUnavailable`."""
         found: dict[int, bool] = {}
-        for start in range(0, len(rows), self.rows_per_lookup):
-            chunk = rows[start : start + self.rows_per_lookup]
-            params = {
-                f"r{offset}_{n}": row[column.name]
-                for offset, row in enumerate(chunk)
-                for n, column in enumerate(self._compared)
-            }
-            for offset, is_newer in conn.execute(self._lookup(len(chunk)), params):
-                found[start + int(offset)] = bool(is_newer)
+        try:
+            with engine.connect() as conn:
+                for start in range(0, len(rows), self.rows_per_lookup):
+                    chunk = rows[start : start + self.rows_per_lookup]
+                    params = {
+                        f"r{offset}_{n}": row[column.name]
+                        for offset, row in enumerate(chunk)
+                        for n, column in enumerate(self._compared)
+                    }
+                    for offset, is_newer in conn.execute(self._lookup(len(chunk)), params):
+                        found[start + int(offset)] = bool(is_newer)
+        except sa.exc.SQLAlchemyError as exc:
+            raise SqlSinkUnavailable(f"cannot read {self._columns.table.name}: {describe_db_error(exc)}") from exc
         return found
 
     def _lookup(self, length: int) -> sa.Select[Any]:

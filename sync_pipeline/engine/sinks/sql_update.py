@@ -15,11 +15,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sync_pipeline.engine.db_errors import describe_db_error
 from sync_pipeline.engine.sinks.sql_rows import (
     Key,
     RefusedRecord,
-    SqlSinkUnavailable,
     StoredRows,
     TableColumns,
     write_isolating_refusals,
@@ -50,7 +48,9 @@ class SqlUpdateSink:
         self._stored = StoredRows(self._columns)
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> UpdateCounts:
-        """Update the rows the records match; the unmatched are returned by key, the refused with their reason."""
+        """Update the rows the records match; the unmatched are returned by key, the refused with their reason.
+
+        Any other database error raises `SqlSinkUnavailable`: the batch's matched records are not written."""
         counts = UpdateCounts()
         rows = []
         for record in records:
@@ -59,11 +59,7 @@ class SqlUpdateSink:
                 rows.append(self._columns.row(record))
             else:
                 counts.refused.append(refusal)
-        try:
-            with self.engine.connect() as conn:
-                found = self._stored.matches(conn, rows)
-        except sa.exc.SQLAlchemyError as exc:
-            raise SqlSinkUnavailable(f"cannot read {self.table.name}: {describe_db_error(exc)}") from exc
+        found = self._stored.matches(self.engine, rows)
         matched = [n for n in range(len(rows)) if n in found]
         counts.not_found = [self._columns.key_of(row) for n, row in enumerate(rows) if n not in found]
 

@@ -29,10 +29,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql, mysql, postgresql, sqlite
 
-from sync_pipeline.engine.db_errors import describe_db_error
 from sync_pipeline.engine.sinks.sql_rows import (
     RefusedRecord,
-    SqlSinkUnavailable,
     StoredRows,
     TableColumns,
     write_isolating_refusals,
@@ -78,7 +76,9 @@ class SqlUpsertSink:
         self._stored = StoredRows(self._columns, self._timestamp)
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> UpsertCounts:
-        """Upsert a batch; a refused record is reported by key, column and reason, and the others are written."""
+        """Upsert a batch; a refused record is reported by key, column and reason, and the others are written.
+
+        Any other database error raises `SqlSinkUnavailable`: the batch's new and newer records are not written."""
         counts = UpsertCounts()
         candidates: dict[Any, int] = {}  # key -> position of its newest record in `records`
         for position, record in enumerate(records):
@@ -95,11 +95,7 @@ class SqlUpsertSink:
             candidates[key] = position
         positions = list(candidates.values())
         rows = [self._columns.row(records[position]) for position in positions]
-        try:
-            with self.engine.connect() as conn:
-                stored = self._stored.matches(conn, rows)
-        except sa.exc.SQLAlchemyError as exc:
-            raise SqlSinkUnavailable(f"cannot read {self.table.name}: {describe_db_error(exc)}") from exc
+        stored = self._stored.matches(self.engine, rows)
         to_write = [n for n in range(len(rows)) if stored.get(n, True)]
         counts.skipped += len(rows) - len(to_write)
 
