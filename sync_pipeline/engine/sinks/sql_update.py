@@ -50,7 +50,7 @@ class SqlUpdateSink:
     def write(self, records: Sequence[Mapping[str, Any]]) -> UpdateCounts:
         """Update the rows the records match; the unmatched are returned by key, the refused with their reason.
 
-        Any other database error raises `SqlSinkUnavailable`: the batch's matched records are not written."""
+        Any other database error raises `SqlSinkUnavailable`; writing the batch again is harmless."""
         counts = UpdateCounts()
         rows = []
         for record in records:

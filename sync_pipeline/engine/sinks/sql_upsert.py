@@ -78,7 +78,7 @@ class SqlUpsertSink:
     def write(self, records: Sequence[Mapping[str, Any]]) -> UpsertCounts:
         """Upsert a batch; a refused record is reported by key, column and reason, and the others are written.
 
-        Any other database error raises `SqlSinkUnavailable`: the batch's new and newer records are not written."""
+        Any other database error raises `SqlSinkUnavailable`; writing the batch again is harmless."""
         counts = UpsertCounts()
         candidates: dict[Any, int] = {}  # key -> position of its newest record in `records`
         for position, record in enumerate(records):
