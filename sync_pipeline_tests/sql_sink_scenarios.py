@@ -22,22 +22,23 @@ workflows = sa.Table(
     target_metadata,
     sa.Column("tenant", sa.Unicode(20), primary_key=True),
     sa.Column("workflow_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("updated_at", DateTime2, nullable=True),  # before the columns it orders: MariaDB must assign it last
     sa.Column("name", sa.Unicode(100), nullable=False),
-    sa.Column("version", sa.Integer, sa.CheckConstraint("version >= 0", name="ck_zuora_workflow_version")),
-    sa.Column("updated_at", DateTime2, nullable=True),
+    sa.Column("version", sa.Integer),
 )
 work_orders = sa.Table(
     "chr_work_order",
     target_metadata,
     sa.Column("order_id", sa.Unicode(36), primary_key=True),
     sa.Column("title", sa.Unicode(100), nullable=False),
-    sa.Column(
-        "status",
-        sa.Unicode(20),
-        sa.CheckConstraint("status IN ('NEW', 'SCHEDULED', 'COMPLETED', 'CANCELLED')", name="ck_chr_work_order_status"),
-        nullable=False,
-    ),
+    sa.Column("status", sa.Unicode(20), nullable=False),
     sa.Column("completed_on", DateTime2, nullable=True),
+)
+workflows.append_constraint(sa.CheckConstraint(workflows.c.version >= 0, name="ck_zuora_workflow_version"))
+work_orders.append_constraint(
+    sa.CheckConstraint(
+        work_orders.c.status.in_(["NEW", "SCHEDULED", "COMPLETED", "CANCELLED"]), name="ck_chr_work_order_status"
+    )
 )
 
 T0 = dt.datetime(2026, 11, 30, 8, 0, 0, 250_000)

@@ -73,7 +73,12 @@ def test_a_record_with_a_column_the_table_lacks_or_without_a_key_is_refused_nami
     target: sa.Engine,
 ) -> None:
     counts = workflow_sink(target).write(
-        [workflow(1, colour="red"), workflow(2) | {"tenant": None}, {"tenant": "acme", "workflow_id": 3}, workflow(4)]
+        [
+            workflow(1, colour="red"),
+            workflow(2) | {"tenant": None},
+            {"tenant": "acme", "workflow_id": 3, "updated_at": T0},
+            workflow(4),
+        ]
     )
 
     assert counts.inserted == 1
@@ -101,16 +106,16 @@ def test_sql_server_gets_one_merge_per_row_with_last_write_wins_and_datetime2(ta
 
     assert str(compiled) == (
         "MERGE INTO zuora_workflow WITH (HOLDLOCK) AS target "
-        "USING (VALUES (?, ?, ?, ?, ?)) AS source (tenant, workflow_id, name, version, updated_at) "
+        "USING (VALUES (?, ?, ?, ?, ?)) AS source (tenant, workflow_id, updated_at, name, version) "
         "ON target.tenant = source.tenant AND target.workflow_id = source.workflow_id "
         "WHEN MATCHED AND (target.updated_at IS NULL OR source.updated_at > target.updated_at) "
-        "THEN UPDATE SET name = source.name, version = source.version, updated_at = source.updated_at "
-        "WHEN NOT MATCHED THEN INSERT (tenant, workflow_id, name, version, updated_at) "
-        "VALUES (source.tenant, source.workflow_id, source.name, source.version, source.updated_at);"
+        "THEN UPDATE SET updated_at = source.updated_at, name = source.name, version = source.version "
+        "WHEN NOT MATCHED THEN INSERT (tenant, workflow_id, updated_at, name, version) "
+        "VALUES (source.tenant, source.workflow_id, source.updated_at, source.name, source.version);"
     )
-    assert upsert.parameters(workflow(9)) == {"p0": "acme", "p1": 9, "p2": "Invoice run 9", "p3": 1, "p4": T0}
+    assert upsert.parameters(workflow(9)) == {"p0": "acme", "p1": 9, "p2": T0, "p3": "Invoice run 9", "p4": 1}
     bound = [compiled.binds[name].type.compile(dialect=MSSQL) for name in compiled.positiontup or []]
-    assert bound == ["NVARCHAR(20)", "INTEGER", "NVARCHAR(100)", "INTEGER", "DATETIME2"]
+    assert bound == ["NVARCHAR(20)", "INTEGER", "DATETIME2", "NVARCHAR(100)", "INTEGER"]
 
 
 def test_sql_server_identifiers_in_the_merge_are_quoted() -> None:

@@ -169,8 +169,8 @@ def write_isolating_refusals(
     positions: Sequence[int],
     key_at: Callable[[int], Key],
 ) -> dict[int, RefusedRecord]:
-    """Run `work` for `positions` in one transaction; if the database refuses a record (IntegrityError,
-    DataError), run it again for each position alone, and return the positions refused, each with its reason.
+    """Run `work` for `positions` in one transaction; if the database refuses a record (`is_refusal`), run
+    it again for each position alone, and return the positions refused, each with its reason.
 
     Any other database error raises `SqlSinkUnavailable` naming the table, without SQL or parameters.
     """
@@ -180,29 +180,40 @@ def write_isolating_refusals(
         with engine.begin() as conn:
             work(conn, positions)
         return {}
-    except (sa.exc.IntegrityError, sa.exc.DataError):
-        pass  # one record at a time below, so only the bad ones stay out
     except sa.exc.SQLAlchemyError as exc:
-        raise SqlSinkUnavailable(f"cannot write {table.name}: {describe_db_error(exc)}") from exc
+        if not is_refusal(exc):
+            raise SqlSinkUnavailable(f"cannot write {table.name}: {describe_db_error(exc)}") from exc
     refused = {}
-    for position in positions:
+    for position in positions:  # one record at a time, so only the bad ones stay out
         try:
             with engine.begin() as conn:
                 work(conn, [position])
-        except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
-            refused[position] = RefusedRecord(key_at(position), failed_column(exc, table), describe_db_error(exc))
         except sa.exc.SQLAlchemyError as exc:
-            raise SqlSinkUnavailable(f"cannot write {table.name}: {describe_db_error(exc)}") from exc
+            if not is_refusal(exc):
+                raise SqlSinkUnavailable(f"cannot write {table.name}: {describe_db_error(exc)}") from exc
+            refused[position] = RefusedRecord(key_at(position), failed_column(exc, table), describe_db_error(exc))
     return refused
 
 
-def failed_column(exc: sa.exc.DBAPIError, table: sa.Table) -> str | None:
+def is_refusal(exc: sa.exc.SQLAlchemyError) -> bool:
+    """Whether the database refused the data (a constraint, a value it cannot store), not the statement or
+    the connection: SQLAlchemy's IntegrityError or DataError, or SQLSTATE class 22 or 23 whatever the
+    driver called it (pymysql raises a failed CHECK, SQLSTATE 23000, as OperationalError)."""
+    if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
+        return True
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or next(iter(getattr(orig, "args", ())), None)  # pyodbc: args[0]
+    return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
+
+
+def failed_column(exc: sa.exc.SQLAlchemyError, table: sa.Table) -> str | None:
     """The column a constraint error is about: named by the driver, or the one its named constraint is on."""
-    diag = getattr(exc.orig, "diag", None)  # psycopg's diagnostics
+    orig = getattr(exc, "orig", None)
+    diag = getattr(orig, "diag", None)  # psycopg's diagnostics
     column_name = getattr(diag, "column_name", None)
     if column_name:
         return str(column_name)
-    message = str(exc.orig)
+    message = str(orig)
     for pattern in _COLUMN_IN_MESSAGE:
         found = pattern.search(message)
         if found:
@@ -214,10 +225,7 @@ def failed_column(exc: sa.exc.DBAPIError, table: sa.Table) -> str | None:
 
 
 def _constrained_columns(table: sa.Table, constraint_name: str) -> str | None:
-    """The columns of the table's constraint of that name (a column's own CHECK is that column's)."""
-    for column in table.columns:
-        if any(constraint.name == constraint_name for constraint in column.constraints):
-            return column.name
+    """The columns of the table's constraint of that name (a CHECK's: those its expression names)."""
     for constraint in table.constraints:
         if constraint.name == constraint_name and isinstance(constraint, sa.schema.ColumnCollectionConstraint):
             return ", ".join(constraint.columns.keys()) or None
