@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from sync_pipeline.engine.db_errors import describe_db_error
+from sync_pipeline.engine.state.tracking_sql import IDS_PER_ARRAY
 
 MAX_PARAMETERS_PER_LOOKUP = 2000
 """Parameters in one lookup of stored rows: under SQL Server's 2,100."""
@@ -106,16 +108,22 @@ class StoredRows:
     """Which incoming rows the table holds, matched in SQL: with a timestamp column, also whether each
     incoming timestamp is newer than the stored one (or the stored one is NULL).
 
-    The incoming keys travel as a `SELECT <offset>, :key… UNION ALL …` derived table joined to the table,
-    in chunks under SQL Server's 2,100 parameters and SQLite's 500 compound terms; the statement of each
-    chunk length is built once, so SQLAlchemy compiles it once.
+    The incoming keys travel as a derived table joined to the table: on PostgreSQL one array parameter
+    per column, unnested WITH ORDINALITY (a whole batch in one statement of a few parameters); elsewhere
+    `SELECT <offset>, :key… UNION ALL …`, in chunks under SQL Server's 2,100 parameters and SQLite's 500
+    compound terms. The statement of each chunk length is built once, so SQLAlchemy compiles it once.
     """
 
-    def __init__(self, columns: TableColumns, timestamp: sa.Column[Any] | None = None) -> None:
+    def __init__(self, dialect_name: str, columns: TableColumns, timestamp: sa.Column[Any] | None = None) -> None:
         self._columns = columns
         self._timestamp = timestamp
         self._compared = [*columns.keys, *([timestamp] if timestamp is not None else [])]
-        self.rows_per_lookup = min(MAX_ROWS_PER_LOOKUP, MAX_PARAMETERS_PER_LOOKUP // len(self._compared))
+        self._as_arrays = dialect_name == "postgresql"
+        self.rows_per_lookup = (
+            IDS_PER_ARRAY
+            if self._as_arrays
+            else min(MAX_ROWS_PER_LOOKUP, MAX_PARAMETERS_PER_LOOKUP // len(self._compared))
+        )
         self._lookups: dict[int, sa.Select[Any]] = {}
 
     def matches(self, engine: sa.Engine, rows: Sequence[Mapping[str, Any]]) -> dict[int, bool]:
@@ -126,40 +134,60 @@ class StoredRows:
             with engine.connect() as conn:
                 for start in range(0, len(rows), self.rows_per_lookup):
                     chunk = rows[start : start + self.rows_per_lookup]
-                    params = {
-                        f"r{offset}_{n}": row[column.name]
-                        for offset, row in enumerate(chunk)
-                        for n, column in enumerate(self._compared)
-                    }
-                    for offset, is_newer in conn.execute(self._lookup(len(chunk)), params):
+                    for offset, is_newer in conn.execute(self._lookup(len(chunk)), self._parameters(chunk)):
                         found[start + int(offset)] = bool(is_newer)
         except sa.exc.SQLAlchemyError as exc:
             raise SqlSinkUnavailable(f"cannot read {self._columns.table.name}: {describe_db_error(exc)}") from exc
         return found
 
+    def _parameters(self, chunk: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        if self._as_arrays:
+            return {f"in_{n}": [row[column.name] for row in chunk] for n, column in enumerate(self._compared)}
+        return {
+            f"r{offset}_{n}": row[column.name]
+            for offset, row in enumerate(chunk)
+            for n, column in enumerate(self._compared)
+        }
+
     def _lookup(self, length: int) -> sa.Select[Any]:
+        if self._as_arrays:
+            length = self.rows_per_lookup  # one statement, whatever the length
         if length not in self._lookups:
-            incoming = sa.union_all(
-                *(
-                    sa.select(
-                        sa.literal_column(str(offset), sa.Integer).label("row_offset"),
-                        *(
-                            sa.bindparam(f"r{offset}_{n}", type_=column.type).label(f"in_{n}")
-                            for n, column in enumerate(self._compared)
-                        ),
-                    )
-                    for offset in range(length)
-                )
-            ).subquery("incoming")
+            incoming, row_offset = self._incoming(length)
             keys = self._columns.keys
             matched = sa.and_(*(column == incoming.c[f"in_{n}"] for n, column in enumerate(keys)))
             newer: sa.ColumnElement[Any] = sa.literal_column("1")
             if self._timestamp is not None:
                 is_newer = sa.or_(self._timestamp.is_(None), incoming.c[f"in_{len(keys)}"] > self._timestamp)
                 newer = sa.case((is_newer, sa.literal_column("1")), else_=sa.literal_column("0"))
-            query = sa.select(incoming.c.row_offset, newer.label("newer"))
+            query = sa.select(row_offset, newer.label("newer"))
             self._lookups[length] = query.join_from(incoming, self._columns.table, matched)
         return self._lookups[length]
+
+    def _incoming(self, length: int) -> tuple[sa.FromClause, sa.ColumnElement[Any]]:
+        """The incoming rows as a derived table of columns in_0…in_N, and each row's offset in the chunk."""
+        names = [f"in_{n}" for n in range(len(self._compared))]
+        if self._as_arrays:
+            arrays = [
+                sa.bindparam(name, type_=postgresql.ARRAY(column.type))
+                for name, column in zip(names, self._compared, strict=True)
+            ]
+            unnested = sa.func.unnest(*arrays).table_valued(*names, with_ordinality="ordinality")
+            incoming = unnested.render_derived(name="incoming")
+            return incoming, incoming.c.ordinality - sa.literal_column("1", sa.Integer)
+        rows = sa.union_all(
+            *(
+                sa.select(
+                    sa.literal_column(str(offset), sa.Integer).label("row_offset"),
+                    *(
+                        sa.bindparam(f"r{offset}_{n}", type_=column.type).label(name)
+                        for n, (name, column) in enumerate(zip(names, self._compared, strict=True))
+                    ),
+                )
+                for offset in range(length)
+            )
+        ).subquery("incoming")
+        return rows, rows.c.row_offset
 
 
 def write_isolating_refusals(

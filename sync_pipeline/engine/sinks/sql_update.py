@@ -45,7 +45,7 @@ class SqlUpdateSink:
         self.table = table
         self._columns = TableColumns(table, key_columns, columns)
         self._update = update_statement(self._columns)
-        self._stored = StoredRows(self._columns)
+        self._stored = StoredRows(engine.dialect.name, self._columns)
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> UpdateCounts:
         """Update the rows the records match; the unmatched are returned by key, the refused with their reason.

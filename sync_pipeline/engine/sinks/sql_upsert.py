@@ -73,7 +73,7 @@ class SqlUpsertSink:
         self._timestamp = table.c[timestamp_column]
         self._not_null = {timestamp_column: "NULL timestamp: last write wins cannot order it"}
         self._upsert = upsert_statement(engine.dialect.name, self._columns, self._timestamp)
-        self._stored = StoredRows(self._columns, self._timestamp)
+        self._stored = StoredRows(engine.dialect.name, self._columns, self._timestamp)
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> UpsertCounts:
         """Upsert a batch; a refused record is reported by key, column and reason, and the others are written.
