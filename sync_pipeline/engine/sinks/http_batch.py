@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol, TypeVar
 
 from sync_pipeline.engine.audit.scheduler_log import ApiCall
 from sync_pipeline.engine.batching import Batch
@@ -89,6 +90,61 @@ class Refusals:
         self._log.warning(f"{self._entity}: {len(rejections)} record(s) refused, e.g. {rejections[0].describe()}")
 
 
+class _Settled(Protocol):
+    @property
+    def call(self) -> ApiCall: ...
+
+
+SettledT = TypeVar("SettledT", bound=_Settled)
+
+
+class AuditedCalls:
+    """A sender's calls through the one retry loop: each attempt counted and, when it failed, written to
+    SchedulerLog at once; a call whose every attempt found the endpoint unreachable stops the entity."""
+
+    def __init__(
+        self,
+        tracking: TrackingStore,
+        entity: str,
+        retry: RetryPolicy,
+        counts: DeliveryCounts,
+        counting: threading.Lock,
+        before_each_attempt: Callable[[], None],
+        sleep: Callable[[float], None],
+    ) -> None:
+        self._tracking = tracking
+        self._entity = entity
+        self._retry = retry
+        self._counts = counts
+        self._counting = counting
+        self._before_each_attempt = before_each_attempt
+        self._sleep = sleep
+        self._rng = random.Random()
+
+    def call(self, send: Callable[[], ApiResponse], settle: Callable[[Attempt], SettledT]) -> SettledT:
+        """The last attempt, as `settle` reads it (its call logged by the caller when it succeeded)."""
+        settled: list[SettledT] = []
+
+        def attempt() -> ApiResponse:
+            self._before_each_attempt()
+            return send()
+
+        def record(outcome: Attempt) -> None:
+            result = settle(outcome)
+            settled.append(result)
+            with self._counting:
+                self._counts.api_calls += 1
+            if not result.call.ok:
+                self._tracking.record_failed(self._entity, result.call)
+
+        last = call_with_retries(attempt, self._retry, record, self._sleep, self._rng)
+        with self._counting:
+            self._counts.retries += last.number - 1
+        if last.unreachable:
+            raise EndpointUnreachable(settled[-1].call.error)
+        return settled[-1]
+
+
 @dataclass(frozen=True)
 class _Answer:
     """What one attempt means for the batch: its SchedulerLog call, the response excerpt, the verdict."""
@@ -145,17 +201,14 @@ class BatchSender:
         self.counts = DeliveryCounts()
         self._counting = threading.Lock()  # batches may be sent from several threads at once
         self._refusals = Refusals(tracking, entity, self.counts, self._counting, log)
+        self._calls = AuditedCalls(tracking, entity, retry, self.counts, self._counting, before_each_attempt, sleep)
         self._api = api
         self._tracking = tracking
-        self._retry = retry
         self._max_split_depth = max_split_depth
         self._log = log
-        self._before_each_attempt = before_each_attempt
         self._refresh_tracking = refresh_tracking
-        self._sleep = sleep
         self._acknowledgement = acknowledgement
         self._max_calls_per_batch = max_calls_per_batch
-        self._rng = random.Random()
 
     def send(self, batch: Batch) -> None:
         """Record the rows refused before this batch, then deliver its records (built and checked already)."""
@@ -290,27 +343,12 @@ class BatchSender:
         """The final attempt's answer (its call logged by the caller when it was acknowledged); every
         other attempt is logged as a failure as it happens."""
         key = idempotency_key(self.entity, entity_ids, body)
-        answers: list[_Answer] = []
 
-        def send() -> ApiResponse:
-            self._before_each_attempt()
-            return self._api.post_batch(self.endpoint_url, body, key)
-
-        def settle(attempt: Attempt) -> None:
-            answer = self._answer(attempt, entity_ids)
-            answers.append(answer)
+        def settle(attempt: Attempt) -> _Answer:
             budget.left -= 1
-            with self._counting:
-                self.counts.api_calls += 1
-            if not answer.call.ok:
-                self._tracking.record_failed(self.entity, answer.call)
+            return self._answer(attempt, entity_ids)
 
-        last = call_with_retries(send, self._retry, settle, self._sleep, self._rng)
-        with self._counting:
-            self.counts.retries += last.number - 1
-        if last.unreachable:
-            raise EndpointUnreachable(answers[-1].call.error)
-        return answers[-1]
+        return self._calls.call(lambda: self._api.post_batch(self.endpoint_url, body, key), settle)
 
     def _answer(self, attempt: Attempt, entity_ids: list[str]) -> _Answer:
         """The SchedulerLog call of an attempt and, for a 2xx, whether it acknowledged the batch."""

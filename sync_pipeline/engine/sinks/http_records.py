@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 import urllib.parse
@@ -38,10 +37,11 @@ from sync_pipeline.engine.http.api import (
     RecordRequester,
     idempotency_key,
 )
-from sync_pipeline.engine.http.retry import Attempt, RetryPolicy, call_with_retries
+from sync_pipeline.engine.http.retry import Attempt, RetryPolicy
 from sync_pipeline.engine.mapping.payload import PayloadError, encode_batch, explain_unencodable
 from sync_pipeline.engine.sinks.http_batch import (
     ACKNOWLEDGED_BY_DEFAULT,
+    AuditedCalls,
     DeliveryCounts,
     EndpointUnreachable,
     Refusals,
@@ -123,19 +123,17 @@ class RecordSender:
         self.counts = RecordCounts()
         self._counting = threading.Lock()  # records may be sent from several threads at once
         self._refusals = Refusals(tracking, entity_type, self.counts, self._counting, log)
+        self._calls = AuditedCalls(
+            tracking, entity_type, retry, self.counts, self._counting, before_each_attempt, sleep
+        )
         self._api = api
         self._log_db = log_db
         self._scheduler_log = scheduler_log
-        self._tracking = tracking
-        self._retry = retry
         self._log = log
         self._update_method = update_method
         self._id_path = id_field.split(".")
         self._id_field = id_field
-        self._before_each_attempt = before_each_attempt
-        self._sleep = sleep
         self._acknowledgement = acknowledgement
-        self._rng = random.Random()
 
     def send(self, changes: Sequence[RecordChange]) -> None:
         """Send each change with its own call, in order; an unreachable endpoint stops the batch and the entity."""
@@ -204,26 +202,9 @@ class RecordSender:
                 f"{self.endpoint_url}/{urllib.parse.quote(change.external_id, safe='')}",
                 None,
             )
-        outcomes: list[_Outcome] = []
-
-        def send() -> ApiResponse:
-            self._before_each_attempt()
-            return self._api.request(method, url, body, key)
-
-        def settle(attempt: Attempt) -> None:
-            outcome = self._outcome(attempt, change, url)
-            outcomes.append(outcome)
-            with self._counting:
-                self.counts.api_calls += 1
-            if not outcome.call.ok:
-                self._tracking.record_failed(self.entity_type, outcome.call)
-
-        last = call_with_retries(send, self._retry, settle, self._sleep, self._rng)
-        with self._counting:
-            self.counts.retries += last.number - 1
-        if last.unreachable:
-            raise EndpointUnreachable(outcomes[-1].call.error)
-        return outcomes[-1]
+        return self._calls.call(
+            lambda: self._api.request(method, url, body, key), lambda attempt: self._outcome(attempt, change, url)
+        )
 
     def _outcome(self, attempt: Attempt, change: RecordChange, url: str) -> _Outcome:
         """The SchedulerLog call of an attempt and, for an acknowledged create, the external id it gave."""
