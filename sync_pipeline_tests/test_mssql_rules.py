@@ -23,6 +23,7 @@ from sync_pipeline.engine.state.row_hashes import RowHashStore, row_hash, upsert
 from sync_pipeline.engine.state.tracking import MAX_IDS_PER_LOOKUP, Rejection, TrackingStore
 from sync_pipeline.engine.tables import (
     LongText,
+    cursor_table,
     rejected_table,
     row_hash_table,
     scheduler_log_table,
@@ -195,6 +196,7 @@ def test_the_tracking_lookup_of_2000_ids_compiles_to_2001_parameters_on_mssql(se
         scheduler_log_table.c.CreatedOn,
         scheduler_log_table.c.ModifiedOn,
         row_hash_table.c.SyncTimestamp,
+        cursor_table.c.SyncTimestamp,
     ],
     ids=str,
 )

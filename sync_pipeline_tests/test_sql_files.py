@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from sync_pipeline.cli import log_tables_ddl
 from sync_pipeline.engine.tables import (
+    cursor_table,
     lock_table,
     rejected_table,
     row_hash_table,
@@ -47,6 +48,7 @@ def test_tracking_table_tsql_is_exactly_as_the_product_owner_specified() -> None
         ("TB_R_SYNC_REJECTED.sql", rejected_table),
         ("TB_R_SYNC_LOCK.sql", lock_table),
         ("TB_R_SYNC_ROW_HASH.sql", row_hash_table),
+        ("TB_R_SYNC_CURSOR.sql", cursor_table),
     ],
 )
 def test_hand_written_tsql_has_the_columns_and_types_the_metadata_compiles_to(file: str, table: sa.Table) -> None:
@@ -57,6 +59,14 @@ def test_hand_written_tsql_has_the_columns_and_types_the_metadata_compiles_to(fi
     for column in table.columns:
         expected = {"INTEGER": "INT"}.get(compiled[column.name], compiled[column.name])
         assert declared[column.name] == expected, column.name
+
+
+def test_the_cursor_table_tsql_keeps_one_mark_per_entity_under_the_named_primary_key() -> None:
+    tsql = (SQL / "mssql" / "TB_R_SYNC_CURSOR.sql").read_text()
+
+    assert "CONSTRAINT PK_TB_R_SYNC_CURSOR PRIMARY KEY (EntityType)" in tsql
+    assert "CONSTRAINT [PK_TB_R_SYNC_CURSOR] PRIMARY KEY ([EntityType])" in log_tables_ddl("mssql")
+    assert "CursorValue NVARCHAR(100) NOT NULL" in tsql
 
 
 def test_masked_url_hides_the_password_also_inside_odbc_connect() -> None:

@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables: the Log database's five tables and each entity's source table.
+"""SQLAlchemy Core tables: the Log database's six tables and each entity's source table.
 
 Types are chosen for SQL Server first (NVARCHAR, DATETIME2, UNIQUEIDENTIFIER) and mapped to the
 nearest equivalent elsewhere, so the same `Table` objects query production and the local
@@ -19,6 +19,7 @@ SCHEDULER_LOG_TABLE_NAME = "SchedulerLog"
 REJECTED_TABLE_NAME = "TB_R_SYNC_REJECTED"
 LOCK_TABLE_NAME = "TB_R_SYNC_LOCK"
 ROW_HASH_TABLE_NAME = "TB_R_SYNC_ROW_HASH"
+CURSOR_TABLE_NAME = "TB_R_SYNC_CURSOR"
 
 DateTime2 = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql").with_variant(mysql.DATETIME(fsp=6), "mysql")
 """A timestamp with sub-second precision everywhere: DATETIME2 on SQL Server, DATETIME(6) on MariaDB."""
@@ -100,6 +101,17 @@ row_hash_table = sa.Table(
 )
 """What each record of a create/update sync looked like when last acknowledged: the hash of its mapped
 content (32 hex digits) and the receiver's id for it; a batch's lookup is a range of the primary key."""
+
+cursor_table = sa.Table(
+    CURSOR_TABLE_NAME,
+    log_metadata,
+    sa.Column("EntityType", sa.Unicode(100), nullable=False),
+    sa.Column("CursorValue", sa.Unicode(100), nullable=False),
+    sa.Column("SyncTimestamp", DateTime2, nullable=False),
+    sa.PrimaryKeyConstraint("EntityType", name="PK_TB_R_SYNC_CURSOR"),
+)
+"""The high-water mark of syncs that read only what changed since the last run: one row per entity,
+the mark as canonical text, moved only once every record up to it was delivered or quarantined."""
 
 
 class TableLocation(Protocol):
