@@ -17,6 +17,11 @@ its whole page; that page is then read again key by key, so only that row is rep
 unreadable. Rows with a NULL key are excluded from paging and counted once per run.
 
 The whole table can also be counted (one `COUNT(*)`), for a long sync's progress to say "of N".
+
+A read (and its count) may be limited to the rows changed since a high-water mark (`SinceFilter`):
+every statement then also has `WHERE <cursor> >= :since`, bound in the cursor column's type, and the
+keyset by key column is unchanged. Rows whose cursor is NULL fail that comparison: they are read only
+by a run without a mark (the first). Without a filter the statements are exactly those above.
 """
 
 from __future__ import annotations
@@ -55,6 +60,19 @@ class SourcePage:
 
 
 @dataclass(frozen=True)
+class SinceFilter:
+    """Only the rows whose `column` is at or past `value` (a high-water mark, typed for the column)."""
+
+    column: str
+    value: Any
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The bind every filtered statement takes."""
+        return {"since": self.value}
+
+
+@dataclass(frozen=True)
 class PageQueries:
     """The statements one entity's read runs; `last_key` is bound in the key column's real type."""
 
@@ -84,8 +102,10 @@ def page_queries(
     key_column: str,
     page_size: int,
     key_type: sa.types.TypeEngine[Any] | None = None,
+    since_column: str | None = None,
 ) -> PageQueries:
-    """Every query of a keyset read; `key_type` is the key column's real type (default: the model's)."""
+    """Every query of a keyset read; `key_type` is the key column's real type (default: the model's);
+    `since_column`: each also takes `since`, the mark that column must be at or past."""
     key = table.c[key_column]
     real_type = key_type if key_type is not None else key.type
     last_key = sa.bindparam("last_key", type_=real_type)
@@ -100,8 +120,8 @@ def page_queries(
             return sa.type_coerce(column, sa.types.NullType()).label(name)  # no truthiness of text
         return column
 
-    rows = sa.select(*map(selected, columns))
-    keys = sa.select(selected(key_column))
+    rows = since_scoped(sa.select(*map(selected, columns)), table, since_column)
+    keys = since_scoped(sa.select(selected(key_column)), table, since_column)
     not_null = key.is_not(None)
     one_key = key == sa.bindparam("key_value", type_=real_type)
 
@@ -117,9 +137,20 @@ def page_queries(
         keys_from=paged(keys, key >= last_key, page_size + 1),
         keys_after=paged(keys, key > last_key),
         one_key=rows.where(one_key),
-        one_key_column={name: sa.select(selected(name)).where(one_key) for name in columns},
-        null_keys=sa.select(sa.func.count()).select_from(table).where(key.is_(None)),
+        one_key_column={
+            name: since_scoped(sa.select(selected(name)), table, since_column).where(one_key) for name in columns
+        },
+        null_keys=row_count_query(table, since_column).where(key.is_(None)),
     )
+
+
+def since_scoped(select: sa.Select[Any], table: sa.Table, since_column: str | None) -> sa.Select[Any]:
+    """`select` limited to rows whose `since_column` is at or past the `since` bind, typed as the column;
+    `select` itself when there is no such column."""
+    if since_column is None:
+        return select
+    column = table.c[since_column]
+    return select.where(column >= sa.bindparam("since", type_=column.type))
 
 
 def real_key_type(conn: sa.Connection, table: sa.Table, key_column: str) -> sa.types.TypeEngine[Any]:
@@ -130,24 +161,33 @@ def real_key_type(conn: sa.Connection, table: sa.Table, key_column: str) -> sa.t
     raise sa.exc.NoSuchColumnError(f"{table.fullname} has no column {key_column}")
 
 
-def row_count_query(table: sa.Table) -> sa.Select[Any]:
-    """Every row of the table, NULL keys and copies included: each is either sent or refused."""
-    return sa.select(sa.func.count()).select_from(table)
+def row_count_query(table: sa.Table, since_column: str | None = None) -> sa.Select[Any]:
+    """Every row of the table (at or past the `since` mark, with a `since_column`), NULL keys and
+    copies included: each is either sent or refused."""
+    return since_scoped(sa.select(sa.func.count()).select_from(table), table, since_column)
 
 
-def count_rows(engine: sa.Engine, table: sa.Table) -> int:
-    """How many rows the table holds now, by one `COUNT(*)` on a connection of its own."""
+def count_rows(engine: sa.Engine, table: sa.Table, since: SinceFilter | None = None) -> int:
+    """How many rows the table holds now (changed since the mark, if given), by one `COUNT(*)` on a
+    connection of its own."""
+    query = row_count_query(table, since.column if since else None)
     try:
         with engine.connect() as conn:
-            return int(conn.execute(row_count_query(table)).scalar_one())
+            return int(conn.execute(query, since.params if since else {}).scalar_one())
     except sa.exc.SQLAlchemyError as exc:
         raise SourceUnavailable(f"cannot count {table.fullname}: {describe_db_error(exc)}") from exc
 
 
 def read_pages(
-    engine: sa.Engine, table: sa.Table, columns: Sequence[str], key_column: str, page_size: int
+    engine: sa.Engine,
+    table: sa.Table,
+    columns: Sequence[str],
+    key_column: str,
+    page_size: int,
+    since: SinceFilter | None = None,
 ) -> Iterator[SourcePage]:
-    """Yield the table's rows in key order, about `page_size` at a time, ending each read transaction.
+    """Yield the table's rows (changed since the mark, if given) in key order, about `page_size` at a
+    time, ending each read transaction.
 
     A row that repeats the previous page's last key is yielded (the caller reports the copy); the
     rows of that key already yielded are not yielded again.
@@ -156,9 +196,11 @@ def read_pages(
     try:
         with engine.connect() as conn:
             key_type = real_key_type(conn, table, key_column)
-            queries = page_queries(table, columns, key_column, page_size, key_type)
-            reader = _PageReader(conn, queries, key_index, page_size, uuid.UUID if _is_uuid(key_type) else _same)
-            null_keys = int(conn.execute(queries.null_keys).scalar_one())
+            queries = page_queries(table, columns, key_column, page_size, key_type, since.column if since else None)
+            scope = since.params if since else {}
+            typed_key = uuid.UUID if _is_uuid(key_type) else _same
+            reader = _PageReader(conn, queries, key_index, page_size, typed_key, scope)
+            null_keys = int(conn.execute(queries.null_keys, scope).scalar_one())
             yield from reader.pages(null_keys)
     except sa.exc.SQLAlchemyError as exc:
         raise SourceUnavailable(f"cannot read {table.fullname}: {describe_db_error(exc)}") from exc
@@ -179,8 +221,10 @@ class _PageReader:
         key_index: int,
         page_size: int,
         typed_key: Callable[[Any], Any],
+        scope: dict[str, Any],
     ) -> None:
         self._conn = conn
+        self._scope = scope
         self._queries = queries
         self._key_index = key_index
         self._page_size = page_size
@@ -219,11 +263,11 @@ class _PageReader:
         and whether it had to be read again key by key."""
         queries = self._queries
         if last_key is None:
-            query, keys_query, params = queries.first, queries.keys_first, {}
+            query, keys_query, params = queries.first, queries.keys_first, self._scope
         else:
             query = queries.from_key if inclusive else queries.after_key
             keys_query = queries.keys_from if inclusive else queries.keys_after
-            params = {"last_key": self._typed_key(last_key)}
+            params = {**self._scope, "last_key": self._typed_key(last_key)}
         try:
             rows: list[Entry] = list(self._conn.execute(query, params).all())
             return rows, len(rows), False
@@ -238,7 +282,8 @@ class _PageReader:
         entries: list[Entry] = []
         for key in dict.fromkeys(keys):  # each key once; a key's query returns all its copies
             try:
-                entries.extend(self._conn.execute(self._queries.one_key, {"key_value": self._typed_key(key)}).all())
+                params = {**self._scope, "key_value": self._typed_key(key)}
+                entries.extend(self._conn.execute(self._queries.one_key, params).all())
             except (sa.exc.DBAPIError, ValueError) as exc:
                 _raise_if_disconnected(exc)
                 self._conn.rollback()
@@ -250,7 +295,7 @@ class _PageReader:
         """The driver's reason, naming the first column that cannot be read on its own."""
         for name, query in self._queries.one_key_column.items():
             try:
-                self._conn.execute(query, {"key_value": self._typed_key(key)}).all()
+                self._conn.execute(query, {**self._scope, "key_value": self._typed_key(key)}).all()
             except (sa.exc.DBAPIError, ValueError) as exc:
                 _raise_if_disconnected(exc)
                 self._conn.rollback()
