@@ -7,8 +7,8 @@ import datetime as dt
 
 import sqlalchemy as sa
 
-from sync_pipeline.engine.sources.sql_table import SinceFilter, count_rows, read_pages
-from sync_pipeline.engine.state.since_cursor import CursorStore, cursor_value
+from sync_pipeline.engine.sources.sql_table import SinceFilter, count_rows, cursor_ceiling, read_pages
+from sync_pipeline.engine.state.since_cursor import CursorStore, CursorWatermark, cursor_value
 from sync_pipeline.engine.tables import DateTime2, cursor_table
 from sync_pipeline.specs.model import Field, FieldType
 
@@ -70,6 +70,27 @@ def only_rows_changed_at_or_since_the_mark_are_read_in_key_order_over_several_pa
     assert {key for key in keys if key % 10 == 0} == {key for key in range(10, ROWS + 1, 10) if key % 250}
     assert count_rows(engine, table, since) == len(expected)
     assert read_keys(engine, table, None) == list(range(1, ROWS + 1)) and count_rows(engine, table) == ROWS
+
+
+def a_row_changed_behind_the_reader_during_the_read_is_read_by_the_next_run(engine: sa.Engine) -> None:
+    """Key order is no cursor order: a row behind the reader changes, then one ahead of it even later;
+    the mark stops at the source's highest value when the read began, so the next run reads both."""
+    table = changed_records(engine)
+    watermark = CursorWatermark(MODIFIED_ON, MARK.isoformat())
+    watermark.cap(cursor_ceiling(engine, table, "ModifiedOn"))
+    pages = read_pages(engine, table, ["Id", "Name", "ModifiedOn"], "Id", PAGE, SinceFilter("ModifiedOn", MARK))
+    first = next(pages)
+    changed = MARK + dt.timedelta(hours=2)
+    with engine.begin() as conn:
+        conn.execute(sa.update(table).where(table.c.Id == 3).values(ModifiedOn=changed))
+        conn.execute(sa.update(table).where(table.c.Id == 2001).values(ModifiedOn=changed + dt.timedelta(seconds=1)))
+    for page in [first, *pages]:
+        watermark.observe([row[2] for row in page.rows], held=False)
+
+    mark = watermark.next_text()
+
+    assert mark == (MARK + dt.timedelta(seconds=2498)).isoformat()  # row 2498's, the highest before the read
+    assert read_keys(engine, table, SinceFilter("ModifiedOn", cursor_value(mark, MODIFIED_ON))) == [3, 2001, 2498]
 
 
 def a_mark_is_created_then_moved_and_each_entity_keeps_its_own(store: CursorStore) -> None:

@@ -30,6 +30,7 @@ from .since_scenarios import (
     PAGE,
     ROWS,
     a_mark_is_created_then_moved_and_each_entity_keeps_its_own,
+    a_row_changed_behind_the_reader_during_the_read_is_read_by_the_next_run,
     changed_records,
     newer_half_at_or_past_the_mark,
     only_rows_changed_at_or_since_the_mark_are_read_in_key_order_over_several_pages,
@@ -175,6 +176,18 @@ def test_the_rule_as_one_function() -> None:
     assert next_mark(previous=10, newest=30, oldest_held=None, stopped=True) is None
     assert next_mark(previous=10, newest=None, oldest_held=None, stopped=False) is None
     assert next_mark(previous=None, newest=30, oldest_held=None, stopped=False) == 30
+    assert next_mark(previous=10, newest=30, oldest_held=None, stopped=False, ceiling=25) == 25
+    assert next_mark(previous=10, newest=30, oldest_held=20, stopped=False, ceiling=25) == 20
+    assert next_mark(previous=10, newest=30, oldest_held=None, stopped=False, ceiling=8) is None
+
+
+def test_a_source_that_held_no_cursor_value_when_the_read_began_keeps_the_mark_whatever_came_during_it() -> None:
+    watermark = CursorWatermark(VERSION, None)
+    watermark.cap(None)
+
+    watermark.observe([3, 4], held=False)
+
+    assert watermark.next_text() is None
 
 
 # TB_R_SYNC_CURSOR
@@ -241,6 +254,10 @@ def source(tmp_path: Path) -> sa.Engine:
 
 def test_only_rows_changed_at_or_since_the_mark_are_read_in_key_order_over_several_pages(source: sa.Engine) -> None:
     only_rows_changed_at_or_since_the_mark_are_read_in_key_order_over_several_pages(source)
+
+
+def test_a_row_changed_behind_the_reader_during_the_read_is_read_by_the_next_run(source: sa.Engine) -> None:
+    a_row_changed_behind_the_reader_during_the_read_is_read_by_the_next_run(source)
 
 
 def test_a_row_the_driver_cannot_read_in_a_filtered_page_is_reported_alone_and_the_filter_still_holds(

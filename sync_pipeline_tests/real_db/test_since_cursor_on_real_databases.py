@@ -14,6 +14,7 @@ from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline_tests.real_db.conftest import RealDatabases
 from sync_pipeline_tests.since_scenarios import (
     a_mark_is_created_then_moved_and_each_entity_keeps_its_own,
+    a_row_changed_behind_the_reader_during_the_read_is_read_by_the_next_run,
     only_rows_changed_at_or_since_the_mark_are_read_in_key_order_over_several_pages,
 )
 
@@ -39,6 +40,10 @@ def store(real_databases: RealDatabases) -> Iterator[CursorStore]:
 
 def test_only_rows_changed_at_or_since_the_mark_are_read_in_key_order_over_several_pages(source: sa.Engine) -> None:
     only_rows_changed_at_or_since_the_mark_are_read_in_key_order_over_several_pages(source)
+
+
+def test_a_row_changed_behind_the_reader_during_the_read_is_read_by_the_next_run(source: sa.Engine) -> None:
+    a_row_changed_behind_the_reader_during_the_read_is_read_by_the_next_run(source)
 
 
 def test_a_mark_is_created_then_moved_and_each_entity_keeps_its_own(store: CursorStore) -> None:

@@ -21,7 +21,8 @@ The whole table can also be counted (one `COUNT(*)`), for a long sync's progress
 A read (and its count) may be limited to the rows changed since a high-water mark (`SinceFilter`):
 every statement then also has `WHERE <cursor> >= :since`, bound in the cursor column's type, and the
 keyset by key column is unchanged. Rows whose cursor is NULL fail that comparison: they are read only
-by a run without a mark (the first). Without a filter the statements are exactly those above.
+by a run without a mark (the first). Without a filter the statements are exactly those above. The
+cursor's highest value before the read (`cursor_ceiling`) bounds where the mark may move.
 """
 
 from __future__ import annotations
@@ -176,6 +177,19 @@ def count_rows(engine: sa.Engine, table: sa.Table, since: SinceFilter | None = N
             return int(conn.execute(query, since.params if since else {}).scalar_one())
     except sa.exc.SQLAlchemyError as exc:
         raise SourceUnavailable(f"cannot count {table.fullname}: {describe_db_error(exc)}") from exc
+
+
+def cursor_ceiling(engine: sa.Engine, table: sa.Table, since_column: str) -> Any:
+    """The highest value of the cursor column now (None if it holds none), by one `MAX` on a connection
+    of its own: taken before a since read, it bounds the mark that read may move to."""
+    query = sa.select(sa.func.max(table.c[since_column]))
+    try:
+        with engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+    except sa.exc.SQLAlchemyError as exc:
+        raise SourceUnavailable(
+            f"cannot read the highest {table.fullname}.{since_column}: {describe_db_error(exc)}"
+        ) from exc
 
 
 def read_pages(

@@ -10,6 +10,12 @@ The mark is kept as canonical text per field type: ISO-8601 for a timestamp, dec
 integer, text as is. Text marks are compared as Python `str` (by code point), so a text cursor needs a
 column whose collation orders the same way (a binary collation); timestamps and integers are compared
 as values. Rows whose cursor is NULL are read only while there is no mark (the first run).
+
+The source is read in key order, not cursor order: a row changed while the read is under way may be
+behind the reader already while a row ahead of it shows an even newer value. So the mark never passes
+the highest value the source held when the read began (its ceiling, `cursor_ceiling` in the SQL
+source): whatever changed after that is read next run. A writer's transaction that stamped its rows
+before the ceiling was taken but committed after it is not covered: that needs a look-back margin.
 """
 
 from __future__ import annotations
@@ -71,13 +77,17 @@ def _is_aware(value: Any) -> bool | None:
     return value.utcoffset() is not None if isinstance(value, dt.datetime) else None
 
 
-def next_mark(previous: Any | None, newest: Any | None, oldest_held: Any | None, stopped: bool) -> Any | None:
+def next_mark(
+    previous: Any | None, newest: Any | None, oldest_held: Any | None, stopped: bool, ceiling: Any | None = None
+) -> Any | None:
     """The mark to save after a read, or None to leave the stored one: nothing after a read that stopped
     early or saw nothing; else the newest value seen, or, if a batch was held, its oldest value (the
-    inclusive read brings it back), never at or below the previous mark."""
+    inclusive read brings it back), never past the ceiling (if known) nor at or below the previous mark."""
     if stopped or newest is None:
         return None
     candidate = newest if oldest_held is None else oldest_held
+    if ceiling is not None and ceiling < candidate:
+        candidate = ceiling
     if previous is not None and candidate <= previous:
         return None
     return candidate
@@ -95,7 +105,18 @@ class CursorWatermark:
         self._oldest_held: Any | None = None
         self._held_without_value = False
         self._stopped = False
+        self._capped = False
+        self._ceiling: Any | None = None
         self._lock = threading.Lock()
+
+    def cap(self, ceiling: Any | None) -> None:
+        """The highest cursor value in the source when the read began (None: it held none); the mark
+        never passes it, since a row changed during the read may be behind the reader's keyset."""
+        typed = None if ceiling is None else cursor_value(ceiling, self._field)
+        with self._lock:
+            if typed is not None:
+                self._check_zone(typed)
+            self._capped, self._ceiling = True, typed
 
     def observe(self, values: Iterable[Any], held: bool) -> None:
         """One batch's cursor values (None ignored); `held`: some of its records ended neither delivered
@@ -125,11 +146,12 @@ class CursorWatermark:
         """The canonical text to save in TB_R_SYNC_CURSOR, or None to leave the stored mark as is.
 
         A held batch with a record without a cursor value keeps the mark too: once there is a mark
-        such rows are no longer read, so only a run without one can bring it back."""
+        such rows are no longer read, so only a run without one can bring it back. So does a source
+        that held no cursor value when the read began: all it read came during the read."""
         with self._lock:
-            if self._held_without_value:
+            if self._held_without_value or (self._capped and self._ceiling is None):
                 return None
-            mark = next_mark(self._previous, self._newest, self._oldest_held, self._stopped)
+            mark = next_mark(self._previous, self._newest, self._oldest_held, self._stopped, self._ceiling)
         return None if mark is None else cursor_text(mark, self._field)
 
     def _check_zone(self, value: Any) -> None:
