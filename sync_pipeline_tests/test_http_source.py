@@ -400,6 +400,23 @@ def test_a_relative_next_link_is_followed_from_the_request_url_and_a_link_seen_b
     assert [request.path for request in scripted.requests] == ["/workers", "/workers?after=1"]
 
 
+def test_a_next_link_that_drops_the_since_filter_gets_it_back_and_one_that_keeps_it_is_followed_as_written(
+    scripted: ScriptedApi, attempts: list[Attempt]
+) -> None:
+    first = f'{{"data": [{{"workerId": "{worker_id(0)}"}}], "next": "/workers?after=1"}}'
+    second = f'{{"data": [{{"workerId": "{worker_id(1)}"}}], "next": "/workers?updated_since=2026-01-01&after=2"}}'
+    scripted.answers.extend([Answer(body=first), Answer(body=second), Answer(body='{"data": [], "next": null}')])
+    pagination = Pagination("next_link", records_path="data", size_param=None)
+
+    read(source(scripted.url("/workers"), pagination, attempts, since=("updated_since", "2026-01-01")).pages())
+
+    assert [request.path for request in scripted.requests] == [
+        "/workers?updated_since=2026-01-01",
+        "/workers?after=1&updated_since=2026-01-01",
+        "/workers?updated_since=2026-01-01&after=2",
+    ]
+
+
 # The total, and what the source says it reads.
 
 
