@@ -115,11 +115,8 @@ def source(
     )
 
 
-def read(pages: Iterator[SourcePage]) -> list[SourcePage]:
-    return list(pages)
-
-
 def rows_of(pages: list[SourcePage]) -> list[list[Any]]:
+    """Every row read, page after page, in order."""
     return [list(row) for page in pages for row in page.rows]
 
 
@@ -138,7 +135,7 @@ def test_each_style_reads_250_records_in_three_pages_of_100_100_and_50(
 ) -> None:
     receiver.collections.seed(COLLECTION, map(worker, range(250)))
 
-    pages = read(source(receiver.records_url(COLLECTION), STYLES[style], attempts).pages())
+    pages = list(source(receiver.records_url(COLLECTION), STYLES[style], attempts).pages())
 
     assert [len(page.rows) for page in pages] == [100, 100, 50]
     assert rows_of(pages) == list(map(row, range(250)))
@@ -159,7 +156,7 @@ def test_page_number_and_offset_send_their_position_and_size_and_stop_on_the_sho
     receiver.collections.seed(COLLECTION, map(worker, range(250)))
     size = {STYLES[style].size_param or "": "100"}
 
-    read(source(receiver.records_url(COLLECTION), STYLES[style], attempts).pages())
+    list(source(receiver.records_url(COLLECTION), STYLES[style], attempts).pages())
 
     assert list_calls(receiver) == [{**size, **position} for position in positions]
 
@@ -170,14 +167,14 @@ def test_a_full_last_page_ends_the_read_after_one_empty_page_or_a_missing_next_l
 ) -> None:
     receiver.collections.seed(COLLECTION, map(worker, range(200)))
 
-    pages = read(source(receiver.records_url(COLLECTION), STYLES[style], attempts).pages())
+    pages = list(source(receiver.records_url(COLLECTION), STYLES[style], attempts).pages())
 
     assert [len(page.rows) for page in pages] == [100, 100]
     assert len(list_calls(receiver)) == requests
 
 
 def test_an_empty_collection_is_one_request_and_no_page(receiver: ReceivingApi, attempts: list[Attempt]) -> None:
-    assert read(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts).pages()) == []
+    assert list(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts).pages()) == []
     assert len(list_calls(receiver)) == 1
 
 
@@ -188,7 +185,7 @@ def test_the_since_filter_goes_with_every_page_and_only_records_updated_since_ar
     receiver.collections.seed(COLLECTION, map(worker, range(400)))
     since = (JANUARY + dt.timedelta(hours=150)).isoformat()
 
-    pages = read(
+    pages = list(
         source(receiver.records_url(COLLECTION), STYLES[style], attempts, since=("updated_since", since)).pages()
     )
 
@@ -212,7 +209,7 @@ def test_timestamps_become_datetimes_and_decimal_text_a_decimal(
         ],
     )
 
-    (page,) = read(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts).pages())
+    (page,) = list(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts).pages())
 
     (first, second) = page.rows
     assert first[2:4] == [decimal.Decimal("12.50"), dt.datetime(2026, 3, 1, 8, 30, tzinfo=dt.UTC)]
@@ -226,7 +223,7 @@ def test_a_timestamp_that_cannot_be_read_makes_its_record_unreadable_and_the_res
         COLLECTION, [worker(n, updated_at="yesterday") if n == 120 else worker(n) for n in range(250)]
     )
 
-    pages = read(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts).pages())
+    pages = list(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts).pages())
 
     assert rows_of(pages) == [row(n) for n in range(250) if n != 120]
     assert [list(page.unreadable) for page in pages] == [
@@ -241,7 +238,7 @@ def test_decimal_text_that_is_no_number_and_a_timestamp_given_as_a_number_are_un
 ) -> None:
     receiver.collections.seed(COLLECTION, [worker(0, hours="lots"), worker(1, updated_at=1767225600), worker(2)])
 
-    (page,) = read(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts).pages())
+    (page,) = list(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts).pages())
 
     assert page.rows == [row(2)]
     assert page.unreadable == [
@@ -257,7 +254,7 @@ def test_a_missing_field_is_none_for_the_model_and_a_missing_key_counts_as_a_nul
     without_key = {name: value for name, value in worker(1).items() if name != "workerId"}
     receiver.collections.seed(COLLECTION, [without_name, without_key, worker(2, workerId=None)])
 
-    (page,) = read(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts).pages())
+    (page,) = list(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts).pages())
 
     assert page.rows == [[worker_id(0), None, *row(0)[2:]]]
     assert (page.unreadable, page.null_keys) == ([], 2)
@@ -269,7 +266,7 @@ def test_an_item_that_is_not_an_object_is_unreadable_by_its_place_and_the_object
     scripted.answers.append(Answer(body=f'[{{"workerId": "{worker_id(0)}"}}, [1, 2], "text"]'))
     pagination = Pagination("next_link", records_path="")
 
-    (page,) = read(source(scripted.url("/workers"), pagination, attempts).pages())
+    (page,) = list(source(scripted.url("/workers"), pagination, attempts).pages())
 
     assert page.rows == [[worker_id(0), None, None, None, None]]
     assert page.unreadable == [
@@ -285,7 +282,7 @@ def test_a_503_is_retried_and_every_attempt_reaches_the_hook(receiver: Receiving
     receiver.collections.seed(COLLECTION, map(worker, range(250)))
     receiver.fail_record_calls(COLLECTION, {2: 503})
 
-    pages = read(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts).pages())
+    pages = list(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts).pages())
 
     assert rows_of(pages) == list(map(row, range(250)))
     assert [(a.number, a.response.status_code if a.response else None) for a in attempts] == [
@@ -304,7 +301,7 @@ def test_a_401_stops_the_read_at_once_naming_the_url_and_status_never_the_key(
     wrong_key = "sk-wrong-55aa-SECRET"
 
     with pytest.raises(SourceUnavailable) as raised:
-        read(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts, key=wrong_key).pages())
+        list(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts, key=wrong_key).pages())
 
     message = str(raised.value)
     assert f"GET {receiver.records_url(COLLECTION)}?page_size=100&page=1 answered HTTP 401 after 1 attempt" in message
@@ -319,7 +316,7 @@ def test_a_503_on_every_attempt_stops_the_read_after_the_policy_s_attempts(
     receiver.fail_record_calls(COLLECTION, {1: 503, 2: 503, 3: 503})
 
     with pytest.raises(SourceUnavailable, match="answered HTTP 503 after 3 attempts"):
-        read(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts).pages())
+        list(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts).pages())
     assert len(attempts) == 3
 
 
@@ -327,7 +324,7 @@ def test_an_api_that_cannot_be_reached_stops_the_read_with_no_answer(attempts: l
     url = f"http://127.0.0.1:{closed_port()}/api/records/{COLLECTION}"
 
     with pytest.raises(SourceUnavailable, match=r"GET .* no answer after 3 attempts: ConnectionError"):
-        read(source(url, STYLES["page_number"], attempts).pages())
+        list(source(url, STYLES["page_number"], attempts).pages())
     assert all(attempt.unreachable for attempt in attempts)
 
 
@@ -337,7 +334,7 @@ def test_a_page_size_above_the_api_s_maximum_stops_with_the_api_s_reason(
     pagination = Pagination("page_number", page_size=500, records_path="data")
 
     with pytest.raises(SourceUnavailable) as raised:
-        read(source(receiver.records_url(COLLECTION), pagination, attempts).pages())
+        list(source(receiver.records_url(COLLECTION), pagination, attempts).pages())
     assert "answered HTTP 400 after 1 attempt: " in str(raised.value)
     assert "page_size must be a whole number from 1 to 200, got '500'" in str(raised.value)
 
@@ -356,7 +353,7 @@ def test_a_body_without_records_where_they_should_be_stops_the_read(
     scripted.answers.append(Answer(body=body))
 
     with pytest.raises(SourceUnavailable) as raised:
-        read(source(scripted.url("/workers"), STYLES["next_link"], attempts).pages())
+        list(source(scripted.url("/workers"), STYLES["next_link"], attempts).pages())
     assert reason in str(raised.value)
 
 
@@ -370,7 +367,7 @@ def test_an_api_that_ignores_the_page_param_stops_with_a_clear_error_after_two_r
     pagination = Pagination("page_number", page_size=100, records_path="data", page_param="pg")
 
     with pytest.raises(SourceUnavailable) as raised:
-        read(source(receiver.records_url(COLLECTION), pagination, attempts).pages())
+        list(source(receiver.records_url(COLLECTION), pagination, attempts).pages())
 
     assert "page_size=100&pg=2 answered the same 100 records as the page before" in str(raised.value)
     assert "the API ignores pagination.page_param 'pg'" in str(raised.value)
@@ -382,7 +379,7 @@ def test_more_pages_than_max_pages_stops_naming_the_setting(receiver: ReceivingA
     pagination = Pagination("offset", page_size=100, records_path="data", size_param="limit", max_pages=2)
 
     with pytest.raises(SourceUnavailable, match=r"more than pagination.max_pages \(2\) pages"):
-        read(source(receiver.records_url(COLLECTION), pagination, attempts).pages())
+        list(source(receiver.records_url(COLLECTION), pagination, attempts).pages())
     assert len(list_calls(receiver)) == 2
 
 
@@ -395,7 +392,7 @@ def test_a_relative_next_link_is_followed_from_the_request_url_and_a_link_seen_b
     pagination = Pagination("next_link", records_path="data", size_param=None)
 
     with pytest.raises(SourceUnavailable) as raised:
-        read(source(scripted.url("/workers"), pagination, attempts).pages())
+        list(source(scripted.url("/workers"), pagination, attempts).pages())
     assert f"the next link {scripted.url('/workers')} was already followed" in str(raised.value)
     assert [request.path for request in scripted.requests] == ["/workers", "/workers?after=1"]
 
@@ -408,7 +405,7 @@ def test_a_next_link_that_drops_the_since_filter_gets_it_back_and_one_that_keeps
     scripted.answers.extend([Answer(body=first), Answer(body=second), Answer(body='{"data": [], "next": null}')])
     pagination = Pagination("next_link", records_path="data", size_param=None)
 
-    read(source(scripted.url("/workers"), pagination, attempts, since=("updated_since", "2026-01-01")).pages())
+    list(source(scripted.url("/workers"), pagination, attempts, since=("updated_since", "2026-01-01")).pages())
 
     assert [request.path for request in scripted.requests] == [
         "/workers?updated_since=2026-01-01",
@@ -430,7 +427,7 @@ def test_the_total_comes_from_the_first_page_read_or_one_request_of_its_own(
     assert source(receiver.records_url(COLLECTION), pagination, attempts, since=since).count() == 200
     assert len(list_calls(receiver)) == 1
     read_first = source(receiver.records_url(COLLECTION), pagination, attempts)
-    read(read_first.pages())
+    list(read_first.pages())
     assert read_first.count() == 250
     assert len(list_calls(receiver)) == 1 + 3
 
