@@ -432,6 +432,15 @@ def test_the_total_comes_from_the_first_page_read_or_one_request_of_its_own(
     assert len(list_calls(receiver)) == 1 + 3
 
 
+def test_a_total_that_is_no_count_is_refused_naming_the_setting(scripted: ScriptedApi, attempts: list[Attempt]) -> None:
+    scripted.answers.append(Answer(body='{"data": [], "total": "lots"}'))
+    pagination = Pagination("page_number", records_path="data", total_path="total")
+
+    with pytest.raises(SourceUnavailable) as raised:
+        source(scripted.url("/workers"), pagination, attempts).count()
+    assert "pagination.total_path 'total' holds 'lots', not a count of records" in str(raised.value)
+
+
 def test_without_a_total_path_there_is_no_count_and_no_request(receiver: ReceivingApi, attempts: list[Attempt]) -> None:
     assert source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts).count() is None
     assert list_calls(receiver) == []

@@ -108,7 +108,6 @@ class HttpPagesSource:
             raise ValueError(f"key field {key_field!r} is not one of the fields {', '.join(names)}")
         self._url = url
         self._pagination = pagination
-        self._fields = tuple(fields)
         self._key_field = key_field
         self._get = get
         self._on_attempt = on_attempt
