@@ -3,22 +3,27 @@
 It accepts JSON arrays POSTed under `/api/sync/<endpoint>`, checks the API key header, keeps
 every record's Id per endpoint (so duplicates are visible), serves REST collections of single
 records under `/api/records/<collection>` (POST creates under an id it chooses, PUT or PATCH
-`/<id>` updates, GET lists) and can be told to misbehave on chosen calls the way real APIs do:
-an error status (with `Retry-After`, any body and content type, or one echoing the request's
-headers), a hang, a reset connection, or a body or headers that trickle out.
+`/<id>` updates, GET lists them a page at a time by page, offset or cursor, with an `updated_since`
+filter) and can be told to misbehave on chosen calls the way real APIs do: an error status (with
+`Retry-After`, any body and content type, or one echoing the request's headers), a hang, a reset
+connection, or a body or headers that trickle out.
 """
 
 from __future__ import annotations
 
+import base64
+import bisect
+import datetime as dt
 import itertools
 import json
 import socket
 import struct
+import sys
 import threading
 import time
 import urllib.parse
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +31,12 @@ from typing import Any, Literal, Self
 
 PATH_PREFIX = "/api/sync/"
 RECORDS_PREFIX = "/api/records/"
+MAX_PAGE_SIZE = 200
+DEFAULT_PAGE_SIZE = 50
+SIZE_PARAMS = ("page_size", "limit")
+POSITION_PARAMS = ("page", "offset", "cursor")
+SINCE_PARAM = "updated_since"
+SINCE_FIELD = "updated_at"
 
 
 @dataclass(frozen=True)
@@ -94,33 +105,75 @@ class RecordCollections:
 
     records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: defaultdict(dict))
     calls: dict[str, list[tuple[str, str, int | None]]] = field(default_factory=lambda: defaultdict(list))
+    queries: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    """The query string of each call, in the order of `calls`."""
     idempotency_keys: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     faults: dict[str, dict[int, Fault]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1001))
 
     def handle(
-        self, method: str, collection: str, record_id: str, record: dict[str, Any] | None, key: str
+        self,
+        method: str,
+        collection: str,
+        record_id: str,
+        record: dict[str, Any] | None,
+        key: str,
+        query: str = "",
+        collection_url: str = "",
     ) -> tuple[HTTPStatus, Any] | Fault:
         """Count the call, then act out its fault or answer as a REST API: POST creates (201, a new numeric
-        id), PUT replaces and PATCH merges a known record (200), GET reads; an unknown id is 404."""
+        id), PUT replaces and PATCH merges a known record (200), GET reads one or lists a page of them
+        (`query` and the collection's URL, for its next link); an unknown id is 404."""
         with self.lock:
             calls = self.calls[collection]
             self.idempotency_keys[collection].append(key)
+            self.queries[collection].append(query)
             fault = self.faults.get(collection, {}).get(len(calls) + 1)
             if fault is not None:
                 calls.append((method, record_id, fault.status if fault.action == "answer" else None))
                 return fault
-            status, payload = self._answer(method, collection, record_id, record)
+            if method == "GET" and not record_id:
+                status, payload = self._listing(collection, query, collection_url)
+            else:
+                status, payload = self._answer(method, collection, record_id, record)
             calls.append((method, record_id, status))
             return status, payload
+
+    def seed(self, collection: str, records: Iterable[dict[str, Any]]) -> list[str]:
+        """Store records as if each had been POSTed, without counting calls; the ids they were given."""
+        with self.lock:
+            stored = self.records[collection]
+            ids: list[str] = []
+            for record in records:
+                ids.append(str(next(self._ids)))
+                stored[ids[-1]] = dict(record)
+            return ids
+
+    def _listing(self, collection: str, query: str, collection_url: str) -> tuple[HTTPStatus, Any]:
+        """One page of the collection in the order it was stored: `{"data", "next", "next_cursor", "total"}`.
+
+        The position is `page` (from 1), `offset` or `cursor`, the size `page_size` or `limit`; the next
+        link keeps the other parameters and carries a cursor: the id of the last record given.
+        """
+        params = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+        try:
+            size = _whole_number(params, SIZE_PARAMS, DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+            since = _since(params.get(SINCE_PARAM))
+            matching = [int(i) for i, r in self.records[collection].items() if _updated_since(r, since)]
+            start = _start(params, size, matching)
+        except ValueError as exc:
+            return HTTPStatus.BAD_REQUEST, {"error": str(exc)}
+        page = [{"id": i, **self.records[collection][str(i)]} for i in matching[start : start + size]]
+        cursor = _cursor_after(page[-1]["id"]) if page and start + len(page) < len(matching) else None
+        kept = [(name, value) for name, value in params.items() if name not in POSITION_PARAMS]
+        next_link = f"{collection_url}?{urllib.parse.urlencode([*kept, ('cursor', cursor)])}" if cursor else None
+        return HTTPStatus.OK, {"data": page, "next": next_link, "next_cursor": cursor, "total": len(matching)}
 
     def _answer(
         self, method: str, collection: str, record_id: str, record: dict[str, Any] | None
     ) -> tuple[HTTPStatus, Any]:
         stored = self.records[collection]
-        if method == "GET" and not record_id:
-            return HTTPStatus.OK, [{"id": int(i), **r} for i, r in stored.items()]
         if method == "POST" and not record_id and record is not None:
             new_id = next(self._ids)
             stored[str(new_id)] = record
@@ -144,6 +197,71 @@ class RecordCollections:
         """(method, record id or "", status or None for a fault without an answer) of every call, in order."""
         with self.lock:
             return list(self.calls[collection])
+
+
+def _whole_number(params: Mapping[str, str], names: Sequence[str], default: int, least: int, most: int) -> int:
+    """The first of `names` given, as a whole number within bounds; ValueError naming it otherwise."""
+    name = next((name for name in names if name in params), None)
+    if name is None:
+        return default
+    text = params[name]
+    if not (text.isascii() and text.isdigit()) or not least <= int(text) <= most:
+        raise ValueError(f"{name} must be a whole number from {least} to {most}, got {text!r}")
+    return int(text)
+
+
+def _since(text: str | None) -> dt.datetime | None:
+    """The `updated_since` filter as an aware datetime (naive means UTC); ValueError if it is not ISO-8601."""
+    if text is None:
+        return None
+    try:
+        return _aware(dt.datetime.fromisoformat(text))
+    except ValueError:
+        raise ValueError(f"{SINCE_PARAM} must be an ISO-8601 date-time, got {text!r}") from None
+
+
+def _updated_since(record: Mapping[str, Any], since: dt.datetime | None) -> bool:
+    """Whether the record's `updated_at` is at or after `since`; a record without a readable one is not."""
+    if since is None:
+        return True
+    try:
+        return _aware(dt.datetime.fromisoformat(str(record.get(SINCE_FIELD)))) >= since
+    except ValueError:
+        return False
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _start(params: Mapping[str, str], size: int, matching: Sequence[int]) -> int:
+    """Where the page starts among the matching records' ids: by page, offset or cursor (at most one given)."""
+    given = [name for name in POSITION_PARAMS if name in params]
+    if len(given) > 1:
+        raise ValueError(f"give at most one of {', '.join(POSITION_PARAMS)}, got {', '.join(given)}")
+    if "page" in params:
+        return (_whole_number(params, ("page",), 1, 1, sys.maxsize) - 1) * size
+    if "offset" in params:
+        return _whole_number(params, ("offset",), 0, 0, sys.maxsize)
+    if "cursor" in params:
+        after = _cursor_id(params["cursor"])
+        return bisect.bisect_right(matching, after)  # ids grow in the order records are stored
+    return 0
+
+
+def _cursor_after(record_id: int) -> str:
+    """An opaque token for "the records after this id", as real APIs hand out."""
+    return base64.urlsafe_b64encode(f"after:{record_id}".encode()).decode()
+
+
+def _cursor_id(token: str) -> int:
+    try:
+        kind, _, record_id = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if kind == "after" and record_id.isdigit():
+            return int(record_id)
+    except ValueError:
+        pass
+    raise ValueError(f"cursor {token[:40]!r} is not one this API gave")
 
 
 class BackgroundServer:
@@ -201,6 +319,7 @@ def _handler_for(
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the real API
+        disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall per answer
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -231,7 +350,8 @@ def _handler_for(
             """One call to a REST collection: `/api/records/<collection>[/<id>]` with a JSON object, or none."""
             if self.headers.get(api_key_header) != api_key:
                 return self._answer(HTTPStatus.UNAUTHORIZED, {"error": f"missing or wrong {api_key_header}"})
-            collection, _, record_id = self.path.removeprefix(RECORDS_PREFIX).partition("/")
+            url = urllib.parse.urlsplit(self.path)
+            collection, _, record_id = url.path.removeprefix(RECORDS_PREFIX).partition("/")
             record: dict[str, Any] | None = None
             if body:
                 try:
@@ -241,7 +361,16 @@ def _handler_for(
                 if not isinstance(record, dict):
                     return self._answer(HTTPStatus.BAD_REQUEST, {"error": "body must be a JSON object"})
             key = self.headers.get("Idempotency-Key", "")
-            outcome = collections.handle(self.command, collection, urllib.parse.unquote(record_id), record, key)
+            host = self.headers.get("Host", "127.0.0.1")  # required by HTTP/1.1; links are built from it
+            outcome = collections.handle(
+                self.command,
+                collection,
+                urllib.parse.unquote(record_id),
+                record,
+                key,
+                url.query,
+                f"http://{host}{RECORDS_PREFIX}{collection}",
+            )
             if isinstance(outcome, Fault):
                 return self._act_out(outcome)
             status, payload = outcome
