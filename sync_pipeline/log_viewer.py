@@ -39,7 +39,7 @@ class LogViewerError(Exception):
 
 def needed_databases(entities: Sequence[str], pending: bool) -> list[str]:
     """Resource keys of the databases a listing reads: the Log database, and the sources for Pending."""
-    sources = {ENTITIES_BY_NAME[name].source_db for name in entities} if pending else set()
+    sources = {key for name in entities for key in ENTITIES_BY_NAME[name].databases} if pending else set()
     return ["log_db", *sorted(sources)]
 
 

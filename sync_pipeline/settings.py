@@ -117,8 +117,7 @@ class ApiSettings(_Strict):
     def _key_header_only_with_its_auth(self) -> ApiSettings:
         if self.auth.kind != "api_key_header" and "api_key_header" in self.model_fields_set:
             raise ValueError(
-                f"api.api_key_header: only read when api.auth.kind is api_key_header, not {self.auth.kind}; "
-                "remove it"
+                f"api.api_key_header: only read when api.auth.kind is api_key_header, not {self.auth.kind}; remove it"
             )
         return self
 
@@ -241,36 +240,46 @@ class AlertSettings(_Strict):
         return f"{self.ui_base_url.rstrip('/')}/runs/{run_id}"
 
 
-class EntitySettings(_Strict):
-    """Where one entity lives in this deployment and where it is sent."""
+def _qualified_table_name(value: str | None) -> str | None:
+    if value is not None and (not all(_IDENTIFIER.match(part) for part in value.split(".")) or value.count(".") > 1):
+        raise ValueError("must be a table name, optionally with its schema: 'dbo.TB_M_USER'")
+    return value
 
-    table: str
+
+class EntitySettings(_Strict):
+    """Where one entity lives in this deployment: the table it is read from (a database source), the
+    endpoint it is read from or sent to (the HTTP API), the table it is written to (a SQL sink)."""
+
+    table: str | None = None
     key_column: str = "Id"
-    endpoint: Annotated[str, Field(min_length=1)]
+    endpoint: Annotated[str, Field(min_length=1)] | None = None
+    target_table: str | None = None
     batch_size: Annotated[int, Field(ge=1, le=100_000)] | None = None
 
-    @field_validator("table")
-    @classmethod
-    def _table_is_qualified_name(cls, value: str) -> str:
-        if not all(_IDENTIFIER.match(part) for part in value.split(".")) or value.count(".") > 1:
-            raise ValueError("must be a table name, optionally with its schema: 'dbo.TB_M_USER'")
-        return value
+    _tables = field_validator("table", "target_table")(_qualified_table_name)
 
     @property
     def schema_name(self) -> str | None:
         """The schema part of `table`, if one was given."""
-        return self.table.rpartition(".")[0] or None
+        return split_table_name(self.table or "")[0]
 
     @property
     def table_name(self) -> str:
         """The table part of `table`, without its schema."""
-        return self.table.rpartition(".")[2]
+        return split_table_name(self.table or "")[1]
+
+
+def split_table_name(qualified: str) -> tuple[str | None, str]:
+    """`dbo.T` -> ("dbo", "T"), `T` -> (None, "T")."""
+    schema, _, name = qualified.rpartition(".")
+    return schema or None, name
 
 
 class Settings(_Strict):
     """The whole settings file."""
 
-    api: ApiSettings
+    api: ApiSettings | None = None
+    """The sync's HTTP API; required when an entity reads from it or sends to it."""
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 3000
     schedule: ScheduleSettings = ScheduleSettings()
     scheduler_log: SchedulerLogSettings = Field(default_factory=SchedulerLogSettings)
@@ -290,11 +299,12 @@ class Settings(_Strict):
         # The lease is extended before a call once a quarter of it has passed, so three quarters
         # of it must cover one whole call (bounded by its deadline), the rate-limit wait inside that
         # call and the retry wait after it (each at most retries.max_delay_seconds).
-        needed = (self.api.deadline_seconds + 2 * self.retries.max_delay_seconds) * 4 / 3
+        deadline = self.api.deadline_seconds if self.api else 0.0
+        needed = (deadline + 2 * self.retries.max_delay_seconds) * 4 / 3
         if self.locking.lease_seconds <= needed:
             call = (
                 "api.call_deadline_seconds"
-                if self.api.call_deadline_seconds
+                if self.api and self.api.call_deadline_seconds
                 else "api.timeout_seconds (api.call_deadline_seconds is not set)"
             )
             raise ValueError(
@@ -305,8 +315,15 @@ class Settings(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _api_when_called(self, info: ValidationInfo) -> Settings:
+        calling = [spec.name for spec in sync_of(info).entities if spec.calls_the_api]
+        if calling and self.api is None:
+            raise ValueError(f"api: is required: {', '.join(calling)} read from or send to the API")
+        return self
+
+    @model_validator(mode="after")
     def _databases_cover_the_sync(self, info: ValidationInfo) -> Settings:
-        needed = {LOG_DB, *(spec.source_db for spec in sync_of(info).entities)}
+        needed = {LOG_DB, *(key for spec in sync_of(info).entities for key in spec.databases)}
         missing = sorted(needed - set(self.databases))
         if missing:
             raise ValueError(
@@ -335,24 +352,47 @@ class Settings(_Strict):
                     f"entities.{name}.key_column: {entity.key_column!r} {why} of {name}; the key must be a "
                     f"unique, non-nullable field; allowed: {', '.join(keys)}"
                 )
-            try:
-                check_http_url(self.endpoint_url(name))
-            except ValueError as exc:
-                raise ValueError(f"entities.{name}.endpoint: {_shown(entity.endpoint)!r} {exc}") from None
+            needs = {
+                "table": spec.source_db is not None,
+                "endpoint": spec.calls_the_api,
+                "target_table": spec.sql_sink is not None,
+            }
+            for setting, needed in needs.items():  # what is missing first: it says what the entity is
+                if needed and getattr(entity, setting) is None:
+                    raise ValueError(f"entities.{name}.{setting}: is required for {name} ({_ROLES[setting][1]})")
+            for setting, needed in needs.items():
+                if not needed and getattr(entity, setting) is not None:
+                    part = _ROLES[setting][0]
+                    raise ValueError(f"entities.{name}.{setting}: not read, {name} has no {part}; remove it")
+            if entity.endpoint is not None:
+                try:
+                    check_http_url(self.endpoint_url(name))
+                except ValueError as exc:
+                    raise ValueError(f"entities.{name}.endpoint: {_shown(entity.endpoint)!r} {exc}") from None
         return self
 
     def endpoint_url(self, entity: str) -> str:
-        """The absolute URL an entity is POSTed to: its endpoint, relative to `api.base_url`.
+        """The absolute URL an entity is sent to or read from: its endpoint, relative to `api.base_url`.
 
         The base is treated as a folder whether or not it ends in `/`, so `https://h/v1` + `users`
         is `https://h/v1/users`, not urljoin's `https://h/users`.
         """
+        if self.api is None:
+            raise SettingsError(f"entities.{entity}.endpoint: there is no api section to resolve it against")
         base = self.api.base_url if self.api.base_url.endswith("/") else self.api.base_url + "/"
-        return urljoin(base, self.entities[entity].endpoint)
+        return urljoin(base, self.entities[entity].endpoint or "")
 
     def batch_size_for(self, entity: str) -> int:
         """The entity's own batch size when it has one, else the global one."""
         return self.entities[entity].batch_size or self.batch_size
+
+
+_ROLES = {
+    "table": ("database source", "the table it is read from"),
+    "endpoint": ("HTTP source or sink", "the API endpoint it is read from or sent to"),
+    "target_table": ("SQL sink", "the table its SQL sink writes"),
+}
+"""Each entity setting that only some entities need: the part of the entity that needs it, and what it is."""
 
 
 def _describe(error: Mapping[str, Any]) -> str:

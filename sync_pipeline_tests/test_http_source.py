@@ -21,9 +21,9 @@ from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.engine.http.auth import ApiKeyHeader
 from sync_pipeline.engine.http.retry import Attempt, RetryPolicy
 from sync_pipeline.engine.http.transport import Transport
-from sync_pipeline.engine.sources.http_pages import HttpPagesSource, Pagination
+from sync_pipeline.engine.sources.http_pages import HttpPagesSource
 from sync_pipeline.engine.sources.sql_table import SourcePage, SourceUnavailable, UnreadableRow
-from sync_pipeline.specs.model import Field, FieldType
+from sync_pipeline.specs.model import Field, FieldType, Pagination
 
 from .scripted_api import Answer, ScriptedApi
 from .test_http_client import closed_port

@@ -265,16 +265,113 @@ def test_a_sync_declared_in_yaml_builds_its_asset_resources_and_secrets_by_its_s
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"state": "never_sent"}, "state never_sent with sink http_records"),
-        ({"sink": {"kind": "http_batch"}}, "state row_hash with sink http_batch"),
+        ({"state": "never_sent"}, "state: never_sent cannot go with a http_records sink"),
+        ({"sink": {"kind": "http_batch"}}, "state: row_hash cannot go with a http_batch sink"),
         ({"mapping": {"id": {"from": "Nope"}}}, "entities.Customers.mapping: .*Nope"),
         ({"fields": []}, r"entities\.0\.fields"),
         ({"source_db": "other_db"}, r"databases\.other_db: is required"),
+        ({"source": {"kind": "http_pages", "pagination": {"style": "offset"}}}, "give source_db .* or source"),
+        ({"state": "since_cursor"}, "cursor_field: state since_cursor needs the field"),
+        ({"state": "since_cursor", "cursor_field": "Id"}, "Id is guid; a cursor is a datetime, int or text"),
+        ({"cursor_field": "Status"}, "cursor_field: only read with state since_cursor"),
+        ({"sink": {"kind": "sql_upsert", "db": "app_db", "key_columns": ["id"]}}, "sink.timestamp_column: is required"),
+        ({"sink": {"kind": "sql_update", "db": "app_db", "key_columns": ["id"]}}, "sink.columns: is required"),
+        ({"sink": {"kind": "http_records", "db": "app_db"}}, "sink.db: not read by a http_records sink"),
+        (
+            {"state": "none", "sink": {"kind": "sql_update", "db": "crm_db", "key_columns": ["id"], "columns": ["s"]}},
+            r"entities\.Customers\.target_table: is required for Customers \(the table its SQL sink writes\)",
+        ),
     ],
 )
 def test_a_declared_sync_that_cannot_run_fails_the_load_saying_where(change: dict[str, Any], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         dg.build_defs_for_component(SyncComponent.resolve_from_dict(declared_customers(**change)))
+
+
+def declared_pull() -> dict[str, Any]:
+    """A SyncComponent's attributes declaring one pull: an API's pages upserted into a table from the mark on."""
+    return {
+        "name": "wf_pull",
+        "entities": [
+            {
+                "name": "Workflows",
+                "source": {"kind": "http_pages", "pagination": {"style": "page_number"}, "since_param": "since"},
+                "fields": [{"name": "id", "type": "int"}, {"name": "updated_at", "type": "datetime"}],
+                "state": "since_cursor",
+                "cursor_field": "updated_at",
+                "sink": {"kind": "sql_upsert", "db": "app_db", "key_columns": ["id"], "timestamp_column": "updated_at"},
+            }
+        ],
+        "settings": {
+            "api": {"base_url": "http://127.0.0.1:9/zuora/", "api_key_env_var": "WF_KEY"},
+            "databases": {"app_db": "APP_DB_URL", "log_db": "SYNC_LOG_DB_URL"},
+            "entities": {"Workflows": {"key_column": "id", "endpoint": "workflows", "target_table": "app.workflows"}},
+        },
+    }
+
+
+def test_a_declared_pull_reads_the_api_and_writes_its_table_without_a_source_database() -> None:
+    defs = dg.build_defs_for_component(SyncComponent.resolve_from_dict(declared_pull()))
+    asset = defs.get_repository_def().assets_defs_by_key[dg.AssetKey("wf_pull_workflows")]
+    spec = asset.specs_by_key[asset.key]
+    assert spec.description == (
+        "Upserts (last write wins) changed Workflows records from GET http://127.0.0.1:9/zuora/workflows "
+        "into app.workflows."
+    )
+    assert spec.metadata["target_table"] == "app.workflows" and spec.metadata["state"] == "since_cursor"
+    assert "source_table" not in spec.metadata
+    assert asset.required_resource_keys - {"io_manager"} == {"wf_pull_app_db", "wf_pull_log_db", "wf_pull_sync_api"}
+
+
+def test_a_sync_between_databases_needs_no_api_section_and_gets_no_api_client() -> None:
+    declared = declared_customers(
+        state="none", sink={"kind": "sql_update", "db": "crm_db", "key_columns": ["id"], "columns": ["status"]}
+    )
+    declared["settings"] = {
+        "databases": {"crm_db": "CRM_DB_URL", "log_db": "SYNC_LOG_DB_URL"},
+        "entities": {"Customers": {"key_column": "Id", "table": "crm_orders", "target_table": "crm_customers"}},
+    }
+    defs = dg.build_defs_for_component(SyncComponent.resolve_from_dict(declared))
+    assert set(defs.resources or {}) == {"crm_push_crm_db", "crm_push_log_db"}
+    asset = defs.get_repository_def().assets_defs_by_key[dg.AssetKey("crm_push_customers")]
+    assert asset.required_resource_keys - {"io_manager"} == {"crm_push_crm_db", "crm_push_log_db"}
+
+    declared["settings"]["entities"]["Customers"]["endpoint"] = "customers"
+    with pytest.raises(SettingsError, match="endpoint: not read, Customers has no HTTP source or sink; remove it"):
+        dg.build_defs_for_component(SyncComponent.resolve_from_dict(declared))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"source": {"kind": "http_pages", "pagination": {"style": "offset"}}},
+            "source.since_param: state since_cursor needs the query parameter",
+        ),
+        ({"source": {"kind": "http_pages", "pagination": {"style": "pages"}}}, "pagination.style"),
+        (
+            {
+                "sink": {"kind": "sql_upsert", "db": "app_db", "key_columns": ["id"], "timestamp_column": "x"},
+                "state": "never_sent",
+                "cursor_field": None,
+            },
+            "never_sent cannot go with a sql_upsert sink",
+        ),
+    ],
+)
+def test_a_declared_pull_that_cannot_run_fails_the_load_saying_where(change: dict[str, Any], message: str) -> None:
+    declared = declared_pull()
+    declared["entities"][0].update(change)
+    declared["entities"][0] = {key: value for key, value in declared["entities"][0].items() if value is not None}
+    with pytest.raises(SettingsError, match=message):
+        dg.build_defs_for_component(SyncComponent.resolve_from_dict(declared))
+
+
+def test_a_pull_without_an_api_section_fails_the_load_naming_it() -> None:
+    declared = declared_pull()
+    del declared["settings"]["api"]
+    with pytest.raises(SettingsError, match="api: is required: Workflows read from or send to the API"):
+        dg.build_defs_for_component(SyncComponent.resolve_from_dict(declared))
 
 
 def test_an_instance_gives_either_a_packaged_sync_or_its_own_entities() -> None:
@@ -292,6 +389,6 @@ def test_a_resend_is_refused_for_an_entity_that_creates_and_updates_by_row_hash(
     customers = declared.entities[0]
     config = SyncRunConfig(resend=resend, ids=["1"], tracked_before="2026-01-01", confirm="resend crm_push_customers")
 
-    with pytest.raises(dg.Failure, match="creates and updates by row hash"):
+    with pytest.raises(dg.Failure, match="keeps state row_hash"):
         selection_from(config, customers, "Id")
     assert selection_from(SyncRunConfig(), customers, "Id").resend == "none"

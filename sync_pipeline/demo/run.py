@@ -67,6 +67,7 @@ def prepare(paths: DemoPaths, port: int, ui_port: int = DEFAULT_UI_PORT) -> bool
         return False
     settings = load_settings(paths.settings_file)
     for spec in TAMHR_ENTITIES:
+        assert spec.source_db is not None  # every TAMHR entity reads a table
         engine = create_sync_engine(paths.database_url(spec.source_db))
         seed_entity(engine, spec, settings.entities[spec.name], DEMO_ROWS[spec.name])
         engine.dispose()

@@ -1,9 +1,14 @@
-"""One entity's sync: source rows out to the receiver, and what it acknowledged kept in the Log database.
+"""One entity's sync: source records out to their destination, and what was settled kept in the Log database.
 
-A batch sink sends the untracked rows in batches and tracks the acknowledged ones (TB_R_SYNC_TRACKING);
-a create/update sink sends each new or changed row on its own call and keeps its row hash
-(TB_R_SYNC_ROW_HASH). The entity runs under its lock in the Log database. A failed batch or record is
-logged and left for the next run, and the entity goes on. An entity whose source, Log database or
+The parts come from the entity's spec: a source (a table by keyset pages, or an HTTP API's pages), a
+state (never sent, row hash, since cursor, none) and a sink. A batch sink sends the untracked rows in
+batches and tracks the acknowledged ones (TB_R_SYNC_TRACKING); a create/update sink sends each new or
+changed row on its own call and keeps its row hash (TB_R_SYNC_ROW_HASH); a SQL sink upserts or updates
+rows of a table. A since-cursor entity reads from its mark on and moves the mark (TB_R_SYNC_CURSOR)
+at the end of a run that read everything, never past a record that failed.
+
+The entity runs under its lock in the Log database. A failed batch or record is logged and left for
+the next run, and the entity goes on. An entity whose source, Log database or
 endpoint cannot be reached, or whose lock is held by another run, stops early with the reason in its
 report; the caller decides what that means for the run. While it sends, it logs its progress once
 per interval.
@@ -12,11 +17,12 @@ per interval.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Protocol, cast
 
 import sqlalchemy as sa
 
@@ -27,14 +33,26 @@ from sync_pipeline.engine.http.api import Acknowledgement, BatchPoster, RecordRe
 from sync_pipeline.engine.mapping.field_map import FieldMap
 from sync_pipeline.engine.mapping.payload import RecordBuilder
 from sync_pipeline.engine.progress import ProgressReporter, count_candidates
-from sync_pipeline.engine.sinks.http_batch import BatchSender, DeliveryCounts, EndpointUnreachable, RetryPolicy
+from sync_pipeline.engine.sinks.http_batch import (
+    BatchSender,
+    DeliveryCounts,
+    EndpointUnreachable,
+    Refusals,
+    RetryPolicy,
+)
 from sync_pipeline.engine.sinks.http_records import RecordSender, UpdateMethod
-from sync_pipeline.engine.sources.sql_table import SourceUnavailable, read_pages
+from sync_pipeline.engine.sinks.sql_batch import SqlBatchSender, TableCounts, reflect_table, table_sink
+from sync_pipeline.engine.sinks.sql_rows import SqlSinkUnavailable
+from sync_pipeline.engine.sources.http_pages import HttpPagesSource
+from sync_pipeline.engine.sources.read_calls import AuditedReads
+from sync_pipeline.engine.sources.source import Source, SqlTableSource
+from sync_pipeline.engine.sources.sql_table import SinceFilter, SourceUnavailable
 from sync_pipeline.engine.state.entity_lock import EntityLock, EntityLocked, LockLost
 from sync_pipeline.engine.state.row_hashes import RowHashStore
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
+from sync_pipeline.engine.state.since_cursor import CursorStore, CursorWatermark, cursor_value
 from sync_pipeline.engine.state.tracking import DeliveredButUntracked, TrackingStore, TrackingUnavailable
-from sync_pipeline.specs.model import EntitySpec
+from sync_pipeline.specs.model import EntitySpec, StateKind
 
 
 @dataclass(frozen=True)
@@ -44,12 +62,26 @@ class EntitySyncPlan:
     spec: EntitySpec
     entity_type: str
     """The entity's EntityType in the Log database: its name, prefixed by its sync's namespace if it has one."""
-    table: sa.Table
+    table: sa.Table | None
+    """The source table; None when the entity reads an HTTP API."""
     key_column: str
     endpoint_url: str
+    """The API endpoint the entity is sent to or read from ("" when it does neither)."""
     batch_size: int
     mapping: FieldMap | None = None
-    """The receiver's fields, built from the spec's mapping when the plan is made (none: the model's own)."""
+    """The destination's fields, built from the spec's mapping when the plan is made (none: the model's own)."""
+    target_table: str | None = None
+    """The table a SQL sink writes, as the settings name it (schema.table)."""
+
+    @property
+    def source_name(self) -> str:
+        """Where the records are read, for messages: the table's name or the endpoint."""
+        return self.table.fullname if self.table is not None else f"GET {self.endpoint_url}"
+
+    @property
+    def destination_name(self) -> str:
+        """Where the records go, for messages: the endpoint or the target table."""
+        return self.target_table or self.endpoint_url
 
 
 @dataclass(frozen=True)
@@ -124,9 +156,22 @@ def _nothing_tracked(entity_ids: Sequence[str]) -> set[str]:
     return set()
 
 
+class Delivery(Protocol):
+    """An entity's sink step: sends (or writes) one built batch, and its figures so far."""
+
+    @property
+    def counts(self) -> DeliveryCounts: ...
+
+    def send(self, batch: Batch) -> None: ...
+
+
+class SinkUnavailable(Exception):
+    """The entity's sink cannot be set up (its target table, its database): the entity stops."""
+
+
 def sync_entity(
     plan: EntitySyncPlan,
-    source: sa.Engine,
+    source: sa.Engine | None,
     tracking: TrackingStore,
     api: BatchPoster,
     log: logging.Logger,
@@ -136,31 +181,154 @@ def sync_entity(
     dry_run: bool = False,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    target: sa.Engine | None = None,
 ) -> EntitySyncReport:
     """Send the entity's selected rows (by default: untracked); never raises for database, API,
-    lock or data faults. A dry run reads, selects and validates, but neither sends nor writes.
+    lock or data faults. `source` is the source database (None for an HTTP source), `target` the
+    database of a SQL sink. A dry run reads, selects and validates, but neither sends nor writes.
     `clock` times the progress lines."""
     entity = plan.entity_type
     report = EntitySyncReport(entity)
     scan = ScanCounts()
-    columns = [f.name for f in plan.spec.fields]
     started = time.perf_counter()
     lock = EntityLock(tracking.engine, entity, owner, policy.lock_lease_seconds, policy.lock_wait_seconds, sleep)
-    record_sink = plan.spec.record_sink
+    reads = AuditedReads(entity, cast(RecordRequester, api), tracking, lock.refresh_if_due)
+    cursor = plan.spec.cursor_field if plan.spec.state is StateKind.SINCE_CURSOR else None
+    try:
+        mark = CursorStore(tracking.engine).load(entity) if cursor else None
+        reader = entity_source(plan, source, mark, reads, policy.retry, sleep)
+        delivery = entity_delivery(plan, api, tracking, target, lock, selection, policy, log, sleep)
+    except (SourceUnavailable, TrackingUnavailable, SinkUnavailable) as exc:
+        return _stopped(report, str(exc), started, log)
     batches = untracked_batches(
-        read_pages(source, plan.table, columns, plan.key_column, plan.batch_size),
+        reader.pages(),
         key_column=plan.key_column,
-        key_index=columns.index(plan.key_column),
+        key_index=[f.name for f in plan.spec.fields].index(plan.key_column),
         key_type=plan.spec.field(plan.key_column).type,
-        # A create/update entity reads every row: its state is the row hashes, not TB_R_SYNC_TRACKING.
-        tracked_among=selection.already_sent(entity, tracking) if record_sink is None else _nothing_tracked,
+        # Only a never-sent entity's state is TB_R_SYNC_TRACKING; the others read every row of the source.
+        tracked_among=selection.already_sent(entity, tracking)
+        if plan.spec.state is StateKind.NEVER_SENT
+        else _nothing_tracked,
         records=RecordBuilder(plan.spec, plan.key_column),
         batch_size=plan.batch_size,
         counts=scan,
     )
-    delivery: BatchSender | ChangeSender
-    if record_sink is None:
-        delivery = BatchSender(
+    watermark = CursorWatermark(plan.spec.field(cursor), mark) if cursor else None
+    try:
+        if dry_run:
+            report.preview = preview(batches)
+        else:
+            with lock, ThreadPoolExecutor(policy.max_in_flight, thread_name_prefix=f"send-{entity}") as senders:
+                if watermark is not None and cursor is not None and isinstance(reader, SqlTableSource):
+                    watermark.cap(reader.ceiling(cursor))
+                interval = policy.progress_interval_seconds
+                if interval:
+                    subtract = plan.spec.state is StateKind.NEVER_SENT
+                    report.candidates = count_candidates(entity, reader.count, tracking, selection, log, subtract)
+                progress = ProgressReporter(entity, interval, log, report.candidates, clock)
+
+                def send_and_report(batch: Batch) -> None:
+                    failed_before = delivery.counts.failed
+                    delivery.send(batch)
+                    if watermark is not None and cursor is not None:
+                        held = delivery.counts.failed > failed_before  # another batch's failure holds it too: safe
+                        watermark.observe([record.get(cursor) for record in batch.records], held)
+                    progress.batch_settled(delivery.counts)
+
+                send_in_flight(batches, send_and_report, senders, policy.max_in_flight)
+                if watermark is not None and (moved := watermark.next_text()) is not None:
+                    CursorStore(tracking.engine).save(entity, moved)
+    except DeliveredButUntracked as exc:
+        report.delivered_untracked = exc.count
+        report.stopped_because = str(exc)
+    except (
+        EndpointUnreachable,
+        SourceUnavailable,
+        TrackingUnavailable,
+        EntityLocked,
+        LockLost,
+        SqlSinkUnavailable,
+    ) as exc:
+        report.stopped_because = str(exc)
+    report.absorb(scan, delivery.counts)
+    report.api_calls += reads.calls
+    report.retries += reads.retries
+    if isinstance(delivery, ChangeSender):  # unchanged records were read, like tracked ones, and not sent
+        report.already_tracked = delivery.changes.unchanged
+    elif isinstance(delivery, SqlBatchSender):
+        report.already_tracked = delivery.counts.unchanged
+    return _stopped(report, report.stopped_because, started, log)
+
+
+def _stopped(report: EntitySyncReport, because: str | None, started: float, log: logging.Logger) -> EntitySyncReport:
+    """The report, timed, with why the entity stopped early (logged) if it did."""
+    report.stopped_because = because
+    report.duration_seconds = time.perf_counter() - started
+    if because:
+        log.error(f"{report.entity} stopped early: {because}")
+    return report
+
+
+def entity_source(
+    plan: EntitySyncPlan,
+    source: sa.Engine | None,
+    mark: str | None,
+    reads: AuditedReads,
+    retry: RetryPolicy,
+    sleep: Callable[[float], None],
+) -> Source:
+    """Where the entity's records are read: its table from the mark on, or its API's pages with the mark sent."""
+    spec = plan.spec
+    cursor = spec.cursor_field
+    if spec.http_source is not None:
+        since_param = spec.http_source.since_param
+        return HttpPagesSource(
+            plan.endpoint_url,
+            spec.http_source.pagination,
+            spec.fields,
+            plan.key_column,
+            get=reads.get,
+            on_attempt=reads.on_attempt,
+            since=(since_param, mark) if since_param and mark is not None else None,
+            retry=retry,
+            sleep=sleep,
+        )
+    if source is None or plan.table is None:
+        raise SourceUnavailable(f"{spec.name}: no source database was given")
+    since = SinceFilter(cursor, cursor_value(mark, spec.field(cursor))) if cursor and mark is not None else None
+    columns = [f.name for f in spec.fields]
+    return SqlTableSource(source, plan.table, columns, plan.key_column, plan.batch_size, since)
+
+
+def entity_delivery(
+    plan: EntitySyncPlan,
+    api: BatchPoster,
+    tracking: TrackingStore,
+    target: sa.Engine | None,
+    lock: EntityLock,
+    selection: Selection,
+    policy: DeliveryPolicy,
+    log: logging.Logger,
+    sleep: Callable[[float], None],
+) -> Delivery:
+    """The entity's sink step: batches POSTed, records created or updated by row hash, or rows written to a table."""
+    entity = plan.entity_type
+    spec = plan.spec
+    if spec.sql_sink is not None:
+        if target is None or plan.target_table is None:
+            raise SinkUnavailable(f"{spec.name}: no target database was given")
+        try:
+            fields = plan.mapping.destinations if plan.mapping else tuple(f.name for f in spec.fields)
+            sink = table_sink(target, reflect_table(target, plan.target_table), spec.sql_sink, fields)
+        except SqlSinkUnavailable as exc:
+            raise SinkUnavailable(str(exc)) from None
+        except ValueError as exc:
+            raise SinkUnavailable(f"{spec.name}: sink: {exc}") from None
+        counts, counting = TableCounts(), threading.Lock()
+        refusals = Refusals(tracking, entity, counts, counting, log)
+        return SqlBatchSender(entity, sink, plan.mapping, tracking, refusals, counts, counting)
+    if spec.record_sink is None:
+        return BatchSender(
             entity,
             plan.endpoint_url,
             api,
@@ -174,47 +342,19 @@ def sync_entity(
             acknowledgement=policy.acknowledgement,
             max_calls_per_batch=policy.max_calls_per_batch,
         )
-    else:
-        records = RecordSender(
-            entity,
-            plan.endpoint_url,
-            cast(RecordRequester, api),
-            tracking.engine,
-            tracking.log_writer,
-            tracking,
-            policy.retry,
-            log,
-            update_method=cast(UpdateMethod, record_sink.update_method),
-            acknowledgement=policy.acknowledgement,
-            id_field=record_sink.id_field,
-            before_each_attempt=lock.refresh_if_due,
-            sleep=sleep,
-        )
-        delivery = ChangeSender(records, plan.mapping, RowHashStore(tracking.engine), entity)
-    try:
-        if dry_run:
-            report.preview = preview(batches)
-        else:
-            with lock, ThreadPoolExecutor(policy.max_in_flight, thread_name_prefix=f"send-{entity}") as senders:
-                interval = policy.progress_interval_seconds
-                if interval:
-                    report.candidates = count_candidates(entity, plan.table, source, tracking, selection, log)
-                progress = ProgressReporter(entity, interval, log, report.candidates, clock)
-
-                def send_and_report(batch: Batch) -> None:
-                    delivery.send(batch)
-                    progress.batch_settled(delivery.counts)
-
-                send_in_flight(batches, send_and_report, senders, policy.max_in_flight)
-    except DeliveredButUntracked as exc:
-        report.delivered_untracked = exc.count
-        report.stopped_because = str(exc)
-    except (EndpointUnreachable, SourceUnavailable, TrackingUnavailable, EntityLocked, LockLost) as exc:
-        report.stopped_because = str(exc)
-    report.absorb(scan, delivery.counts)
-    if isinstance(delivery, ChangeSender):  # unchanged records were read, like tracked ones, and not sent
-        report.already_tracked = delivery.changes.unchanged
-    report.duration_seconds = time.perf_counter() - started
-    if report.stopped_because:
-        log.error(f"{entity} stopped early: {report.stopped_because}")
-    return report
+    records = RecordSender(
+        entity,
+        plan.endpoint_url,
+        cast(RecordRequester, api),
+        tracking.engine,
+        tracking.log_writer,
+        tracking,
+        policy.retry,
+        log,
+        update_method=cast(UpdateMethod, spec.record_sink.update_method),
+        acknowledgement=policy.acknowledgement,
+        id_field=spec.record_sink.id_field,
+        before_each_attempt=lock.refresh_if_due,
+        sleep=sleep,
+    )
+    return ChangeSender(records, plan.mapping, RowHashStore(tracking.engine), entity)

@@ -12,31 +12,36 @@ import threading
 import time
 from collections.abc import Callable
 
-import sqlalchemy as sa
-
 from sync_pipeline.engine.sinks.http_batch import DeliveryCounts
-from sync_pipeline.engine.sources.sql_table import SourceUnavailable, count_rows
+from sync_pipeline.engine.sources.sql_table import SourceUnavailable
 from sync_pipeline.engine.state.selection import Selection
 from sync_pipeline.engine.state.tracking import TrackingStore, TrackingUnavailable
 
 
 def count_candidates(
-    entity: str, table: sa.Table, source: sa.Engine, tracking: TrackingStore, selection: Selection, log: logging.Logger
+    entity: str,
+    count: Callable[[], int | None],
+    tracking: TrackingStore,
+    selection: Selection,
+    log: logging.Logger,
+    subtract_tracked: bool = True,
 ) -> int | None:
     """How many records the selection will settle (send, reject or fail); None when unknown.
 
-    The untracked selection is the source's `COUNT(*)` minus the entity's tracked count (low when
-    tracked rows were since deleted from the source); a resend of all is the source's count, one of
-    given IDs their number, one of records tracked before a time unknown. A count that fails is
-    logged and the sync goes on without a total.
+    The untracked selection of a never-sent entity is the source's `count` minus the entity's tracked
+    count (low when tracked rows were since deleted from the source); any other entity's, and a resend
+    of all, is the source's count; a resend of given IDs their number, one of records tracked before a
+    time unknown. A count that fails is logged and the sync goes on without a total.
     """
     if selection.resend == "ids":
         return len(selection.ids)
     if selection.resend == "tracked_before":
         return None
     try:
-        rows = count_rows(source, table)
-        return rows if selection.resend == "all" else max(rows - tracking.tracked_count(entity), 0)
+        rows = count()
+        if rows is None or selection.resend == "all" or not subtract_tracked:
+            return rows
+        return max(rows - tracking.tracked_count(entity), 0)
     except (SourceUnavailable, TrackingUnavailable) as exc:
         log.warning(f"{entity}: progress without a total or time left: {exc}")
         return None

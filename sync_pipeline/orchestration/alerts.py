@@ -565,9 +565,7 @@ def build_alert_sensor(
         since = now.astimezone(dt.UTC) - dt.timedelta(minutes=settings.failed_call_window_minutes)
         call_run: str | None = None
         try:
-            for alert in failed_call_alerts(
-                instance, log_db.get_engine(), now.astimezone(dt.UTC), settings, sync
-            ):
+            for alert in failed_call_alerts(instance, log_db.get_engine(), now.astimezone(dt.UTC), settings, sync):
                 current[alert.key] = alert
             if FAILED_CALLS in previous.active and FAILED_CALLS not in current:
                 call_run = newest_successful_call_run(log_db.get_engine(), since, sync)

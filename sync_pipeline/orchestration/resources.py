@@ -11,21 +11,24 @@ from sync_pipeline.specs.sync import SyncSpec
 
 
 def build_resources(sync: SyncSpec, settings: Settings) -> dict[str, dg.ConfigurableResource]:
-    """The sync's databases (each URL from the variable its settings name) and API client, keyed as its
-    assets require them."""
+    """The sync's databases (each URL from the variable its settings name) and API client (if it has an API),
+    keyed as its assets require them."""
     databases: dict[str, dg.ConfigurableResource] = {
         sync.resource_key(key): SyncDatabase(url=dg.EnvVar(env_var), env_var=env_var)
         for key, env_var in settings.databases.items()
     }
+    api = settings.api
+    if api is None:  # a sync between databases
+        return databases
     return {
         **databases,
         sync.resource_key("sync_api"): HttpSyncApiClient(
-            api_key=dg.EnvVar(settings.api.api_key_env_var),
-            api_key_header=settings.api.api_key_header,
-            auth_kind=settings.api.auth.kind,
+            api_key=dg.EnvVar(api.api_key_env_var),
+            api_key_header=api.api_key_header,
+            auth_kind=api.auth.kind,
             rate_limit_max_wait_seconds=settings.retries.max_delay_seconds,
-            timeout_seconds=settings.api.timeout_seconds,
-            call_deadline_seconds=settings.api.deadline_seconds,
-            verify_tls=settings.api.verify_tls,
+            timeout_seconds=api.timeout_seconds,
+            call_deadline_seconds=api.deadline_seconds,
+            verify_tls=api.verify_tls,
         ),
     }

@@ -18,7 +18,7 @@ from pydantic import Field
 from sync_pipeline.engine.audit.log_queries import utc_naive
 from sync_pipeline.engine.mapping.entity_ids import InvalidEntityId, canonical_entity_id
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
-from sync_pipeline.specs.model import EntitySpec
+from sync_pipeline.specs.model import EntitySpec, StateKind
 
 
 class SyncRunConfig(dg.Config):
@@ -43,10 +43,10 @@ def selection_from(config: SyncRunConfig, spec: EntitySpec, key_column: str, pre
         if config.ids or config.tracked_before:
             raise dg.Failure(description="ids and tracked_before only apply with resend: ids / tracked_before")
         return SEND_UNTRACKED
-    if spec.record_sink is not None:
+    if spec.state is not StateKind.NEVER_SENT:
         raise dg.Failure(
             description=f"resend: {config.resend} applies to entities sent once (state never_sent); "
-            f"{spec.asset_name} creates and updates by row hash: a changed record is sent on its own",
+            f"{spec.asset_name} keeps state {spec.state.value}: a changed record is sent on its own",
             allow_retries=False,
         )
     expected = f"resend {spec.asset_name}"

@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import socket
 from collections.abc import Iterator, Mapping
+from typing import Any, cast
 
 import dagster as dg
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from sync_pipeline.engine.audit.log_queries import entity_summary
 from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import DeliveryPolicy, EntitySyncPlan, EntitySyncReport, sync_entity
-from sync_pipeline.engine.http.api import Acknowledgement, PerRecordResults
+from sync_pipeline.engine.http.api import Acknowledgement, BatchPoster, PerRecordResults
 from sync_pipeline.engine.mapping.field_map import FieldMapError, field_map_from
 from sync_pipeline.engine.sinks.http_batch import RetryPolicy
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
@@ -24,8 +25,8 @@ from sync_pipeline.orchestration.run_config import SyncRunConfig, selection_from
 from sync_pipeline.orchestration.run_outcome import COMPLETE, OUTCOME, fail_run_if_incomplete
 from sync_pipeline.resources.api_client import SyncApiClient
 from sync_pipeline.resources.database import DatabaseUrlError, SyncDatabase
-from sync_pipeline.settings import Settings
-from sync_pipeline.specs.model import EntitySpec
+from sync_pipeline.settings import AcknowledgementSettings, Settings
+from sync_pipeline.specs.model import EntitySpec, StateKind
 from sync_pipeline.specs.sync import SyncSpec
 
 CHECK_NAME = "all_records_delivered"
@@ -46,18 +47,19 @@ def entity_plan(sync: SyncSpec, spec: EntitySpec, settings: Settings) -> EntityS
     return EntitySyncPlan(
         spec=spec,
         entity_type=sync.entity_type(spec),
-        table=source_table(spec, where),
+        table=source_table(spec, where) if spec.source_db else None,
         key_column=where.key_column,
-        endpoint_url=settings.endpoint_url(spec.name),
+        endpoint_url=settings.endpoint_url(spec.name) if where.endpoint else "",
         batch_size=settings.batch_size_for(spec.name),
         mapping=mapping,
+        target_table=where.target_table,
     )
 
 
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
     """Retries, rejection splitting, what acknowledges a batch, the lock lease and progress, from the settings."""
     retries = settings.retries
-    acknowledgement = settings.api.acknowledgement
+    acknowledgement = settings.api.acknowledgement if settings.api else AcknowledgementSettings()
     results = acknowledgement.results
     return DeliveryPolicy(
         retry=RetryPolicy(
@@ -83,7 +85,7 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
         ),
         lock_lease_seconds=settings.locking.lease_seconds,
         lock_wait_seconds=settings.locking.wait_seconds,
-        max_in_flight=settings.api.max_in_flight,
+        max_in_flight=settings.api.max_in_flight if settings.api else 1,
         progress_interval_seconds=settings.progress.interval_seconds,
     )
 
@@ -208,18 +210,33 @@ def run_entity(
 ) -> EntitySyncReport:
     """Sync (or preview) one entity with the run's resources and log what it did in one line."""
     spec = plan.spec
-    source: SyncDatabase = getattr(context.resources, sync.resource_key(spec.source_db))
     log_db: SyncDatabase = getattr(context.resources, sync.resource_key("log_db"))
-    api: SyncApiClient = getattr(context.resources, sync.resource_key("sync_api"))
+    api: SyncApiClient | None = getattr(context.resources, sync.resource_key("sync_api"), None)
+    source = _database(context, sync, spec.source_db)
+    target = _database(context, sync, spec.sql_sink.db if spec.sql_sink else None)
     try:
         tracking = TrackingStore(log_db.get_engine(), SchedulerLogWriter(log_columns, context.run.run_id))
-        source_engine = source.get_engine()
+        source_engine = source.get_engine() if source else None
+        target_engine = target.get_engine() if target else None
     except DatabaseUrlError as exc:  # this entity stops; entities on the other databases run
         context.log.error(f"{spec.name} stopped early: {exc}")
         return EntitySyncReport(plan.entity_type, stopped_because=str(exc))
-    context.log.info(f"{spec.name}: {plan.table.fullname} on {source.describe()} -> {plan.endpoint_url}")
+    read_from = f"{plan.source_name} on {source.describe()}" if source else plan.source_name
+    write_to = f"{plan.destination_name} on {target.describe()}" if target else plan.destination_name
+    context.log.info(f"{spec.name}: {read_from} -> {write_to}")
     owner = f"{socket.gethostname()}:{os.getpid()}:run {context.run.run_id}"
-    report = sync_entity(plan, source_engine, tracking, api, context.log, owner, policy, selection, dry_run)
+    report = sync_entity(
+        plan,
+        source_engine,
+        tracking,
+        cast(BatchPoster, api),
+        context.log,
+        owner,
+        policy,
+        selection,
+        dry_run,
+        target=target_engine,
+    )
     outcome = (
         f"would send {report.preview.would_send}, would refuse {report.preview.would_refuse} (dry run)"
         if report.preview
@@ -227,7 +244,7 @@ def run_entity(
     )
     context.log.info(
         f"{spec.name}: found {report.rows_found}, skipped {report.already_tracked} as "
-        f"{skipped_as(selection, spec.record_sink is not None).replace('_', ' ')}, {outcome}, "
+        f"{skipped_as(selection, spec.state is not StateKind.NEVER_SENT).replace('_', ' ')}, {outcome}, "
         f"{report.duration_seconds:.1f}s"
     )
     return report
@@ -261,22 +278,15 @@ def build_entity_asset(
         kinds={"sql", "api"},
         owners=list(settings.assets.owners),
         tags=dict(settings.assets.tags),
-        description=(
-            f"Creates new and updates changed {spec.name} records from {plan.table.fullname} at the API."
-            if spec.record_sink
-            else f"Pushes untracked {spec.name} records from {plan.table.fullname} to the API."
-        ),
-        metadata={
-            "endpoint": dg.MetadataValue.url(plan.endpoint_url),
-            "source_table": plan.table.fullname,
-            "batch_size": plan.batch_size,
-        },
+        description=asset_description(plan),
+        metadata=asset_metadata(plan),
     )
     def sync_asset(context: dg.AssetExecutionContext, config: SyncRunConfig) -> Iterator[dg.MaterializeResult]:
         selection = selection_from(config, spec, plan.key_column)
         report = run_entity(context.op_execution_context, sync, plan, policy, log_columns, selection, False)
         log_db: SyncDatabase = getattr(context.resources, sync.resource_key("log_db"))
-        tracked_now = None if spec.record_sink else tracked_count(log_db, plan.entity_type)
+        never_sent = spec.state is StateKind.NEVER_SENT
+        tracked_now = tracked_count(log_db, plan.entity_type) if never_sent else None
         history = history_metadata(log_db, plan.entity_type, dt.datetime.now(dt.UTC).replace(tzinfo=None))
         yield report_result(
             report,
@@ -284,7 +294,7 @@ def build_entity_asset(
             selection,
             tracked_now,
             history,
-            skipped_as(selection, spec.record_sink is not None),
+            skipped_as(selection, not never_sent),
         )
         fail_run_if_incomplete(context, spec, sync.entities, report_problem(report))
 
@@ -292,8 +302,38 @@ def build_entity_asset(
 
 
 def required_resource_keys(sync: SyncSpec, spec: EntitySpec) -> set[str]:
-    """The resources an entity's asset or preview uses: its source database, the Log database, the API."""
-    return {sync.resource_key(key) for key in (spec.source_db, "log_db", "sync_api")}
+    """The resources an entity's asset or preview uses: its databases, the Log database, the API if it calls it."""
+    keys = [*spec.databases, "log_db", *(["sync_api"] if spec.calls_the_api else [])]
+    return {sync.resource_key(key) for key in keys}
+
+
+def _database(context: dg.OpExecutionContext, sync: SyncSpec, key: str | None) -> SyncDatabase | None:
+    """The run's resource of the database `key`, if the entity has one there."""
+    return getattr(context.resources, sync.resource_key(key)) if key else None
+
+
+def asset_description(plan: EntitySyncPlan) -> str:
+    """What the entity's asset does, in the words of its state and sink."""
+    spec, source, destination = plan.spec, plan.source_name, plan.destination_name
+    if spec.sql_sink is not None:
+        how = "Upserts (last write wins)" if spec.sql_sink.mode == "upsert" else "Updates matched rows with"
+        which = "changed " if spec.state is StateKind.SINCE_CURSOR else ""
+        return f"{how} {which}{spec.name} records from {source} into {destination}."
+    if spec.record_sink is not None:
+        return f"Creates new and updates changed {spec.name} records from {source} at the API."
+    return f"Pushes untracked {spec.name} records from {source} to the API."
+
+
+def asset_metadata(plan: EntitySyncPlan) -> dict[str, Any]:
+    """Where the entity is read and written, shown on the asset in the UI."""
+    metadata: dict[str, Any] = {"batch_size": plan.batch_size, "state": plan.spec.state.value}
+    if plan.endpoint_url:
+        metadata["endpoint"] = dg.MetadataValue.url(plan.endpoint_url)
+    if plan.table is not None:
+        metadata["source_table"] = plan.table.fullname
+    if plan.target_table is not None:
+        metadata["target_table"] = plan.target_table
+    return metadata
 
 
 def tracked_count(log_db: SyncDatabase, entity: str) -> int | None:

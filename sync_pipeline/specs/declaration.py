@@ -11,6 +11,12 @@
           status: {from: Status, value_map: {1: active, 0: inactive}}
         state: row_hash
         sink: {kind: http_records, update_method: PUT, id_field: id}
+      - name: Workflows
+        source: {kind: http_pages, pagination: {style: page_number, page_size: 50}, since_param: updated_since}
+        fields: [{name: id, type: int}, {name: name}, {name: updated_at, type: datetime}]
+        state: since_cursor
+        cursor_field: updated_at
+        sink: {kind: sql_upsert, db: app_db, key_columns: [id], timestamp_column: updated_at}
 
 Where the entities live in a deployment (tables, endpoints, databases, secrets) stays in the sync's
 settings, as for the TAMHR push.
@@ -24,7 +30,15 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sync_pipeline.specs.mapping import FieldMapSettings
-from sync_pipeline.specs.model import EntitySpec, FieldType, RecordSinkSpec, StateKind
+from sync_pipeline.specs.model import (
+    EntitySpec,
+    FieldType,
+    HttpSourceSpec,
+    Pagination,
+    RecordSinkSpec,
+    SqlSinkSpec,
+    StateKind,
+)
 from sync_pipeline.specs.model import Field as ModelField
 from sync_pipeline.specs.sync import SyncSpec
 
@@ -46,11 +60,79 @@ class FieldDeclaration(_Strict):
 
 
 class SinkDeclaration(_Strict):
-    """Where records go: batches POSTed as JSON arrays, or one call per record, created or updated."""
+    """Where records go: batches POSTed as JSON arrays, one call per record (created or updated), or rows
+    of a table in the database `db`, upserted (last write wins by `timestamp_column`) or updated."""
 
-    kind: Literal["http_batch", "http_records"] = "http_batch"
+    kind: Literal["http_batch", "http_records", "sql_upsert", "sql_update"] = "http_batch"
     update_method: Literal["PUT", "PATCH"] = "PUT"
     id_field: Annotated[str, Field(min_length=1)] = "id"
+    db: _KEY | None = None
+    key_columns: Annotated[list[_NAME], Field(min_length=1)] | None = None
+    timestamp_column: _NAME | None = None
+    columns: Annotated[list[_NAME], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _each_kind_has_what_it_needs(self) -> SinkDeclaration:
+        needed = {
+            "http_batch": (),
+            "http_records": (),
+            "sql_upsert": ("db", "key_columns", "timestamp_column"),
+            "sql_update": ("db", "key_columns", "columns"),
+        }[self.kind]
+        for name in needed:
+            if getattr(self, name) is None:
+                raise ValueError(f"sink.{name}: is required for a {self.kind} sink")
+        sql_only = ("db", "key_columns", "timestamp_column", "columns")
+        extra = [name for name in sql_only if name not in needed and getattr(self, name) is not None]
+        if extra:
+            raise ValueError(f"sink.{extra[0]}: not read by a {self.kind} sink; remove it")
+        return self
+
+    def sql_sink(self) -> SqlSinkSpec | None:
+        """The SQL sink this declares, if it is one."""
+        if self.db is None or self.key_columns is None:
+            return None
+        return SqlSinkSpec(
+            db=self.db,
+            mode=self.kind.removeprefix("sql_"),
+            key_columns=tuple(self.key_columns),
+            timestamp_column=self.timestamp_column,
+            columns=tuple(self.columns) if self.columns else None,
+        )
+
+
+class PaginationDeclaration(_Strict):
+    """How the API pages its records (see `specs.model.Pagination`)."""
+
+    style: Literal["page_number", "offset", "next_link"]
+    page_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    size_param: Annotated[str, Field(min_length=1)] | None = "page_size"
+    page_param: Annotated[str, Field(min_length=1)] = "page"
+    first_page: Annotated[int, Field(ge=0)] = 1
+    offset_param: Annotated[str, Field(min_length=1)] = "offset"
+    records_path: str = ""
+    next_path: Annotated[str, Field(min_length=1)] = "next"
+    cursor_param: Annotated[str, Field(min_length=1)] | None = None
+    total_path: Annotated[str, Field(min_length=1)] | None = None
+    max_pages: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+
+    def pagination(self) -> Pagination:
+        """The paginator as the engine reads it; raises ValueError naming the setting that cannot work."""
+        return Pagination(**self.model_dump())
+
+    @model_validator(mode="after")
+    def _the_engine_can_page_with_it(self) -> PaginationDeclaration:
+        self.pagination()
+        return self
+
+
+class SourceDeclaration(_Strict):
+    """Where records come from when not from a database table: a paginated HTTP API at the entity's
+    endpoint, the since-cursor's mark sent in `since_param`."""
+
+    kind: Literal["http_pages"]
+    pagination: PaginationDeclaration
+    since_param: Annotated[str, Field(min_length=1)] | None = None
 
 
 class EntityDeclaration(_Strict):
@@ -58,26 +140,62 @@ class EntityDeclaration(_Strict):
 
     name: _NAME
     asset: _KEY | None = None
-    source_db: _KEY
+    source_db: _KEY | None = None
+    source: SourceDeclaration | None = None
     fields: Annotated[list[FieldDeclaration], Field(min_length=1)]
     mapping: FieldMapSettings | None = None
-    state: Literal["never_sent", "row_hash"] = "never_sent"
+    state: Literal["never_sent", "row_hash", "since_cursor", "none"] = "never_sent"
+    cursor_field: _NAME | None = None
     sink: SinkDeclaration = SinkDeclaration()
 
     @model_validator(mode="after")
-    def _state_fits_the_sink(self) -> EntityDeclaration:
-        per_record = self.sink.kind == "http_records"
-        if per_record != (self.state == "row_hash"):
+    def _one_source(self) -> EntityDeclaration:
+        if (self.source_db is None) == (self.source is None):
             raise ValueError(
-                f"entities.{self.name}: state {self.state} with sink {self.sink.kind}; a per-record sink "
-                "(http_records) creates and updates by row hash (state: row_hash), a batch sink sends "
-                "each record once (state: never_sent)"
+                f"entities.{self.name}: give source_db (a database table) or source (an HTTP API), one of them"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _state_fits_the_sink(self) -> EntityDeclaration:
+        allowed = _STATES_BY_SINK[self.sink.kind]
+        if self.state not in allowed:
+            raise ValueError(
+                f"entities.{self.name}.state: {self.state} cannot go with a {self.sink.kind} sink (allowed: "
+                f"{', '.join(allowed)}); {_STATE_MEANINGS}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cursor_is_a_field(self) -> EntityDeclaration:
+        fields = {f.name: f for f in self.fields}
+        if self.state != "since_cursor":
+            if self.cursor_field is not None:
+                raise ValueError(f"entities.{self.name}.cursor_field: only read with state since_cursor; remove it")
+            if self.source is not None and self.source.since_param is not None:
+                raise ValueError(f"entities.{self.name}.source.since_param: only read with state since_cursor")
+            return self
+        if self.cursor_field is None or self.cursor_field not in fields:
+            raise ValueError(
+                f"entities.{self.name}.cursor_field: state since_cursor needs the field whose mark it keeps; "
+                f"got {self.cursor_field!r}, fields: {', '.join(fields)}"
+            )
+        if fields[self.cursor_field].type not in _CURSOR_TYPES:
+            raise ValueError(
+                f"entities.{self.name}.cursor_field: {self.cursor_field} is {fields[self.cursor_field].type.value}; "
+                "a cursor is a datetime, int or text field"
+            )
+        if self.source is not None and self.source.since_param is None:
+            raise ValueError(
+                f"entities.{self.name}.source.since_param: state since_cursor needs the query parameter the "
+                "API reads the mark from"
             )
         return self
 
     def entity_spec(self) -> EntitySpec:
         """The entity as the engine and the Dagster wiring read it."""
         per_record = self.sink.kind == "http_records"
+        source = self.source
         return EntitySpec(
             name=self.name,
             asset_name=self.asset or _snake(self.name),
@@ -86,7 +204,24 @@ class EntityDeclaration(_Strict):
             mapping=self.mapping,
             state=StateKind(self.state),
             record_sink=RecordSinkSpec(self.sink.update_method, self.sink.id_field) if per_record else None,
+            sql_sink=self.sink.sql_sink(),
+            http_source=HttpSourceSpec(source.pagination.pagination(), source.since_param) if source else None,
+            cursor_field=self.cursor_field,
         )
+
+
+_STATES_BY_SINK = {
+    "http_batch": ("never_sent",),
+    "http_records": ("row_hash", "since_cursor"),
+    "sql_upsert": ("since_cursor", "none"),
+    "sql_update": ("since_cursor", "none"),
+}
+_STATE_MEANINGS = (
+    "never_sent: each record sent once, tracked; row_hash: created, updated when changed; since_cursor: only "
+    "records at or past the kept mark read (a per-record sink still decides create or update by row hash); "
+    "none: every record read each run, the SQL sink's key and last write wins decide"
+)
+_CURSOR_TYPES = (FieldType.DATETIME, FieldType.INT, FieldType.TEXT)
 
 
 class SyncDeclaration(_Strict):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:  # specs.mapping reads FieldType from here
     from sync_pipeline.specs.mapping import FieldMapSettings
@@ -43,6 +43,11 @@ class StateKind(enum.Enum):
     """TB_R_SYNC_TRACKING: a record is sent once, then never again (the TAMHR push)."""
     ROW_HASH = "row_hash"
     """TB_R_SYNC_ROW_HASH: a new record is created, a changed one updated, an unchanged one skipped."""
+    SINCE_CURSOR = "since_cursor"
+    """TB_R_SYNC_CURSOR: only records whose cursor field is at or past the mark are read; the mark moves
+    once the records up to it were delivered or quarantined."""
+    NONE = "none"
+    """Nothing kept: every run reads every record, and the SQL sink's key and last write wins decide."""
 
 
 @dataclass(frozen=True)
@@ -55,18 +60,105 @@ class RecordSinkSpec:
 
 
 @dataclass(frozen=True)
+class SqlSinkSpec:
+    """Records into a table of the database `db` (a resource key), matched on `key_columns`: upserted, last
+    write wins by `timestamp_column`, or `columns` of matched rows updated."""
+
+    db: str
+    mode: str  # "upsert" or "update"
+    key_columns: tuple[str, ...]
+    timestamp_column: str | None = None
+    columns: tuple[str, ...] | None = None
+    """Upsert: the columns written besides key and timestamp (None: every column of the record);
+    update: the columns set."""
+
+
+PaginationStyle = Literal["page_number", "offset", "next_link"]
+
+
+@dataclass(frozen=True)
+class Pagination:
+    """How an API pages a list, as data: the style, its query parameters, where the records, the
+    next link and the total are in the body (dotted paths; "" is the body itself), and a page bound."""
+
+    style: PaginationStyle
+    page_size: int = 100
+    records_path: str = ""
+    size_param: str | None = "page_size"
+    """Sent with `page_size` on every request; None sends none (next_link only: the API's own size)."""
+    page_param: str = "page"
+    first_page: int = 1
+    offset_param: str = "offset"
+    next_path: str = "next"
+    cursor_param: str | None = None
+    """next_link: the value at `next_path` is a token sent as this parameter, not a URL."""
+    total_path: str | None = None
+    max_pages: int = 10_000
+    """Requests one read may make: more means a runaway paginator or a wrong page size."""
+
+    def __post_init__(self) -> None:
+        if self.style not in get_args(PaginationStyle):
+            allowed = ", ".join(get_args(PaginationStyle))
+            raise ValueError(f"pagination.style: {self.style!r} is not one of {allowed}")
+        for name, value, least in (("page_size", self.page_size, 1), ("max_pages", self.max_pages, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"pagination.{name}: {value!r} is not allowed; a whole number of at least {least}")
+        if isinstance(self.first_page, bool) or not isinstance(self.first_page, int) or self.first_page < 0:
+            raise ValueError(f"pagination.first_page: {self.first_page!r} is not allowed; 0, 1 or more")
+        if self.style != "next_link" and not self.size_param:
+            raise ValueError(
+                f"pagination.size_param: required for style {self.style}: its stop rule compares pages with page_size"
+            )
+
+    @property
+    def advanced_by(self) -> str:
+        """The setting naming what moves the read to the next page, for an error that names it."""
+        if self.style == "page_number":
+            return f"pagination.page_param {self.page_param!r}"
+        if self.style == "offset":
+            return f"pagination.offset_param {self.offset_param!r}"
+        if self.cursor_param:
+            return f"pagination.cursor_param {self.cursor_param!r}"
+        return f"the next link at pagination.next_path {self.next_path!r}"
+
+
+@dataclass(frozen=True)
+class HttpSourceSpec:
+    """Records read from a paginated HTTP API at the entity's endpoint; with a since-cursor, its mark is
+    sent in `since_param`."""
+
+    pagination: Pagination
+    since_param: str | None = None
+
+
+@dataclass(frozen=True)
 class EntitySpec:
-    """What is synced: the entity's name, its asset name, its source database and its model, and how:
-    its mapping to the receiver's fields (none: the model's own names), its state and its sink (none:
-    batches POSTed as JSON arrays)."""
+    """What is synced: the entity's name, its asset name, its source (a database, or the HTTP API) and its
+    model, and how: its mapping to the destination's fields (none: the model's own names), its state and
+    its sink (none of `record_sink`/`sql_sink`: batches POSTed as JSON arrays)."""
 
     name: str
     asset_name: str
-    source_db: str  # resource key of the source database: "default_db" or "ess_db"
+    source_db: str | None  # resource key of the source database ("default_db", "ess_db"); None: an HTTP source
     fields: tuple[Field, ...]
     mapping: FieldMapSettings | None = field(default=None, compare=False, hash=False)
     state: StateKind = StateKind.NEVER_SENT
     record_sink: RecordSinkSpec | None = None
+    sql_sink: SqlSinkSpec | None = None
+    http_source: HttpSourceSpec | None = None
+    cursor_field: str | None = None
+    """The field whose high-water mark a since-cursor state keeps."""
+
+    @property
+    def databases(self) -> tuple[str, ...]:
+        """The resource keys of the databases the entity reads and writes (the Log database aside)."""
+        keys = [self.source_db, self.sql_sink.db if self.sql_sink else None]
+        return tuple(dict.fromkeys(key for key in keys if key))
+
+    @property
+    def calls_the_api(self) -> bool:
+        """Whether the entity reads from or sends to the sync's HTTP API."""
+        return self.http_source is not None or self.sql_sink is None
 
     def field(self, name: str) -> Field:
         """The field called `name`; raises KeyError naming the entity when there is none."""

@@ -40,7 +40,7 @@ class NoTracking:
     def record_delivered(self, *args: Any, **kwargs: Any) -> None:
         """Keep nothing."""
 
-    def record_failed(self, *args: Any, **kwargs: Any) -> None:
+    def record_call(self, *args: Any, **kwargs: Any) -> None:
         """Keep nothing."""
 
     def record_rejected(self, *args: Any, **kwargs: Any) -> None:

@@ -236,6 +236,8 @@ def pending_count(plan: EntitySyncPlan, source: sa.Engine, tracking: TrackingSto
     """Scan the entity's source the way a sync does (keyset pages, tracked lookups), sending nothing."""
     entity = plan.entity_type
     counts = ScanCounts()
+    if plan.table is None:
+        return PendingCount(entity, error=f"reads {plan.source_name}: its records are counted by the API only")
     try:
         pages = read_pages(source, plan.table, [plan.key_column], plan.key_column, plan.batch_size)
         untracked = untracked_pages(
@@ -258,4 +260,4 @@ def pending_counts(
 ) -> list[PendingCount]:
     """`pending_count` of each plan (from `entity_plan`), with `engines` keyed like the resources."""
     tracking = TrackingStore(engines["log_db"], SchedulerLogWriter(log_columns))
-    return [pending_count(plan, engines[plan.spec.source_db], tracking) for plan in plans]
+    return [pending_count(plan, engines[plan.spec.source_db or "log_db"], tracking) for plan in plans]

@@ -315,6 +315,8 @@ class FieldMap:
         if not rules:
             raise FieldMapError("a field map needs at least one destination field")
         sources = {field.name: field for field in source_fields}
+        self.destinations = tuple(rules)
+        """The destination fields, as declared (dotted for nested ones)."""
         self._tree: _Node = {}
         for destination, rule in rules.items():
             _place(self._tree, destination, _compile(destination, rule, sources))

@@ -135,7 +135,7 @@ class AuditedCalls:
             with self._counting:
                 self._counts.api_calls += 1
             if not result.call.ok:
-                self._tracking.record_failed(self._entity, result.call)
+                self._tracking.record_call(self._entity, result.call)
 
         last = call_with_retries(attempt, self._retry, record, self._sleep, self._rng)
         with self._counting:
@@ -305,7 +305,7 @@ class BatchSender:
         if verdict.acknowledged:
             self._track(verdict.acknowledged, call)
         else:
-            self._tracking.record_failed(
+            self._tracking.record_call(
                 self.entity, replace(call, error=f"HTTP {call.http_status}: none of {len(entity_ids)} acknowledged")
             )
         reason = f"rejected by the API: HTTP {call.http_status}, its result for this record is not an acceptance"

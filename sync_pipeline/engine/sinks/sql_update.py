@@ -47,6 +47,10 @@ class SqlUpdateSink:
         self._update = update_statement(self._columns)
         self._stored = StoredRows(engine.dialect.name, self._columns)
 
+    def key_of(self, record: Mapping[str, Any]) -> Key:
+        """A record's key values, as refusals and unmatched records are reported by."""
+        return self._columns.key_of(record)
+
     def write(self, records: Sequence[Mapping[str, Any]]) -> UpdateCounts:
         """Update the rows the records match; the unmatched are returned by key, the refused with their reason.
 

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql, mysql, postgresql, sqlite
 
 from sync_pipeline.engine.sinks.sql_rows import (
+    Key,
     RefusedRecord,
     StoredRows,
     TableColumns,
@@ -74,6 +75,10 @@ class SqlUpsertSink:
         self._not_null = {timestamp_column: "NULL timestamp: last write wins cannot order it"}
         self._upsert = upsert_statement(engine.dialect.name, self._columns, self._timestamp)
         self._stored = StoredRows(engine.dialect.name, self._columns, self._timestamp)
+
+    def key_of(self, record: Mapping[str, Any]) -> Key:
+        """A record's key values, as refusals and unmatched records are reported by."""
+        return self._columns.key_of(record)
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> UpsertCounts:
         """Upsert a batch; a refused record is reported by key, column and reason, and the others are written.

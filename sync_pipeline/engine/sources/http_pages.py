@@ -24,63 +24,15 @@ import json
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any
 
 from sync_pipeline.engine.http.api import ApiResponse
 from sync_pipeline.engine.http.retry import Attempt, RetryPolicy, call_with_retries
 from sync_pipeline.engine.sources.sql_table import SourcePage, SourceUnavailable, UnreadableRow
-from sync_pipeline.specs.model import Field, FieldType
+from sync_pipeline.specs.model import Field, FieldType, Pagination
 
-PaginationStyle = Literal["page_number", "offset", "next_link"]
 SHOWN_VALUE_LENGTH = 40
 """Characters of a value that cannot be converted quoted in its reason: enough to see it, no dump."""
-
-
-@dataclass(frozen=True)
-class Pagination:
-    """How an API pages a list, as data: the style, its query parameters, where the records, the
-    next link and the total are in the body (dotted paths; "" is the body itself), and a page bound."""
-
-    style: PaginationStyle
-    page_size: int = 100
-    records_path: str = ""
-    size_param: str | None = "page_size"
-    """Sent with `page_size` on every request; None sends none (next_link only: the API's own size)."""
-    page_param: str = "page"
-    first_page: int = 1
-    offset_param: str = "offset"
-    next_path: str = "next"
-    cursor_param: str | None = None
-    """next_link: the value at `next_path` is a token sent as this parameter, not a URL."""
-    total_path: str | None = None
-    max_pages: int = 10_000
-    """Requests one read may make: more means a runaway paginator or a wrong page size."""
-
-    def __post_init__(self) -> None:
-        if self.style not in get_args(PaginationStyle):
-            allowed = ", ".join(get_args(PaginationStyle))
-            raise ValueError(f"pagination.style: {self.style!r} is not one of {allowed}")
-        for name, value, least in (("page_size", self.page_size, 1), ("max_pages", self.max_pages, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"pagination.{name}: {value!r} is not allowed; a whole number of at least {least}")
-        if isinstance(self.first_page, bool) or not isinstance(self.first_page, int) or self.first_page < 0:
-            raise ValueError(f"pagination.first_page: {self.first_page!r} is not allowed; 0, 1 or more")
-        if self.style != "next_link" and not self.size_param:
-            raise ValueError(
-                f"pagination.size_param: required for style {self.style}: its stop rule compares pages with page_size"
-            )
-
-    @property
-    def advanced_by(self) -> str:
-        """The setting naming what moves the read to the next page, for an error that names it."""
-        if self.style == "page_number":
-            return f"pagination.page_param {self.page_param!r}"
-        if self.style == "offset":
-            return f"pagination.offset_param {self.offset_param!r}"
-        if self.cursor_param:
-            return f"pagination.cursor_param {self.cursor_param!r}"
-        return f"the next link at pagination.next_path {self.next_path!r}"
 
 
 class HttpPagesSource:

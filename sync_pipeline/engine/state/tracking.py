@@ -134,8 +134,8 @@ class TrackingStore:
                 len(entity_ids),
             ) from exc
 
-    def record_failed(self, entity: str, call: ApiCall) -> None:
-        """Log a failed call; nothing is tracked, so its records go again next run."""
+    def record_call(self, entity: str, call: ApiCall) -> None:
+        """Log a call that tracks nothing: a failed one (its records go again next run), a read, a table write."""
         try:
             with self.engine.begin() as conn:
                 self.log_writer.write(conn, entity, call)

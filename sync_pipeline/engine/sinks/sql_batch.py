@@ -1,0 +1,187 @@
+"""Built batches into a table: the sink step of an entity whose destination is a SQL table.
+
+Each batch's records are mapped to the table's columns (the field map, else the model's own names),
+their JSON-facing values turned back into what the column holds (ISO text into a timestamp, GUID text
+into a uuid), and written by the entity's SQL sink: upserted with last write wins, or chosen columns of
+matched rows updated. A record the table refuses, or an update matching no row, is quarantined in
+TB_R_SYNC_REJECTED with its reason, and the others are written; each batch's write is one SchedulerLog
+row. A target that cannot be read or written stops the entity (`SqlSinkUnavailable`): writing a batch
+again is harmless, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from sync_pipeline.engine.audit.scheduler_log import ApiCall
+from sync_pipeline.engine.batching import Batch
+from sync_pipeline.engine.db_errors import describe_db_error
+from sync_pipeline.engine.mapping.field_map import FieldMap
+from sync_pipeline.engine.sinks.http_batch import DeliveryCounts, Refusals
+from sync_pipeline.engine.sinks.sql_rows import Key, RefusedRecord, SqlSinkUnavailable
+from sync_pipeline.engine.sinks.sql_update import SqlUpdateSink
+from sync_pipeline.engine.sinks.sql_upsert import SqlUpsertSink, UpsertCounts
+from sync_pipeline.engine.state.tracking import Rejection, TrackingStore
+from sync_pipeline.specs.model import SqlSinkSpec
+
+
+@dataclass
+class TableCounts(DeliveryCounts):
+    """Delivery counts of a SQL sink (`sent` = inserted + updated) and the records it left as they were."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    """Records older than or as old as the stored row (last write wins): read, not written."""
+
+
+def reflect_table(engine: sa.Engine, qualified_name: str) -> sa.Table:
+    """The target table as the database declares it (keys, constraints, column types); raises
+    `SqlSinkUnavailable` when it cannot be read."""
+    schema, _, name = qualified_name.rpartition(".")
+    try:
+        return sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=engine)
+    except sa.exc.NoSuchTableError:
+        raise SqlSinkUnavailable(f"table {qualified_name} does not exist in the target database") from None
+    except sa.exc.SQLAlchemyError as exc:
+        raise SqlSinkUnavailable(f"cannot read table {qualified_name}: {describe_db_error(exc)}") from exc
+
+
+def table_sink(
+    engine: sa.Engine, table: sa.Table, spec: SqlSinkSpec, record_fields: Sequence[str]
+) -> SqlUpsertSink | SqlUpdateSink:
+    """The SQL sink a spec declares, on the reflected table; an upsert writes the spec's columns, else every
+    field of the records (`record_fields`), and leaves the table's other columns alone. A wrong key or
+    column raises ValueError naming it."""
+    if spec.mode == "upsert":
+        assert spec.timestamp_column is not None  # the declaration requires it
+        written = spec.columns or tuple(name for name in record_fields if name != spec.timestamp_column)
+        return SqlUpsertSink(engine, table, spec.key_columns, spec.timestamp_column, written)
+    assert spec.columns is not None
+    return SqlUpdateSink(engine, table, spec.key_columns, spec.columns)
+
+
+def column_value(column: sa.Column[Any], value: Any) -> Any:
+    """A built record's value as `column` stores it: a timestamp from its ISO text (UTC, without offset,
+    for a column without time zone), a uuid from its text; anything else as it is."""
+    if value is None or not isinstance(value, str):
+        return value
+    python_type = _python_type(column)
+    if python_type is dt.datetime:
+        parsed = dt.datetime.fromisoformat(value)
+        timezone = getattr(column.type, "timezone", False)
+        if parsed.tzinfo is not None and not timezone:
+            return parsed.astimezone(dt.UTC).replace(tzinfo=None)
+        return parsed
+    if python_type is dt.date:
+        return dt.date.fromisoformat(value)
+    if python_type is uuid.UUID:
+        return uuid.UUID(value)
+    return value
+
+
+def _python_type(column: sa.Column[Any]) -> type | None:
+    try:
+        return column.type.python_type
+    except NotImplementedError:  # a dialect type without one: take the value as it is
+        return None
+
+
+class SqlBatchSender:
+    """A SQL-sink entity's sink step: each batch's refusals kept, its records mapped, converted and written."""
+
+    def __init__(
+        self,
+        entity: str,
+        sink: SqlUpsertSink | SqlUpdateSink,
+        mapping: FieldMap | None,
+        tracking: TrackingStore,
+        refusals: Refusals,
+        counts: TableCounts,
+        counting: threading.Lock,
+    ) -> None:
+        self.counts = counts
+        self._entity = entity
+        self._sink = sink
+        self._mapping = mapping
+        self._tracking = tracking
+        self._refusals = refusals
+        self._counting = counting
+        self._target = sink.table.fullname
+
+    def send(self, batch: Batch) -> None:
+        """Write one batch; what the table refused or could not match is quarantined by EntityId."""
+        refused = list(batch.refused)
+        refused_rows = batch.refused_rows
+        entity_ids, records = batch.entity_ids, batch.records
+        if self._mapping is not None:
+            mapped = self._mapping.map_batch(records)
+            refused += [Rejection(entity_ids[n], None, f"not written: {error}") for n, error in mapped.refused.items()]
+            refused_rows += len(mapped.refused)
+            entity_ids = [entity_ids[n] for n in mapped.positions]
+            records = mapped.records
+        rows, row_ids = self._rows(entity_ids, records, refused)
+        refused_rows += len(entity_ids) - len(row_ids)
+        self._refusals.record(refused, refused_rows)
+        if not rows:
+            return
+        started = time.perf_counter()
+        by_key = {self._sink_key(row): entity_id for row, entity_id in zip(rows, row_ids, strict=True)}
+        counts = self._sink.write(rows)  # SqlSinkUnavailable stops the entity
+        not_written = [
+            Rejection(by_key.get(refusal.key, str(refusal.key)), None, f"not written: {_why(refusal)}")
+            for refusal in counts.refused
+        ]
+        if isinstance(counts, UpsertCounts):
+            inserted, unchanged = counts.inserted, counts.skipped
+        else:
+            inserted, unchanged = 0, 0
+            not_written += [
+                Rejection(by_key.get(key, str(key)), None, f"not written: no row of {self._target} has key {key}")
+                for key in counts.not_found
+            ]
+        updated = counts.updated
+        self._refusals.record(not_written)
+        call = ApiCall(self._target, len(rows), None, round((time.perf_counter() - started) * 1000))
+        self._tracking.record_call(self._entity, call)
+        with self._counting:
+            self.counts.sent += inserted + updated
+            self.counts.inserted += inserted
+            self.counts.updated += updated
+            self.counts.unchanged += unchanged
+            self.counts.batches_ok += 1
+
+    def _rows(
+        self, entity_ids: Sequence[str], records: Sequence[Mapping[str, Any]], refused: list[Rejection]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The records with values as their columns store them; one that cannot be converted is refused."""
+        columns = self._sink.table.c
+        rows: list[dict[str, Any]] = []
+        kept: list[str] = []
+        for entity_id, record in zip(entity_ids, records, strict=True):
+            row: dict[str, Any] = {}
+            for name, value in record.items():
+                try:
+                    row[name] = column_value(columns[name], value) if name in columns else value
+                except ValueError as exc:
+                    refused.append(Rejection(entity_id, None, f"not written: column {name}: {exc}"))
+                    break
+            else:
+                rows.append(row)
+                kept.append(entity_id)
+        return rows, kept
+
+    def _sink_key(self, row: Mapping[str, Any]) -> Key:
+        return self._sink.key_of(row)
+
+
+def _why(refusal: RefusedRecord) -> str:
+    return f"column {refusal.column}: {refusal.reason}" if refusal.column else refusal.reason

@@ -1,0 +1,58 @@
+"""An HTTP source's calls, audited like a sink's: one SchedulerLog row per attempt, each one counted.
+
+The source runs each page's GET through the one retry loop; this is what it calls for one attempt
+(the entity's lock is extended first when due, as before a sink's call) and what it tells of each
+attempt afterwards.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from sync_pipeline.engine.audit.scheduler_log import ApiCall
+from sync_pipeline.engine.http.api import ApiResponse, RecordRequester
+from sync_pipeline.engine.http.retry import Attempt
+from sync_pipeline.engine.state.tracking import TrackingStore
+
+
+class AuditedReads:
+    """GETs of one entity's source API: each attempt written to SchedulerLog and counted."""
+
+    def __init__(
+        self,
+        entity: str,
+        api: RecordRequester,
+        tracking: TrackingStore,
+        before_each_attempt: Callable[[], None],
+    ) -> None:
+        self.calls = 0
+        self.retries = 0
+        self._entity = entity
+        self._api = api
+        self._tracking = tracking
+        self._before_each_attempt = before_each_attempt
+        self._counting = threading.Lock()
+        self._url = ""
+
+    def get(self, url: str) -> ApiResponse:
+        """One attempt at `url`; raises `ApiUnreachable`/`ApiCallFailed` when no answer came back."""
+        self._before_each_attempt()
+        self._url = url
+        return self._api.request("GET", url, None)
+
+    def on_attempt(self, attempt: Attempt) -> None:
+        """Write the attempt's SchedulerLog row (a failure with its status and excerpt, never a header)."""
+        response = attempt.response
+        status = response.status_code if response is not None else None
+        if response is None:
+            error: str | None = str(attempt.failure)
+        elif response.is_2xx:
+            error = None
+        else:
+            error = f"HTTP {response.status_code}: {response.body_excerpt}"
+        with self._counting:
+            self.calls += 1
+            self.retries += attempt.number > 1
+        call = ApiCall(self._url, 0, status, round(attempt.seconds * 1000), error, attempt.number)
+        self._tracking.record_call(self._entity, call)

@@ -1,0 +1,145 @@
+"""A SQL-sink entity's batches on SQLite: values turned back into their columns' types, refusals kept by EntityId."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from sync_pipeline.demo.seed import create_log_tables
+from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
+from sync_pipeline.engine.batching import Batch
+from sync_pipeline.engine.sinks.http_batch import Refusals
+from sync_pipeline.engine.sinks.sql_batch import (
+    SqlBatchSender,
+    TableCounts,
+    column_value,
+    reflect_table,
+    table_sink,
+)
+from sync_pipeline.engine.sinks.sql_rows import SqlSinkUnavailable
+from sync_pipeline.engine.state.tracking import Rejection, TrackingStore
+from sync_pipeline.engine.tables import rejected_table, scheduler_log_table
+from sync_pipeline.specs.model import SqlSinkSpec
+
+T0 = dt.datetime(2026, 11, 1, 8, 0)
+ENTITY = "pull.Orders"
+
+
+@pytest.fixture
+def engines(tmp_path: Path) -> Iterator[tuple[sa.Engine, sa.Engine]]:
+    """A target database with an orders table, and a Log database."""
+    target = sa.create_engine(f"sqlite:///{tmp_path / 'target.db'}")
+    orders = sa.Table(
+        "orders",
+        sa.MetaData(),
+        sa.Column("order_id", sa.String(36), primary_key=True),
+        sa.Column("label", sa.String(10), nullable=False),
+        sa.Column("ref", sa.Uuid, nullable=True),
+        sa.Column("due", sa.Date, nullable=True),
+        sa.Column("changed_at", sa.DateTime, nullable=True),
+    )
+    orders.metadata.create_all(target)
+    log = sa.create_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    create_log_tables(log)
+    yield target, log
+    target.dispose()
+    log.dispose()
+
+
+def sender(target: sa.Engine, log: sa.Engine, spec: SqlSinkSpec) -> SqlBatchSender:
+    tracking = TrackingStore(
+        log,
+        SchedulerLogWriter(
+            {
+                "ApplicationName": "t",
+                "LogID": "t",
+                "LogCategory": "t",
+                "ApplicationModule": "t",
+                "IPHostName": "t",
+                "CreatedBy": "t",
+            }
+        ),
+    )
+    table = reflect_table(target, "orders")
+    counts, counting = TableCounts(), threading.Lock()
+    refusals = Refusals(tracking, ENTITY, counts, counting, logging.getLogger("test"))
+    sink = table_sink(target, table, spec, ("order_id", "label", "ref", "due", "changed_at"))
+    return SqlBatchSender(ENTITY, sink, None, tracking, refusals, counts, counting)
+
+
+def order(n: int, changed_at: str, label: str | None = None) -> dict[str, object]:
+    return {"order_id": f"o{n}", "label": label or f"L{n}", "ref": None, "due": None, "changed_at": changed_at}
+
+
+def test_iso_text_becomes_the_columns_own_types_and_an_offset_is_turned_into_utc() -> None:
+    columns = sa.Table(
+        "t", sa.MetaData(), sa.Column("at", sa.DateTime), sa.Column("on", sa.Date), sa.Column("ref", sa.Uuid)
+    ).c
+    assert column_value(columns["at"], "2026-11-01T10:00:00+02:00") == dt.datetime(2026, 11, 1, 8, 0)
+    assert column_value(columns["at"], "2026-11-01T08:00:00") == dt.datetime(2026, 11, 1, 8, 0)
+    assert column_value(columns["on"], "2026-11-01") == dt.date(2026, 11, 1)
+    ref = uuid.uuid4()
+    assert column_value(columns["ref"], str(ref)) == ref
+    assert column_value(columns["at"], None) is None
+    with pytest.raises(ValueError):
+        column_value(columns["at"], "yesterday")
+
+
+def test_an_upsert_batch_writes_the_newer_records_and_quarantines_the_one_the_table_refuses(
+    engines: tuple[sa.Engine, sa.Engine],
+) -> None:
+    target, log = engines
+    upsert = sender(target, log, SqlSinkSpec("app_db", "upsert", ("order_id",), "changed_at"))
+    first = [order(n, (T0 + dt.timedelta(minutes=n)).isoformat()) for n in range(4)]
+    upsert.send(Batch([f"o{n}" for n in range(4)], first))
+    assert (upsert.counts.inserted, upsert.counts.sent) == (4, 4)
+
+    again = [
+        order(0, T0.isoformat(), "same"),  # as old as the stored row: left alone
+        order(1, (T0 + dt.timedelta(days=1)).isoformat(), "newer"),
+        order(2, (T0 + dt.timedelta(days=1)).isoformat(), "far too long for ten"),
+        order(3, "not a time"),
+    ]
+    upsert.send(Batch(["o0", "o1", "o2", "o3"], again, [Rejection("o9", None, "not sent: key is NULL")], 1))
+    assert (upsert.counts.updated, upsert.counts.unchanged, upsert.counts.rejected) == (1, 1, 3)
+    with target.connect() as conn:
+        labels = dict(conn.execute(sa.text("SELECT order_id, label FROM orders")).all())
+    assert labels == {"o0": "L0", "o1": "newer", "o2": "L2", "o3": "L3"}
+    with log.connect() as conn:
+        reasons = dict(conn.execute(sa.select(rejected_table.c.EntityId, rejected_table.c.Reason)).all())
+        writes = conn.execute(sa.select(scheduler_log_table.c.Activity, scheduler_log_table.c.Status)).all()
+    assert set(reasons) == {"o2", "o3", "o9"}
+    assert "column label" in reasons["o2"] and "10" in reasons["o2"]
+    assert reasons["o3"] == "not written: column changed_at: Invalid isoformat string: 'not a time'"
+    assert writes == [(f"Sync Batch: {ENTITY}", "Success")] * 2  # one row per batch written
+
+
+def test_an_update_batch_quarantines_records_that_match_no_row_and_never_inserts(
+    engines: tuple[sa.Engine, sa.Engine],
+) -> None:
+    target, log = engines
+    with target.begin() as conn:
+        conn.execute(sa.text("INSERT INTO orders (order_id, label) VALUES ('o1', 'old')"))
+    update = sender(target, log, SqlSinkSpec("crm_db", "update", ("order_id",), columns=("label",)))
+    update.send(Batch(["o1", "o2"], [{"order_id": "o1", "label": "new"}, {"order_id": "o2", "label": "x"}]))
+    assert (update.counts.updated, update.counts.rejected) == (1, 1)
+    with target.connect() as conn:
+        assert conn.execute(sa.text("SELECT order_id, label FROM orders")).all() == [("o1", "new")]
+    with log.connect() as conn:
+        (reason,) = conn.execute(sa.select(rejected_table.c.Reason).where(rejected_table.c.EntityId == "o2")).scalars()
+    assert reason == "not written: no row of orders has key ('o2',)"
+
+
+def test_a_target_table_that_is_not_there_is_named() -> None:
+    engine = sa.create_engine("sqlite://")
+    with pytest.raises(SqlSinkUnavailable, match=r"^table missing_orders does not exist in the target database$"):
+        reflect_table(engine, "missing_orders")
+    with pytest.raises(SqlSinkUnavailable, match=r"^cannot read table app\.orders: OperationalError"):
+        reflect_table(engine, "app.orders")
