@@ -119,3 +119,15 @@ def seed_sync_databases(
     for key, env_var in DATABASE_URL_ENV_VARS.items():
         monkeypatch.setenv(env_var, urls[key])
     monkeypatch.setenv(API_KEY_ENV_VAR, api_key)
+
+
+def table_rows(engine: sa.Engine, table: sa.Table) -> list[dict[str, Any]]:
+    """Every row of a table, as dicts."""
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(sa.select(table))]
+
+
+def materialized(result: Any) -> dict[str, Any]:
+    """The metadata values of a run's one materialization."""
+    (event,) = result.get_asset_materialization_events()
+    return {key: getattr(value, "value", value) for key, value in event.materialization.metadata.items()}

@@ -12,7 +12,6 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pytest
@@ -28,7 +27,7 @@ from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import load_settings, parse_settings
 from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, TAMHR_SYNC
 
-from .conftest import SERVERS, fresh_databases
+from .conftest import SERVERS, fresh_databases, table_rows
 
 TOKEN = "crm-token-7f3a"
 DEFS_YAML = """
@@ -92,7 +91,7 @@ def test_a_sync_declared_only_in_yaml_creates_then_skips_then_updates_only_what_
         with log.begin() as conn:  # what TAMHR delivered before: untouched by the new sync
             tracked = {"EntityType": "Users", "EntityId": str(uuid.uuid4()), "SyncTimestamp": dt.datetime(2026, 1, 1)}
             conn.execute(sa.insert(tracking_table), [tracked])
-        tamhr_rows_before = rows_of(log, tracking_table)
+        tamhr_rows_before = table_rows(log, tracking_table)
 
         sync = component.sync_spec(tmp_path)
         where = parse_settings(attributes["settings"], sync=sync).entities["Customers"]
@@ -130,17 +129,12 @@ def test_a_sync_declared_only_in_yaml_creates_then_skips_then_updates_only_what_
         assert updated[external[str(ids[2])]]["status"] == "active"
         assert len(updated) == 5
 
-        assert rows_of(log, tracking_table) == tamhr_rows_before
-        hashes = rows_of(log, row_hash_table)
+        assert table_rows(log, tracking_table) == tamhr_rows_before
+        hashes = table_rows(log, row_hash_table)
         assert {row["EntityType"] for row in hashes} == {"crm_push.Customers"} and len(hashes) == 5
-        activities = Counter(row["Activity"] for row in rows_of(log, scheduler_log_table))
+        activities = Counter(row["Activity"] for row in table_rows(log, scheduler_log_table))
         assert activities == {"Sync Batch: crm_push.Customers": 7}
-        assert not any(TOKEN in str(row) for row in rows_of(log, scheduler_log_table))
+        assert not any(TOKEN in str(row) for row in table_rows(log, scheduler_log_table))
         assert TAMHR_SYNC.entity_type(TAMHR_SYNC.entities[0]) == "Users"
         source.dispose()
         log.dispose()
-
-
-def rows_of(engine: sa.Engine, table: sa.Table) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(sa.select(table))]

@@ -25,7 +25,7 @@ from sync_pipeline.engine.tables import cursor_table, scheduler_log_table, track
 from sync_pipeline.orchestration.component import SyncComponent
 from sync_pipeline.resources.database import create_sync_engine
 
-from .conftest import SERVERS, fresh_databases
+from .conftest import SERVERS, fresh_databases, materialized, table_rows
 
 KEY = "workflows-key-19c2"
 DEFS_YAML = """
@@ -141,10 +141,10 @@ def test_pages_are_upserted_from_the_mark_on_last_write_wins_and_a_failed_page_k
         assert sum(row["workflow_name"] == "v3" for row in stored_rows(app, workflows).values()) == 60
         assert mark(log) == START + dt.timedelta(days=3, seconds=59)
 
-    reads = [row for row in rows(log, scheduler_log_table) if row["Activity"] == f"Sync Batch: {ENTITY_TYPE}"]
+    reads = [row for row in table_rows(log, scheduler_log_table) if row["Activity"] == f"Sync Batch: {ENTITY_TYPE}"]
     assert sum(row["Status"] == "Failure" for row in reads) == 2  # one row per failed attempt
-    assert not any(KEY in str(row) for row in rows(log, scheduler_log_table))
-    assert rows(log, tracking_table) == []  # a pull tracks nothing: its state is the mark
+    assert not any(KEY in str(row) for row in table_rows(log, scheduler_log_table))
+    assert table_rows(log, tracking_table) == []  # a pull tracks nothing: its state is the mark
     assert all(row["notes"] is None for row in stored_rows(app, workflows).values())
     app.dispose()
     log.dispose()
@@ -160,25 +160,15 @@ def run(defs: dg.Definitions) -> dg.ExecuteInProcessResult:
     )
 
 
-def materialized(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
-    (event,) = result.get_asset_materialization_events()
-    return {key: getattr(value, "value", value) for key, value in event.materialization.metadata.items()}
-
-
 def gets(api: ReceivingApi) -> int:
     return sum(method == "GET" for method, _, _ in api.collections.calls["workflows"])
 
 
 def mark(log: sa.Engine) -> dt.datetime:
-    (row,) = rows(log, cursor_table)
+    (row,) = table_rows(log, cursor_table)
     assert row["EntityType"] == ENTITY_TYPE
     return dt.datetime.fromisoformat(row["CursorValue"])
 
 
-def rows(engine: sa.Engine, table: sa.Table) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(sa.select(table))]
-
-
 def stored_rows(engine: sa.Engine, table: sa.Table) -> dict[int, dict[str, Any]]:
-    return {row["zuora_id"]: row for row in rows(engine, table)}
+    return {row["zuora_id"]: row for row in table_rows(engine, table)}

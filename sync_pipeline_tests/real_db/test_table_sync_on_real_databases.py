@@ -25,7 +25,7 @@ from sync_pipeline.orchestration.component import SyncComponent
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import parse_settings
 
-from .conftest import SERVERS, fresh_databases
+from .conftest import SERVERS, fresh_databases, materialized, table_rows
 
 DEFS_YAML = """
 type: sync_pipeline.orchestration.component.SyncComponent
@@ -110,11 +110,11 @@ def test_completed_orders_update_only_their_tickets_from_the_mark_on_and_a_stray
     assert all(stored[str(i)]["status"] == "open" and stored[str(i)]["closed_on"] is None for i in ids[5:])
     assert [row["title"] for row in stored.values()] == [f"T{n}" for n in range(10)]  # never touched
     assert str(stray) not in stored  # an update sink never inserts
-    (quarantined,) = rows(log, rejected_table)
+    (quarantined,) = table_rows(log, rejected_table)
     assert quarantined["EntityType"] == "status_back.CompletedOrders"
     assert quarantined["EntityId"] == str(stray)
     assert "no row of tickets has key" in quarantined["Reason"]
-    (mark,) = rows(log, cursor_table)
+    (mark,) = table_rows(log, cursor_table)
     assert mark["EntityType"] == "status_back.CompletedOrders"
     assert dt.datetime.fromisoformat(mark["CursorValue"]) == START + dt.timedelta(hours=4)
 
@@ -133,10 +133,12 @@ def test_completed_orders_update_only_their_tickets_from_the_mark_on_and_a_stray
     assert {key: row for key, row in now.items() if key not in changed} == {
         key: row for key, row in stored.items() if key not in changed
     }
-    (mark,) = rows(log, cursor_table)
+    (mark,) = table_rows(log, cursor_table)
     assert dt.datetime.fromisoformat(mark["CursorValue"]) == START + dt.timedelta(days=1, hours=7)
     writes = [
-        row for row in rows(log, scheduler_log_table) if row["Activity"] == "Sync Batch: status_back.CompletedOrders"
+        row
+        for row in table_rows(log, scheduler_log_table)
+        if row["Activity"] == "Sync Batch: status_back.CompletedOrders"
     ]
     assert writes and all(row["Status"] == "Success" for row in writes)
     for engine in (log, field, crm):
@@ -150,16 +152,5 @@ def run(defs: dg.Definitions) -> dg.ExecuteInProcessResult:
     return result
 
 
-def materialized(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
-    (event,) = result.get_asset_materialization_events()
-    metadata = event.materialization.metadata
-    return {key: getattr(value, "value", value) for key, value in metadata.items()}
-
-
-def rows(engine: sa.Engine, table: sa.Table) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(sa.select(table))]
-
-
 def rows_by(engine: sa.Engine, table: sa.Table, key: str) -> dict[str, dict[str, Any]]:
-    return {row[key]: row for row in sorted(rows(engine, table), key=lambda row: row["title"])}
+    return {row[key]: row for row in sorted(table_rows(engine, table), key=lambda row: row["title"])}
