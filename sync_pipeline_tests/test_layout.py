@@ -11,7 +11,7 @@ from pathlib import Path
 import sync_pipeline
 
 PACKAGE_ROOT = Path(sync_pipeline.__file__).parent
-PLAIN_PACKAGES = ("sync_pipeline.engine", "sync_pipeline.specs")
+PLAIN_PACKAGES = ("sync_pipeline.engine", "sync_pipeline.specs", "sync_pipeline.connectors")
 """Packages a script or another orchestrator can import without Dagster."""
 
 

@@ -1,0 +1,1 @@
+"""Zuora: its customers' credentials and what is known of its API hosts."""
