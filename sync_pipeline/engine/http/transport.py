@@ -11,7 +11,7 @@ import functools
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import requests
 import urllib3
@@ -158,8 +158,7 @@ class Transport:
     def _redact(self, text: str) -> str:
         """The text with every credential cut out: receivers echo them in error bodies, which are logged
         and kept, as written or JSON-escaped (`\\u002B` for `+`, `\\/` for `/`, as .NET and PHP write them)."""
-        secrets = tuple(secret for secret in self._auth.secrets() if secret)
-        return _secrets_pattern(secrets).sub(REDACTED, text) if secrets else text
+        return redact(text, self._auth.secrets())
 
     def _safe_reason(self, exc: BaseException) -> str:
         """The exception's class and message, with the credentials cut out (before shortening, so no part
@@ -178,6 +177,13 @@ def failure_kind(exc: BaseException) -> type[ApiCallFailed]:
     if isinstance(cause, urllib3.exceptions.MaxRetryError):
         cause = cause.reason
     return ApiCallFailed if isinstance(cause, urllib3.exceptions.ProtocolError) else ApiUnreachable
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with each of `secrets` cut out, as written or JSON-escaped: the one redaction of every
+    answer and error, the transport's and the token requests' (engine/http/oauth.py)."""
+    present = tuple(secret for secret in secrets if secret)
+    return _secrets_pattern(present).sub(REDACTED, text) if present else text
 
 
 @functools.lru_cache(maxsize=4)
