@@ -100,7 +100,8 @@ class BearerAuth(_Strict):
 class ApiSettings(_Strict):
     """Where the third-party API is and how it is called."""
 
-    base_url: str
+    base_url: str | None = None
+    """Required, unless the sync runs per customer: each customer's own base URL is used then."""
     auth: Annotated[ApiKeyHeaderAuth | BearerAuth, Field(discriminator="kind")] = ApiKeyHeaderAuth()
     api_key_header: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$")] = "X-API-Key"
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
@@ -111,7 +112,10 @@ class ApiSettings(_Strict):
     api_key_env_var: _ENV_VAR_NAME = API_KEY_ENV_VAR
     """The environment variable holding the API's secret (key or token)."""
 
-    _base_url = field_validator("base_url")(check_http_url)
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value)
 
     @model_validator(mode="after")
     def _key_header_only_with_its_auth(self) -> ApiSettings:
@@ -246,6 +250,22 @@ def _qualified_table_name(value: str | None) -> str | None:
     return value
 
 
+class CustomersSettings(_Strict):
+    """A sync run once per customer (one Dagster partition each): where the customers and their encrypted
+    credentials are kept, and the variable holding the key that decrypts them."""
+
+    connector: Literal["zuora"] = "zuora"
+    db: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    """The database key (in `databases`) of the database holding the customers table."""
+    secret_key_env_var: _ENV_VAR_NAME = "ZUORA_SECRET_KEY"
+    """The environment variable holding the Fernet key of the customers' client secrets."""
+    token_expiry_margin_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    sensor_interval_seconds: Annotated[int, Field(ge=10, le=86_400)] = 60
+    """How often the partitions are brought in step with the active customers."""
+    simulator: Annotated[str, Field(pattern=r"^(127\.0\.0\.1|localhost):[0-9]{1,5}$")] | None = None
+    """host:port of a local simulator accepted over http (the demo and the tests); never in production."""
+
+
 class EntitySettings(_Strict):
     """Where one entity lives in this deployment: the table it is read from (a database source), the
     endpoint it is read from or sent to (the HTTP API), the table it is written to (a SQL sink)."""
@@ -269,6 +289,12 @@ class EntitySettings(_Strict):
         return split_table_name(self.table or "")[1]
 
 
+def endpoint_url(base_url: str, endpoint: str) -> str:
+    """An endpoint relative to a base URL taken as a folder, whether or not it ends in `/`: `https://h/v1`
+    + `users` is `https://h/v1/users`, not urljoin's `https://h/users`."""
+    return urljoin(base_url if base_url.endswith("/") else base_url + "/", endpoint)
+
+
 def split_table_name(qualified: str) -> tuple[str | None, str]:
     """`dbo.T` -> ("dbo", "T"), `T` -> (None, "T")."""
     schema, _, name = qualified.rpartition(".")
@@ -280,6 +306,8 @@ class Settings(_Strict):
 
     api: ApiSettings | None = None
     """The sync's HTTP API; required when an entity reads from it or sends to it."""
+    customers: CustomersSettings | None = None
+    """Set: the sync runs once per customer, with each customer's API base URL and credentials."""
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 3000
     schedule: ScheduleSettings = ScheduleSettings()
     scheduler_log: SchedulerLogSettings = Field(default_factory=SchedulerLogSettings)
@@ -319,6 +347,12 @@ class Settings(_Strict):
         calling = [spec.name for spec in sync_of(info).entities if spec.calls_the_api]
         if calling and self.api is None:
             raise ValueError(f"api: is required: {', '.join(calling)} read from or send to the API")
+        if self.api is not None and self.api.base_url is None and self.customers is None:
+            raise ValueError("api.base_url: is required (unless the sync runs per customer: customers:)")
+        if self.customers is not None and self.customers.db not in self.databases:
+            raise ValueError(
+                f"customers.db: {self.customers.db!r} is not in databases (the environment variable of its URL)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -364,7 +398,7 @@ class Settings(_Strict):
                 if not needed and getattr(entity, setting) is not None:
                     part = _ROLES[setting][0]
                     raise ValueError(f"entities.{name}.{setting}: not read, {name} has no {part}; remove it")
-            if entity.endpoint is not None:
+            if entity.endpoint is not None and self.api is not None and self.api.base_url is not None:
                 try:
                     check_http_url(self.endpoint_url(name))
                 except ValueError as exc:
@@ -377,10 +411,9 @@ class Settings(_Strict):
         The base is treated as a folder whether or not it ends in `/`, so `https://h/v1` + `users`
         is `https://h/v1/users`, not urljoin's `https://h/users`.
         """
-        if self.api is None:
-            raise SettingsError(f"entities.{entity}.endpoint: there is no api section to resolve it against")
-        base = self.api.base_url if self.api.base_url.endswith("/") else self.api.base_url + "/"
-        return urljoin(base, self.entities[entity].endpoint or "")
+        if self.api is None or self.api.base_url is None:
+            raise SettingsError(f"entities.{entity}.endpoint: there is no api.base_url to resolve it against")
+        return endpoint_url(self.api.base_url, self.entities[entity].endpoint or "")
 
     def batch_size_for(self, entity: str) -> int:
         """The entity's own batch size when it has one, else the global one."""

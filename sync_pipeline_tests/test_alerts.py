@@ -179,7 +179,7 @@ def run_sync_job(
     if log_url:
         resources["log_db"] = DatabaseCheckedAtRunStart(url=log_url)
     defs = dg.Definitions.merge(
-        build_job_and_schedule(TAMHR_SYNC, settings.schedule),
+        build_job_and_schedule(TAMHR_SYNC, settings),
         dg.Definitions(
             assets=build_entity_assets(TAMHR_SYNC, settings),
             jobs=[build_dry_run_job(TAMHR_SYNC, settings)],

@@ -181,9 +181,14 @@ def test_a_bad_setting_is_refused_naming_the_setting_and_the_bad_value(mutate: M
 
 def test_a_required_setting_that_is_absent_is_named_as_missing() -> None:
     raw = raw_default_settings()
-    del raw["api"]["base_url"]
+    del raw["entities"]
 
-    with pytest.raises(SettingsError, match=r"api\.base_url: is required but missing"):
+    with pytest.raises(SettingsError, match=r"entities: is required but missing"):
+        parse_settings(raw)
+
+    raw = raw_default_settings()
+    del raw["api"]["base_url"]
+    with pytest.raises(SettingsError, match=r"api\.base_url: is required \(unless the sync runs per customer"):
         parse_settings(raw)
 
 

@@ -392,3 +392,47 @@ def test_a_resend_is_refused_for_an_entity_that_creates_and_updates_by_row_hash(
     with pytest.raises(dg.Failure, match="keeps state row_hash"):
         selection_from(config, customers, "Id")
     assert selection_from(SyncRunConfig(), customers, "Id").resend == "none"
+
+
+def declared_per_customer() -> dict[str, Any]:
+    """The pull above, run once per customer: credentials and base URLs from a customers table."""
+    declared = declared_pull()
+    declared["entities"][0]["state"] = "none"
+    declared["entities"][0].pop("cursor_field")
+    declared["entities"][0]["source"].pop("since_param")
+    declared["entities"][0]["sink"]["partition_column"] = "customer_id"
+    declared["settings"]["api"] = {}
+    declared["settings"]["customers"] = {"db": "app_db"}
+    return declared
+
+
+def test_a_sync_run_per_customer_has_a_partition_per_customer_a_sensor_and_a_run_per_customer_a_night() -> None:
+    defs = dg.build_defs_for_component(SyncComponent.resolve_from_dict(declared_per_customer()))
+    dg.Definitions.validate_loadable(defs)
+    asset = defs.get_repository_def().assets_defs_by_key[dg.AssetKey("wf_pull_workflows")]
+    assert isinstance(asset.partitions_def, dg.DynamicPartitionsDefinition)
+    assert asset.partitions_def.name == "wf_pull_customers"
+    assert asset.required_resource_keys - {"io_manager"} == {"wf_pull_app_db", "wf_pull_log_db", "wf_pull_customers"}
+    resources = defs.resources or {}
+    assert "wf_pull_sync_api" not in resources
+    assert resources["wf_pull_customers"].secret_key == dg.EnvVar("ZUORA_SECRET_KEY")
+
+    schedule = defs.resolve_schedule_def("wf_pull_sync_nightly")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("wf_pull_customers", ["acme", "beta"])
+        night = dt.datetime(2026, 12, 2, 3)
+        repository = defs.get_repository_def()
+        with dg.build_schedule_context(instance, night, repository_def=repository) as context:
+            requests = schedule.evaluate_tick(context).run_requests or []
+    assert sorted(request.partition_key or "" for request in requests) == ["acme", "beta"]
+    assert defs.resolve_sensor_def("wf_pull_customers").minimum_interval_seconds == 60
+
+
+def test_a_sync_run_per_customer_needs_its_customers_database_named() -> None:
+    declared = declared_per_customer()
+    declared["settings"]["customers"] = {"db": "crm_db"}
+    with pytest.raises(SettingsError, match=r"customers\.db: 'crm_db' is not in databases"):
+        dg.build_defs_for_component(SyncComponent.resolve_from_dict(declared))
+    declared["settings"].pop("customers")
+    with pytest.raises(SettingsError, match=r"api.base_url: is required \(unless the sync runs per customer"):
+        dg.build_defs_for_component(SyncComponent.resolve_from_dict(declared))

@@ -19,10 +19,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
 
@@ -72,6 +72,8 @@ class EntitySyncPlan:
     """The destination's fields, built from the spec's mapping when the plan is made (none: the model's own)."""
     target_table: str | None = None
     """The table a SQL sink writes, as the settings name it (schema.table)."""
+    fixed_columns: Mapping[str, Any] = field(default_factory=dict)
+    """Columns a SQL sink sets on every row: the partition column with the run's customer."""
 
     @property
     def source_name(self) -> str:
@@ -120,6 +122,8 @@ class EntitySyncReport:
     first_batch_error: str | None = None
     rejected_ids: list[str] = field(default_factory=list)
     preview: DryRunPreview | None = None
+    token_requests: int | None = None
+    """OAuth2 token requests the run made (each retry counted); None without OAuth2."""
 
     @property
     def succeeded(self) -> bool:
@@ -326,7 +330,7 @@ def entity_delivery(
             raise SinkUnavailable(f"{spec.name}: sink: {exc}") from None
         counts, counting = TableCounts(), threading.Lock()
         refusals = Refusals(tracking, entity, counts, counting, log)
-        return SqlBatchSender(entity, sink, plan.mapping, tracking, refusals, counts, counting)
+        return SqlBatchSender(entity, sink, plan.mapping, tracking, refusals, counts, counting, plan.fixed_columns)
     if spec.record_sink is None:
         return BatchSender(
             entity,

@@ -10,6 +10,7 @@ No `from __future__ import annotations` here: Dagster reads the op's `config` an
 
 import dagster as dg
 
+from sync_pipeline.orchestration.customers import customer_partitions
 from sync_pipeline.orchestration.run_config import SyncRunConfig, selection_from
 from sync_pipeline.orchestration.sync_assets import (
     DRY_RUN_TAG,
@@ -34,12 +35,12 @@ def build_preview_op(sync: SyncSpec, spec: EntitySpec, settings: Settings) -> dg
     @dg.op(
         name=f"preview_{spec.asset_name}",
         ins={"after": dg.In(dg.Nothing)},
-        required_resource_keys=required_resource_keys(sync, spec),
+        required_resource_keys=required_resource_keys(sync, spec, settings.customers is not None),
         description=f"What a sync of {spec.name} would send: counts and the first payload, without sending.",
     )
     def preview(context: dg.OpExecutionContext, config: SyncRunConfig) -> None:
         selection = selection_from(config, spec, plan.key_column, preview=True)
-        report = run_entity(context, sync, plan, policy, log_columns, selection, dry_run=True)
+        report = run_entity(context, sync, plan, policy, log_columns, selection, True, settings)
         context.log_event(preview_observation(report, asset_key))
 
     return preview
@@ -52,6 +53,7 @@ def build_dry_run_job(sync: SyncSpec, settings: Settings) -> dg.JobDefinition:
     @dg.job(
         name=sync.dry_run_job_name,
         tags={DRY_RUN_TAG: "true"},
+        partitions_def=customer_partitions(sync) if settings.customers is not None else None,
         description=f"Dry run of {sync.job_name}: counts and first payloads per entity; no POST, no writes.",
     )
     def dry_run_job() -> None:

@@ -5,21 +5,34 @@ from __future__ import annotations
 import dagster as dg
 
 from sync_pipeline.resources.api_client import HttpSyncApiClient
+from sync_pipeline.resources.customers import CustomerDirectory
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import Settings
 from sync_pipeline.specs.sync import SyncSpec
+
+CUSTOMERS = "customers"
+"""The resource key (before the sync's namespace) of a per-customer sync's customer directory."""
 
 
 def build_resources(sync: SyncSpec, settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The sync's databases (each URL from the variable its settings name) and API client (if it has an API),
     keyed as its assets require them."""
-    databases: dict[str, dg.ConfigurableResource] = {
+    databases: dict[str, SyncDatabase] = {
         sync.resource_key(key): SyncDatabase(url=dg.EnvVar(env_var), env_var=env_var)
         for key, env_var in settings.databases.items()
     }
+    customers = settings.customers
+    if customers is not None:  # each customer's API client is built in its run, from its credentials
+        directory = CustomerDirectory(
+            database=databases[sync.resource_key(customers.db)],
+            secret_key=dg.EnvVar(customers.secret_key_env_var),
+            secret_key_env_var=customers.secret_key_env_var,
+            simulator=customers.simulator,
+        )
+        return {**databases, sync.resource_key(CUSTOMERS): directory}
     api = settings.api
     if api is None:  # a sync between databases
-        return databases
+        return dict(databases)
     return {
         **databases,
         sync.resource_key("sync_api"): HttpSyncApiClient(

@@ -2,18 +2,27 @@
 
 import dagster as dg
 
-from sync_pipeline.settings import ScheduleSettings
+from sync_pipeline.orchestration.customers import build_customers_schedule, build_customers_sensor
+from sync_pipeline.settings import Settings
 from sync_pipeline.specs.sync import SyncSpec
 
 
-def build_job_and_schedule(sync: SyncSpec, schedule: ScheduleSettings) -> dg.Definitions:
-    """The job running every entity of the sync in order, and its schedule (cron and time zone from settings)."""
+def build_job_and_schedule(sync: SyncSpec, settings: Settings) -> dg.Definitions:
+    """The job running every entity of the sync in order, and its schedule (cron and time zone from settings);
+    a sync run per customer gets one run per customer at that time, and the sensor keeping its partitions."""
     order = " → ".join(entity.name for entity in sync.entities)
     job = dg.define_asset_job(
         sync.job_name,
         selection=dg.AssetSelection.groups(sync.group),
         description=f"{order}; fails when any entity did not deliver everything, after all of them ran.",
     )
+    if settings.customers is not None:
+        return dg.Definitions(
+            jobs=[job],
+            schedules=[build_customers_schedule(sync, settings)],
+            sensors=[build_customers_sensor(sync, settings)],
+        )
+    schedule = settings.schedule
     nightly = dg.ScheduleDefinition(
         name=sync.schedule_name,
         job=job,

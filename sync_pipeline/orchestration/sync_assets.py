@@ -15,12 +15,14 @@ import sqlalchemy as sa
 from sync_pipeline.engine.audit.log_queries import entity_summary
 from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import DeliveryPolicy, EntitySyncPlan, EntitySyncReport, sync_entity
-from sync_pipeline.engine.http.api import Acknowledgement, BatchPoster, PerRecordResults
+from sync_pipeline.engine.http.api import Acknowledgement, BatchPoster, PerRecordResults, RecordRequester
 from sync_pipeline.engine.mapping.field_map import FieldMapError, field_map_from
 from sync_pipeline.engine.sinks.http_batch import RetryPolicy
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
 from sync_pipeline.engine.state.tracking import TrackingStore, TrackingUnavailable
 from sync_pipeline.engine.tables import source_table
+from sync_pipeline.orchestration.customers import customer_partitions, customer_run
+from sync_pipeline.orchestration.resources import CUSTOMERS
 from sync_pipeline.orchestration.run_config import SyncRunConfig, selection_from
 from sync_pipeline.orchestration.run_outcome import COMPLETE, OUTCOME, fail_run_if_incomplete
 from sync_pipeline.resources.api_client import SyncApiClient
@@ -40,6 +42,7 @@ def entity_plan(sync: SyncSpec, spec: EntitySpec, settings: Settings) -> EntityS
     """Bind an entity of a sync to this deployment's table, key, endpoint and batch size; its mapping is
     checked against its fields here, so a wrong one fails the load (`FieldMapError`)."""
     where = settings.entities[spec.name]
+    per_customer = settings.customers is not None
     try:
         mapping = field_map_from(spec.mapping, spec.fields) if spec.mapping else None
     except FieldMapError as exc:
@@ -49,7 +52,8 @@ def entity_plan(sync: SyncSpec, spec: EntitySpec, settings: Settings) -> EntityS
         entity_type=sync.entity_type(spec),
         table=source_table(spec, where) if spec.source_db else None,
         key_column=where.key_column,
-        endpoint_url=settings.endpoint_url(spec.name) if where.endpoint else "",
+        # A sync run per customer resolves its endpoint against each customer's base URL, in the run.
+        endpoint_url=settings.endpoint_url(spec.name) if where.endpoint and not per_customer else where.endpoint or "",
         batch_size=settings.batch_size_for(spec.name),
         mapping=mapping,
         target_table=where.target_table,
@@ -119,6 +123,8 @@ def report_metadata(
     metadata: dict[str, dg.MetadataValue] = {name: dg.MetadataValue.int(value) for name, value in counts.items()}
     if report.candidates is not None:
         metadata["candidates"] = dg.MetadataValue.int(report.candidates)
+    if report.token_requests is not None:
+        metadata["token_requests"] = dg.MetadataValue.int(report.token_requests)
     if tracked_now is not None:
         metadata["dagster/row_count"] = dg.MetadataValue.int(tracked_now)
     metadata["duration_seconds"] = dg.MetadataValue.float(round(report.duration_seconds, 3))
@@ -207,11 +213,37 @@ def run_entity(
     log_columns: Mapping[str, str],
     selection: Selection,
     dry_run: bool,
+    settings: Settings | None = None,
 ) -> EntitySyncReport:
-    """Sync (or preview) one entity with the run's resources and log what it did in one line."""
+    """Sync (or preview) one entity with the run's resources and log what it did in one line; with
+    `settings` of a sync run per customer, as the run's customer (its partition), over its own API client."""
+    if settings is not None and settings.customers is not None:
+        customer = customer_run(context, sync, plan, settings)
+        if isinstance(customer, str):
+            context.log.error(f"{plan.spec.name} stopped early: {customer}")
+            return EntitySyncReport(f"{plan.entity_type}/{context.partition_key}", stopped_because=customer)
+        try:
+            report = _run_entity(context, sync, customer.plan, policy, log_columns, selection, dry_run, customer.client)
+        finally:
+            customer.client.close()
+        report.token_requests = customer.credentials.counts.requests
+        return report
+    api: SyncApiClient | None = getattr(context.resources, sync.resource_key("sync_api"), None)
+    return _run_entity(context, sync, plan, policy, log_columns, selection, dry_run, api)
+
+
+def _run_entity(
+    context: dg.OpExecutionContext,
+    sync: SyncSpec,
+    plan: EntitySyncPlan,
+    policy: DeliveryPolicy,
+    log_columns: Mapping[str, str],
+    selection: Selection,
+    dry_run: bool,
+    api: BatchPoster | RecordRequester | None,
+) -> EntitySyncReport:
     spec = plan.spec
     log_db: SyncDatabase = getattr(context.resources, sync.resource_key("log_db"))
-    api: SyncApiClient | None = getattr(context.resources, sync.resource_key("sync_api"), None)
     source = _database(context, sync, spec.source_db)
     target = _database(context, sync, spec.sql_sink.db if spec.sql_sink else None)
     try:
@@ -262,12 +294,15 @@ def build_entity_asset(
     plan = entity_plan(sync, spec, settings)
     policy = delivery_policy(settings)
     log_columns = settings.scheduler_log.columns()
+    per_customer = settings.customers is not None
 
     @dg.asset(
         name=spec.asset_name,
         group_name=sync.group,
         deps=[upstream] if upstream else None,
-        required_resource_keys=required_resource_keys(sync, spec),
+        required_resource_keys=required_resource_keys(sync, spec, per_customer),
+        partitions_def=customer_partitions(sync) if per_customer else None,
+        pool=sync.name if per_customer else None,
         check_specs=[
             dg.AssetCheckSpec(
                 CHECK_NAME,
@@ -283,11 +318,11 @@ def build_entity_asset(
     )
     def sync_asset(context: dg.AssetExecutionContext, config: SyncRunConfig) -> Iterator[dg.MaterializeResult]:
         selection = selection_from(config, spec, plan.key_column)
-        report = run_entity(context.op_execution_context, sync, plan, policy, log_columns, selection, False)
+        report = run_entity(context.op_execution_context, sync, plan, policy, log_columns, selection, False, settings)
         log_db: SyncDatabase = getattr(context.resources, sync.resource_key("log_db"))
         never_sent = spec.state is StateKind.NEVER_SENT
-        tracked_now = tracked_count(log_db, plan.entity_type) if never_sent else None
-        history = history_metadata(log_db, plan.entity_type, dt.datetime.now(dt.UTC).replace(tzinfo=None))
+        tracked_now = tracked_count(log_db, report.entity) if never_sent else None
+        history = history_metadata(log_db, report.entity, dt.datetime.now(dt.UTC).replace(tzinfo=None))
         yield report_result(
             report,
             context.asset_key,
@@ -301,9 +336,11 @@ def build_entity_asset(
     return sync_asset
 
 
-def required_resource_keys(sync: SyncSpec, spec: EntitySpec) -> set[str]:
-    """The resources an entity's asset or preview uses: its databases, the Log database, the API if it calls it."""
-    keys = [*spec.databases, "log_db", *(["sync_api"] if spec.calls_the_api else [])]
+def required_resource_keys(sync: SyncSpec, spec: EntitySpec, per_customer: bool = False) -> set[str]:
+    """The resources an entity's asset or preview uses: its databases, the Log database, the API if it calls
+    it (a per-customer sync: the customer directory, each customer's client being built in its run)."""
+    api = [CUSTOMERS if per_customer else "sync_api"] if spec.calls_the_api else []
+    keys = [*spec.databases, "log_db", *api]
     return {sync.resource_key(key) for key in keys}
 
 

@@ -20,7 +20,7 @@ def build_sync_definitions(sync: SyncSpec, settings: Settings) -> dg.Definitions
     (see `definitions.py`).
     """
     return dg.Definitions.merge(
-        build_job_and_schedule(sync, settings.schedule),
+        build_job_and_schedule(sync, settings),
         dg.Definitions(
             assets=build_entity_assets(sync, settings),
             jobs=[build_dry_run_job(sync, settings)],

@@ -15,6 +15,7 @@ from pydantic import Field, PrivateAttr
 
 from sync_pipeline.engine.http.api import ApiResponse
 from sync_pipeline.engine.http.auth import ApiKeyHeader, Auth, BearerToken, is_header_value
+from sync_pipeline.engine.http.client import TransportClient
 from sync_pipeline.engine.http.rate_limit import RateLimiter
 from sync_pipeline.engine.http.transport import DEFAULT_RATE_LIMIT_WAIT, Transport
 
@@ -57,18 +58,18 @@ class HttpSyncApiClient(SyncApiClient):
         default=DEFAULT_RATE_LIMIT_WAIT,
         description="Most seconds a call waits for a rate-limit window the API announced as exhausted.",
     )
-    _transport: Transport | None = PrivateAttr(default=None)
+    _client: TransportClient | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Open the transport that every call of the run reuses; warn loudly when TLS is not verified."""
         if not self.verify_tls and context.log is not None:
             context.log.warning("api.verify_tls is false: the API's TLS certificate is NOT verified")
-        self._transport = self._new_transport()
+        self._client = TransportClient(self._new_transport())
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         """Close the transport's pooled connections."""
-        if self._transport is not None:
-            self._transport.close()
+        if self._client is not None:
+            self._client.close()
 
     def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
         """POST the batch through the transport with its `Idempotency-Key`."""
@@ -76,9 +77,8 @@ class HttpSyncApiClient(SyncApiClient):
 
     def request(self, method: str, url: str, body: bytes | None, idempotency_key: str | None = None) -> ApiResponse:
         """The call through the same transport as the batches: session, auth, deadline, rate limit, redaction."""
-        transport = self._transport = self._transport or self._new_transport()
-        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
-        return transport.request(method, url, body=body, headers=headers)
+        client = self._client = self._client or TransportClient(self._new_transport())
+        return client.request(method, url, body, idempotency_key)
 
     def _new_transport(self) -> Transport:
         return Transport(

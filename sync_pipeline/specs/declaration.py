@@ -70,6 +70,7 @@ class SinkDeclaration(_Strict):
     key_columns: Annotated[list[_NAME], Field(min_length=1)] | None = None
     timestamp_column: _NAME | None = None
     columns: Annotated[list[_NAME], Field(min_length=1)] | None = None
+    partition_column: _NAME | None = None
 
     @model_validator(mode="after")
     def _each_kind_has_what_it_needs(self) -> SinkDeclaration:
@@ -82,8 +83,9 @@ class SinkDeclaration(_Strict):
         for name in needed:
             if getattr(self, name) is None:
                 raise ValueError(f"sink.{name}: is required for a {self.kind} sink")
-        sql_only = ("db", "key_columns", "timestamp_column", "columns")
-        extra = [name for name in sql_only if name not in needed and getattr(self, name) is not None]
+        read = (*needed, "partition_column") if self.kind.startswith("sql_") else needed
+        sql_only = ("db", "key_columns", "timestamp_column", "columns", "partition_column")
+        extra = [name for name in sql_only if name not in read and getattr(self, name) is not None]
         if extra:
             raise ValueError(f"sink.{extra[0]}: not read by a {self.kind} sink; remove it")
         return self
@@ -98,6 +100,7 @@ class SinkDeclaration(_Strict):
             key_columns=tuple(self.key_columns),
             timestamp_column=self.timestamp_column,
             columns=tuple(self.columns) if self.columns else None,
+            partition_column=self.partition_column,
         )
 
 

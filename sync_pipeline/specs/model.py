@@ -71,6 +71,8 @@ class SqlSinkSpec:
     columns: tuple[str, ...] | None = None
     """Upsert: the columns written besides key and timestamp (None: every column of the record);
     update: the columns set."""
+    partition_column: str | None = None
+    """The column every row gets the run's partition (its customer) in, for a sync partitioned by customer."""
 
 
 PaginationStyle = Literal["page_number", "offset", "next_link"]

@@ -64,6 +64,8 @@ def table_sink(
     if spec.mode == "upsert":
         assert spec.timestamp_column is not None  # the declaration requires it
         written = spec.columns or tuple(name for name in record_fields if name != spec.timestamp_column)
+        if spec.partition_column and spec.partition_column not in written:
+            written = (*written, spec.partition_column)
         return SqlUpsertSink(engine, table, spec.key_columns, spec.timestamp_column, written)
     assert spec.columns is not None
     return SqlUpdateSink(engine, table, spec.key_columns, spec.columns)
@@ -96,7 +98,8 @@ def _python_type(column: sa.Column[Any]) -> type | None:
 
 
 class SqlBatchSender:
-    """A SQL-sink entity's sink step: each batch's refusals kept, its records mapped, converted and written."""
+    """A SQL-sink entity's sink step: each batch's refusals kept, its records mapped, converted and written;
+    `fixed` columns (the run's customer, say) are set on every row."""
 
     def __init__(
         self,
@@ -107,8 +110,10 @@ class SqlBatchSender:
         refusals: Refusals,
         counts: TableCounts,
         counting: threading.Lock,
+        fixed: Mapping[str, Any] | None = None,
     ) -> None:
         self.counts = counts
+        self._fixed = dict(fixed or {})
         self._entity = entity
         self._sink = sink
         self._mapping = mapping
@@ -167,7 +172,7 @@ class SqlBatchSender:
         rows: list[dict[str, Any]] = []
         kept: list[str] = []
         for entity_id, record in zip(entity_ids, records, strict=True):
-            row: dict[str, Any] = {}
+            row: dict[str, Any] = dict(self._fixed)
             for name, value in record.items():
                 try:
                     row[name] = column_value(columns[name], value) if name in columns else value

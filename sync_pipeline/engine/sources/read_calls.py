@@ -12,7 +12,9 @@ from collections.abc import Callable
 
 from sync_pipeline.engine.audit.scheduler_log import ApiCall
 from sync_pipeline.engine.http.api import ApiResponse, RecordRequester
+from sync_pipeline.engine.http.oauth import TokenRequestFailed
 from sync_pipeline.engine.http.retry import Attempt
+from sync_pipeline.engine.sources.sql_table import SourceUnavailable
 from sync_pipeline.engine.state.tracking import TrackingStore
 
 
@@ -36,10 +38,14 @@ class AuditedReads:
         self._url = ""
 
     def get(self, url: str) -> ApiResponse:
-        """One attempt at `url`; raises `ApiUnreachable`/`ApiCallFailed` when no answer came back."""
+        """One attempt at `url`; raises `ApiUnreachable`/`ApiCallFailed` when no answer came back, and
+        `SourceUnavailable` when no OAuth2 token could be had for it (the credentials, or the token endpoint)."""
         self._before_each_attempt()
         self._url = url
-        return self._api.request("GET", url, None)
+        try:
+            return self._api.request("GET", url, None)
+        except TokenRequestFailed as exc:
+            raise SourceUnavailable(str(exc)) from None
 
     def on_attempt(self, attempt: Attempt) -> None:
         """Write the attempt's SchedulerLog row (a failure with its status and excerpt, never a header)."""

@@ -1,0 +1,139 @@
+"""A sync run once per customer: one dynamic partition per active customer, kept in step by a sensor,
+each partition's run with that customer's own API base URL and OAuth2 client credentials.
+
+Everything a customer's run writes to the Log database (lock, cursor, SchedulerLog, rejected
+records) is under the entity's EntityType followed by `/<customer>`, so customers never share a
+lock or a mark; the SQL sink sets the customer on every row it writes (`partition_column`).
+"""
+
+import dataclasses
+
+import dagster as dg
+import sqlalchemy as sa
+
+from sync_pipeline.connectors.zuora.customers import CustomerProblem
+from sync_pipeline.engine.entity_sync import EntitySyncPlan
+from sync_pipeline.engine.http.client import TransportClient
+from sync_pipeline.engine.http.oauth import ClientCredentials
+from sync_pipeline.engine.http.rate_limit import RateLimiter
+from sync_pipeline.engine.http.retry import RetryPolicy
+from sync_pipeline.engine.http.transport import Transport
+from sync_pipeline.engine.sources.sql_table import SourceUnavailable
+from sync_pipeline.orchestration.resources import CUSTOMERS
+from sync_pipeline.resources.customers import CustomerDirectory
+from sync_pipeline.settings import ApiSettings, Settings, endpoint_url
+from sync_pipeline.specs.sync import SyncSpec
+
+
+def customer_partitions(sync: SyncSpec) -> dg.DynamicPartitionsDefinition:
+    """The sync's partitions: one per active customer, named by its customer id."""
+    return dg.DynamicPartitionsDefinition(name=f"{sync.name}_customers")
+
+
+@dataclasses.dataclass
+class CustomerRun:
+    """One customer's plan (its EntityType, endpoint and partition column) and its API client."""
+
+    plan: EntitySyncPlan
+    client: TransportClient
+    credentials: ClientCredentials
+
+
+def customer_run(
+    context: dg.OpExecutionContext, sync: SyncSpec, plan: EntitySyncPlan, settings: Settings
+) -> CustomerRun | str:
+    """The run's customer (its partition) ready to be synced, or why it cannot be (never its secret)."""
+    customers, api = settings.customers, settings.api
+    assert customers is not None and api is not None  # settings require both for a per-customer sync
+    directory: CustomerDirectory = getattr(context.resources, sync.resource_key(CUSTOMERS))
+    customer_id = context.partition_key
+    try:
+        checked = directory.customer(customer_id)
+    except (SourceUnavailable, ValueError, sa.exc.SQLAlchemyError) as exc:  # the table, its URL or the key
+        return f"customer {customer_id}: cannot read the customers: {exc}"
+    if isinstance(checked, CustomerProblem):
+        return checked.describe()
+    retries = settings.retries
+    credentials = ClientCredentials(
+        checked.token_url,
+        checked.client_id,
+        checked.client_secret,
+        expiry_margin_seconds=customers.token_expiry_margin_seconds,
+        retry_policy=RetryPolicy(
+            retries.max_attempts,
+            retries.initial_delay_seconds,
+            retries.max_delay_seconds,
+            retries.max_total_wait_seconds,
+        ),
+        timeout_seconds=api.timeout_seconds,
+        verify_tls=api.verify_tls,
+    )
+    client = TransportClient(_transport(credentials, api, retries.max_delay_seconds))
+    sink = plan.spec.sql_sink
+    endpoint = settings.entities[plan.spec.name].endpoint or ""
+    customer_plan = dataclasses.replace(
+        plan,
+        entity_type=f"{plan.entity_type}/{customer_id}",
+        endpoint_url=endpoint_url(checked.base_url, endpoint) if endpoint else "",
+        fixed_columns={sink.partition_column: customer_id} if sink and sink.partition_column else {},
+    )
+    context.log.info(
+        f"customer {customer_id}: {checked.environment} ({checked.data_center}), client {checked.client_id}"
+    )
+    return CustomerRun(customer_plan, client, credentials)
+
+
+def _transport(credentials: ClientCredentials, api: ApiSettings, max_wait: float) -> Transport:
+    return Transport(
+        credentials,
+        timeout_seconds=api.timeout_seconds,
+        call_deadline_seconds=api.deadline_seconds,
+        verify_tls=api.verify_tls,
+        rate_limit=RateLimiter(max_wait),
+    )
+
+
+def build_customers_sensor(sync: SyncSpec, settings: Settings) -> dg.SensorDefinition:
+    """Adds a partition for each new active customer and removes those of customers no longer active."""
+    assert settings.customers is not None
+    partitions = customer_partitions(sync)
+
+    @dg.sensor(
+        name=f"{sync.name}_customers",
+        minimum_interval_seconds=settings.customers.sensor_interval_seconds,
+        required_resource_keys={sync.resource_key(CUSTOMERS)},
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Keeps {partitions.name} in step with the active customers of the customers table.",
+    )
+    def customers_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        directory: CustomerDirectory = getattr(context.resources, sync.resource_key(CUSTOMERS))
+        active = {checked.customer_id for checked in directory.customers()}
+        known = set(context.instance.get_dynamic_partitions(str(partitions.name)))
+        requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
+        if active - known:
+            requests.append(partitions.build_add_request(sorted(active - known)))
+        if known - active:
+            requests.append(partitions.build_delete_request(sorted(known - active)))
+        return dg.SensorResult(dynamic_partitions_requests=requests)
+
+    return customers_sensor
+
+
+def build_customers_schedule(sync: SyncSpec, settings: Settings) -> dg.ScheduleDefinition:
+    """One run per customer partition at the schedule's time."""
+    schedule = settings.schedule
+    partitions = customer_partitions(sync)
+
+    @dg.schedule(
+        name=sync.schedule_name,
+        job_name=sync.job_name,
+        cron_schedule=schedule.cron,
+        execution_timezone=schedule.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING if schedule.enabled else dg.DefaultScheduleStatus.STOPPED,
+    )
+    def every_customer(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        customers = context.instance.get_dynamic_partitions(str(partitions.name))
+        stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
+        return [dg.RunRequest(run_key=f"{customer}:{stamp}", partition_key=customer) for customer in customers]
+
+    return every_customer

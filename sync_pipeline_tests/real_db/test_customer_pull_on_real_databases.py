@@ -1,0 +1,163 @@
+"""A pull run once per customer, declared in YAML: each customer a partition, with its own Zuora credentials.
+
+Customers are rows of the application's customers table (client secret Fernet-encrypted). A sensor
+keeps one dynamic partition per active customer; each partition's run gets an OAuth2 token for that
+customer, reads its workflow pages from the local Zuora (next page links, 50 a page) and upserts
+them into the application's table on (customer, Zuora id), last write wins. A customer whose
+credentials Zuora refuses fails its own run, named, without a secret anywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+import yaml
+from cryptography.fernet import Fernet
+
+from sync_pipeline.connectors.zuora.customers import SecretBox, customers_metadata, customers_table
+from sync_pipeline.demo.seed import create_log_tables
+from sync_pipeline.demo.zuora import ZuoraSimulator, ZuoraTenant, new_credentials
+from sync_pipeline.engine.tables import DateTime2, lock_table, scheduler_log_table
+from sync_pipeline.orchestration.component import SyncComponent
+from sync_pipeline.resources.database import create_sync_engine
+
+from .conftest import SERVERS, fresh_databases, materialized, table_rows
+
+DEFS_YAML = """
+type: sync_pipeline.orchestration.component.SyncComponent
+attributes:
+  name: zuora
+  entities:
+    - name: Workflows
+      source:
+        kind: http_pages
+        pagination: {style: next_link, next_path: pagination.next_page, size_param: page_length, page_size: 50,
+                     records_path: data}
+      fields:
+        - {name: id, type: int}
+        - {name: name, length: 200}
+        - {name: status, length: 40, nullable: true}
+        - {name: updatedAt, type: datetime}
+      mapping:
+        zuora_id: {from: id}
+        name: {from: name}
+        status: {from: status}
+        updated_at: {from: updatedAt}
+      state: none
+      sink: {kind: sql_upsert, db: app_db, key_columns: [customer_id, zuora_id], timestamp_column: updated_at,
+             partition_column: customer_id}
+  settings:
+    api: {}
+    customers: {db: app_db, secret_key_env_var: ZUORA_SECRET_KEY, simulator: "{simulator}"}
+    databases: {app_db: APP_DB_URL, log_db: SYNC_LOG_DB_URL}
+    entities:
+      Workflows: {key_column: id, endpoint: v1/workflows, target_table: app_zuora_workflows}
+"""
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def databases(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The application's database (customers and workflows) and the Log database on one real server."""
+    with fresh_databases(request.param, ("app_db", "log_db")) as urls:
+        yield urls
+
+
+def test_each_customer_is_a_partition_pulled_with_its_own_token_into_rows_of_its_own(
+    databases: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = Fernet.generate_key().decode()
+    box = SecretBox(key, "ZUORA_SECRET_KEY")
+    monkeypatch.setenv("APP_DB_URL", databases["app_db"])
+    monkeypatch.setenv("SYNC_LOG_DB_URL", databases["log_db"])
+    monkeypatch.setenv("ZUORA_SECRET_KEY", key)
+    log = create_sync_engine(databases["log_db"])
+    create_log_tables(log)
+    app = create_sync_engine(databases["app_db"])
+    customers_metadata.create_all(app)
+    workflows = sa.Table(
+        "app_zuora_workflows",
+        sa.MetaData(),
+        sa.Column("customer_id", sa.String(100), primary_key=True),
+        sa.Column("zuora_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("status", sa.String(40), nullable=True),
+        sa.Column("updated_at", DateTime2, nullable=True),  # Zuora's milliseconds kept: DATETIME(6) on MariaDB
+    )
+    workflows.metadata.create_all(app)
+
+    with ZuoraSimulator() as zuora:
+        acme, beta = zuora.add_tenant("acme", workflows=120), zuora.add_tenant("beta", workflows=30)
+        stranger = new_credentials("stranger")  # a Zuora client the simulator never issued
+        simulator = zuora.base_url.removesuffix("/v1").removeprefix("http://")
+        with app.begin() as conn:
+            conn.execute(
+                sa.insert(customers_table),
+                [
+                    customer_row(box, "acme", acme, f"http://{simulator}"),
+                    customer_row(box, "beta", beta, f"http://{simulator}"),
+                    customer_row(box, "bad", stranger, f"http://{simulator}"),
+                    {**customer_row(box, "gone", beta, f"http://{simulator}"), "Active": False},
+                ],
+            )
+        attributes = yaml.safe_load(DEFS_YAML.replace("{simulator}", simulator))["attributes"]
+        defs = dg.build_defs_for_component(SyncComponent.resolve_from_dict(attributes))
+        instance = dg.DagsterInstance.ephemeral()
+
+        sensor = defs.resolve_sensor_def("zuora_customers")
+        with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+            tick = sensor.evaluate_tick(context)
+        (added,) = tick.dynamic_partitions_requests or []
+        assert isinstance(added, dg.AddDynamicPartitionsRequest)
+        assert added.partition_keys == ["acme", "bad", "beta"]  # active ones only, bad credentials included
+        instance.add_dynamic_partitions("zuora_customers", list(added.partition_keys))
+
+        job = defs.resolve_job_def("zuora_sync_job")
+        first = job.execute_in_process(instance=instance, partition_key="acme", raise_on_error=False)
+        assert first.success
+        figures = materialized(first)
+        assert (figures["sent"], figures["token_requests"], figures["api_calls"]) == (120, 1, 3)
+        assert zuora.counts.calls["/v1/workflows"] == 3  # 50 + 50 + 20, the last with no next page
+        assert job.execute_in_process(instance=instance, partition_key="beta").success
+        stored = table_rows(app, workflows)
+        per_customer = {
+            customer: sum(row["customer_id"] == customer for row in stored) for customer in ("acme", "beta")
+        }
+        assert per_customer == {"acme": 120, "beta": 30} and len(stored) == 150
+
+        bad = job.execute_in_process(instance=instance, partition_key="bad", raise_on_error=False)
+        assert not bad.success
+        outcome = str(materialized(bad)["outcome"])
+        assert stranger.client_id in outcome and stranger.client_secret not in outcome
+
+        (changed,) = zuora.workflow_ids(acme)[5:6]
+        zuora.put_workflow(acme, changed, name="Renamed in Zuora")
+        again = job.execute_in_process(instance=instance, partition_key="acme")
+        figures = materialized(again)
+        assert (figures["sent"], figures["unchanged"]) == (1, 119)
+        renamed = [row for row in table_rows(app, workflows) if row["zuora_id"] == changed]
+        assert [(row["customer_id"], row["name"]) for row in renamed] == [("acme", "Renamed in Zuora")]
+
+    rows = table_rows(log, scheduler_log_table)
+    assert {row["Activity"] for row in rows} >= {"Sync Batch: zuora.Workflows/acme", "Sync Batch: zuora.Workflows/beta"}
+    for tenant in (acme, beta, stranger):
+        assert not any(tenant.client_secret in str(row) for row in rows)
+    assert table_rows(log, lock_table) == []  # every customer's lock released
+    app.dispose()
+    log.dispose()
+
+
+def customer_row(box: SecretBox, customer_id: str, tenant: ZuoraTenant, base_url: str) -> dict[str, object]:
+    return {
+        "CustomerId": customer_id,
+        "Name": customer_id.title(),
+        "ClientId": tenant.client_id,
+        "ClientSecretEncrypted": box.encrypt(tenant.client_secret),
+        "BaseUrl": base_url,
+        "Active": True,
+        "ModifiedOn": dt.datetime(2026, 12, 1),
+    }
