@@ -47,7 +47,7 @@ def check_http_url(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
     if parts.username or parts.password:
-        raise ValueError("must not carry credentials; the API key comes from SYNC_API_KEY")
+        raise ValueError("must not carry credentials; secrets come from environment variables (api.api_key_env_var)")
     return value
 
 

@@ -106,6 +106,10 @@ def test_an_api_key_that_is_not_a_valid_header_value_is_refused_without_showing_
     assert "SYNC_API_KEY" in str(raised.value)
     assert "DO-NOT-LOG" not in exception_text(raised.value)
 
+    other = HttpSyncApiClient(api_key=bad_key, api_key_header=KEY_HEADER, api_key_env_var="CRM_API_TOKEN")
+    with pytest.raises(ValueError, match="check the CRM_API_TOKEN environment variable"):
+        other.post_batch(receiver.base_url + "users", BODY, "key-1")
+
 
 def test_a_429_with_retry_after_in_seconds_gives_those_seconds(receiver: ReceivingApi) -> None:
     receiver.fail_calls("users", {1: Fault(429, {"Retry-After": "2"})})

@@ -37,6 +37,7 @@ def build_resources(sync: SyncSpec, settings: Settings) -> dict[str, dg.Configur
         **databases,
         sync.resource_key("sync_api"): HttpSyncApiClient(
             api_key=dg.EnvVar(api.api_key_env_var),
+            api_key_env_var=api.api_key_env_var,
             api_key_header=api.api_key_header,
             auth_kind=api.auth.kind,
             rate_limit_max_wait_seconds=settings.retries.max_delay_seconds,

@@ -43,6 +43,9 @@ class HttpSyncApiClient(SyncApiClient):
             "launchpad, never paste the key itself."
         ),
     )
+    api_key_env_var: str = Field(
+        default="SYNC_API_KEY", description="The environment variable `api_key` comes from, for error messages."
+    )
     api_key_header: str = "X-API-Key"
     auth_kind: Literal["api_key_header", "bearer"] = Field(
         default="api_key_header",
@@ -95,7 +98,7 @@ class HttpSyncApiClient(SyncApiClient):
             # then reach SchedulerLog and the logs: refuse it here, once, without showing it.
             raise ValueError(
                 "api_key: not usable as an HTTP header value (leading or trailing whitespace, a line "
-                "break or another control character); check the SYNC_API_KEY environment variable"
+                f"break or another control character); check the {self.api_key_env_var} environment variable"
             )
         if self.auth_kind == "bearer":
             return BearerToken(self.api_key)
