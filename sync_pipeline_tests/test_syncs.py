@@ -426,6 +426,8 @@ def test_a_sync_run_per_customer_has_a_partition_per_customer_a_sensor_and_a_run
             requests = schedule.evaluate_tick(context).run_requests or []
     assert sorted(request.partition_key or "" for request in requests) == ["acme", "beta"]
     assert defs.resolve_sensor_def("wf_pull_customers").minimum_interval_seconds == 60
+    assert defs.resolve_job_def("wf_pull_sync_job").tags["dagster/max_runtime"] == "1800"  # alerts.max_run_minutes
+    assert asset.op.pool == "wf_pull"  # dagster.yaml: concurrency.pools.default_limit
 
 
 def test_a_sync_run_per_customer_needs_its_customers_database_named() -> None:
