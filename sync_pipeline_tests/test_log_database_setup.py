@@ -168,10 +168,11 @@ def test_the_logs_command_reports_a_bad_port_in_one_line_naming_the_variable(
     assert "Traceback" not in error and "Secret" not in error
 
 
-def test_a_sync_run_does_not_load_pandas() -> None:
+@pytest.mark.parametrize("unused", ["pandas", "authlib"], ids=["reports only", "per-customer syncs only"])
+def test_loading_the_code_location_does_not_load_what_its_runs_do_not_use(unused: str) -> None:
     code = (
         "import sys, sync_pipeline.orchestration.sync_assets, sync_pipeline.definitions; "
-        "print('pandas' in sys.modules)"
+        f"print({unused!r} in sys.modules)"
     )
 
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -12,13 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from sync_pipeline.demo.zuora import ZuoraSimulator, ZuoraTenant, new_credentials
-from sync_pipeline.engine.http.api import ApiResponse
-from sync_pipeline.engine.http.oauth import (
-    ClientCredentials,
-    TokenCounts,
-    TokenEndpointUnavailable,
-    TokenRequestRefused,
-)
+from sync_pipeline.engine.http.api import ApiResponse, TokenEndpointUnavailable, TokenRequestRefused
+from sync_pipeline.engine.http.oauth import ClientCredentials, TokenCounts
 from sync_pipeline.engine.http.retry import RetryPolicy
 from sync_pipeline.engine.http.transport import REDACTED, Transport
 

@@ -143,6 +143,19 @@ class ApiUnreachable(ApiCallFailed):
     """The endpoint cannot be reached at all (refused, DNS, connect timeout): stop the entity."""
 
 
+class TokenRequestFailed(Exception):
+    """No token could be had; the message names the token URL and the client id, never the secret."""
+
+
+class TokenRequestRefused(TokenRequestFailed):
+    """The token endpoint answered no (bad credentials, a wrong URL, an unusable answer): retrying
+    will not help until the customer's record is corrected."""
+
+
+class TokenEndpointUnavailable(TokenRequestFailed):
+    """The token endpoint stayed busy, broken or silent through every retry: worth trying again later."""
+
+
 class BatchPoster(Protocol):
     """Posts one batch, already encoded as a JSON array, to an endpoint URL."""
 

@@ -22,24 +22,17 @@ import requests
 import urllib3
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
 
-from sync_pipeline.engine.http.api import MAX_RESPONSE_EXCERPT, ApiResponse, parse_retry_after
+from sync_pipeline.engine.http.api import (
+    MAX_RESPONSE_EXCERPT,
+    ApiResponse,
+    TokenEndpointUnavailable,
+    TokenRequestRefused,
+    parse_retry_after,
+)
 from sync_pipeline.engine.http.retry import Attempt, RetryPolicy, call_with_retries
 from sync_pipeline.engine.http.transport import USER_AGENT, failure_kind, redact
 
 GRANT_TYPE = "client_credentials"
-
-
-class TokenRequestFailed(Exception):
-    """No token could be had; the message names the token URL and the client id, never the secret."""
-
-
-class TokenRequestRefused(TokenRequestFailed):
-    """The token endpoint answered no (bad credentials, a wrong URL, an unusable answer): retrying
-    will not help until the customer's record is corrected."""
-
-
-class TokenEndpointUnavailable(TokenRequestFailed):
-    """The token endpoint stayed busy, broken or silent through every retry: worth trying again later."""
 
 
 @dataclass(frozen=True)

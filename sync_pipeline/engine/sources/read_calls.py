@@ -11,8 +11,7 @@ import threading
 from collections.abc import Callable
 
 from sync_pipeline.engine.audit.scheduler_log import ApiCall
-from sync_pipeline.engine.http.api import ApiResponse, RecordRequester
-from sync_pipeline.engine.http.oauth import TokenRequestFailed
+from sync_pipeline.engine.http.api import ApiResponse, RecordRequester, TokenRequestFailed
 from sync_pipeline.engine.http.retry import Attempt
 from sync_pipeline.engine.sources.sql_table import SourceUnavailable
 from sync_pipeline.engine.state.tracking import TrackingStore
