@@ -23,6 +23,7 @@ from sync_pipeline.engine.sinks.sql_batch import (
     reflect_table,
     table_sink,
 )
+from sync_pipeline.engine.sinks.sql_deletions import MissingRows
 from sync_pipeline.engine.sinks.sql_rows import SqlSinkUnavailable
 from sync_pipeline.engine.state.tracking import Rejection, TrackingStore
 from sync_pipeline.engine.tables import rejected_table, scheduler_log_table
@@ -44,6 +45,7 @@ def engines(tmp_path: Path) -> Iterator[tuple[sa.Engine, sa.Engine]]:
         sa.Column("ref", sa.Uuid, nullable=True),
         sa.Column("due", sa.Date, nullable=True),
         sa.Column("changed_at", sa.DateTime, nullable=True),
+        sa.Column("gone_at", sa.DateTime, nullable=True),
     )
     orders.metadata.create_all(target)
     log = sa.create_engine(f"sqlite:///{tmp_path / 'log.db'}")
@@ -88,6 +90,9 @@ def test_iso_text_becomes_the_columns_own_types_and_an_offset_is_turned_into_utc
     ref = uuid.uuid4()
     assert column_value(columns["ref"], str(ref)) == ref
     assert column_value(columns["at"], None) is None
+    number = sa.Table("n", sa.MetaData(), sa.Column("id", sa.Integer)).c["id"]
+    assert column_value(number, "1042") == 1042  # an integer key comes as its EntityId text
+    assert column_value(number, 7) == 7
     with pytest.raises(ValueError):
         column_value(columns["at"], "yesterday")
 
@@ -143,3 +148,49 @@ def test_a_target_table_that_is_not_there_is_named() -> None:
         reflect_table(engine, "missing_orders")
     with pytest.raises(SqlSinkUnavailable, match=r"^cannot read table app\.orders: OperationalError"):
         reflect_table(engine, "app.orders")
+
+
+def test_a_complete_listing_marks_what_it_left_out_deleted_and_clears_what_came_back(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    table = sa.Table(
+        "workflows",
+        sa.MetaData(),
+        sa.Column("customer", sa.String(20), primary_key=True),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("deleted_at", sa.DateTime, nullable=True),
+    )
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(table), [{"customer": c, "id": n, "deleted_at": None} for c in ("a", "b") for n in (1, 2, 3)]
+        )
+        conn.execute(sa.update(table).where(table.c.customer == "a", table.c.id == 3).values(deleted_at=T0))
+    missing = MissingRows(table, ["customer", "id"], "deleted_at", {"customer": "a"})
+
+    counts = missing.mark(engine, {("a", 2), ("a", 3)}, T0 + dt.timedelta(days=1))
+
+    assert (counts.deleted, counts.revived) == (1, 1)
+    with engine.connect() as conn:
+        marks = {(c, n): d for c, n, d in conn.execute(sa.select(table))}
+    assert marks[("a", 1)] == T0 + dt.timedelta(days=1)  # no longer listed
+    assert marks[("a", 2)] is None and marks[("a", 3)] is None  # listed; 3 came back
+    assert all(marks[("b", n)] is None for n in (1, 2, 3))  # another customer's rows: not this listing's
+    with pytest.raises(ValueError, match="deleted_column: 'id' is not a nullable non-key column of workflows"):
+        MissingRows(table, ["customer", "id"], "id", {})
+    engine.dispose()
+
+
+def test_a_listing_with_a_refused_record_marks_nothing_deleted_since_its_key_is_unknown(
+    engines: tuple[sa.Engine, sa.Engine],
+) -> None:
+    target, log = engines
+    upsert = sender(target, log, SqlSinkSpec("app_db", "upsert", ("order_id",), "changed_at"))
+    upsert.missing = MissingRows(reflect_table(target, "orders"), ["order_id"], "gone_at", {})
+    upsert.send(Batch(["o1", "o2"], [order(1, T0.isoformat()), order(2, T0.isoformat())]))
+    complete = upsert.mark_missing(T0)
+    assert complete is not None and (complete.deleted, complete.revived) == (0, 0)
+
+    upsert.send(Batch(["o1"], [order(1, T0.isoformat())], [Rejection("o2", None, "not sent: bad")], 1))
+    assert upsert.mark_missing(T0 + dt.timedelta(days=1)) is None
+    with target.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM orders WHERE gone_at IS NOT NULL")).scalar_one() == 0

@@ -357,6 +357,30 @@ def test_a_sync_between_databases_needs_no_api_section_and_gets_no_api_client() 
             },
             "never_sent cannot go with a sql_upsert sink",
         ),
+        (
+            {
+                "sink": {
+                    "kind": "sql_upsert",
+                    "db": "app_db",
+                    "key_columns": ["id"],
+                    "timestamp_column": "updated_at",
+                    "deleted_column": "gone",
+                }
+            },
+            "sink.deleted_column: needs state none",
+        ),
+        (
+            {
+                "sink": {
+                    "kind": "sql_update",
+                    "db": "app_db",
+                    "key_columns": ["id"],
+                    "columns": ["x"],
+                    "deleted_column": "gone",
+                }
+            },
+            "sink.deleted_column: not read by a sql_update sink",
+        ),
     ],
 )
 def test_a_declared_pull_that_cannot_run_fails_the_load_saying_where(change: dict[str, Any], message: str) -> None:

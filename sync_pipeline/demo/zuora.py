@@ -170,6 +170,11 @@ class ZuoraSimulator(BackgroundServer):
             self._store(state, workflow_id, fields)
             return workflow_id
 
+    def delete_workflow(self, tenant: ZuoraTenant, workflow_id: int) -> None:
+        """Remove a workflow, as deleting it in Zuora does: it is no longer listed, its export is a 404."""
+        with self._lock:
+            del self._tenants[tenant.client_id].workflows[workflow_id]
+
     def workflow_ids(self, tenant: ZuoraTenant) -> list[int]:
         """The tenant's workflow ids in the order the list pages them."""
         with self._lock:

@@ -42,6 +42,7 @@ from sync_pipeline.engine.sinks.http_batch import (
 )
 from sync_pipeline.engine.sinks.http_records import RecordSender, UpdateMethod
 from sync_pipeline.engine.sinks.sql_batch import SqlBatchSender, TableCounts, reflect_table, table_sink
+from sync_pipeline.engine.sinks.sql_deletions import MissingRows
 from sync_pipeline.engine.sinks.sql_rows import SqlSinkUnavailable
 from sync_pipeline.engine.sources.http_pages import HttpPagesSource
 from sync_pipeline.engine.sources.read_calls import AuditedReads
@@ -51,7 +52,7 @@ from sync_pipeline.engine.state.entity_lock import EntityLock, EntityLocked, Loc
 from sync_pipeline.engine.state.row_hashes import RowHashStore
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
 from sync_pipeline.engine.state.since_cursor import CursorStore, CursorWatermark, cursor_value
-from sync_pipeline.engine.state.tracking import DeliveredButUntracked, TrackingStore, TrackingUnavailable
+from sync_pipeline.engine.state.tracking import DeliveredButUntracked, TrackingStore, TrackingUnavailable, utc_now
 from sync_pipeline.specs.model import EntitySpec, StateKind
 
 
@@ -124,6 +125,8 @@ class EntitySyncReport:
     preview: DryRunPreview | None = None
     token_requests: int | None = None
     """OAuth2 token requests the run made (each retry counted); None without OAuth2."""
+    deleted: int | None = None
+    """Rows a complete listing no longer included, marked deleted; None when the sink keeps no such mark."""
 
     @property
     def succeeded(self) -> bool:
@@ -240,6 +243,11 @@ def sync_entity(
                     progress.batch_settled(delivery.counts)
 
                 send_in_flight(batches, send_and_report, senders, policy.max_in_flight)
+                if isinstance(delivery, SqlBatchSender) and delivery.missing is not None:
+                    marked = delivery.mark_missing(utc_now())
+                    report.deleted = marked.deleted if marked else None
+                    if marked is None:
+                        log.warning(f"{entity}: no row marked deleted: a record was refused, its key unknown")
                 if watermark is not None and (moved := watermark.next_text()) is not None:
                     CursorStore(tracking.engine).save(entity, moved)
     except DeliveredButUntracked as exc:
@@ -323,14 +331,19 @@ def entity_delivery(
             raise SinkUnavailable(f"{spec.name}: no target database was given")
         try:
             fields = plan.mapping.destinations if plan.mapping else tuple(f.name for f in spec.fields)
-            sink = table_sink(target, reflect_table(target, plan.target_table), spec.sql_sink, fields)
+            table = reflect_table(target, plan.target_table)
+            sink = table_sink(target, table, spec.sql_sink, fields)
+            deleted = spec.sql_sink.deleted_column
+            missing = MissingRows(table, spec.sql_sink.key_columns, deleted, plan.fixed_columns) if deleted else None
         except SqlSinkUnavailable as exc:
             raise SinkUnavailable(str(exc)) from None
         except ValueError as exc:
             raise SinkUnavailable(f"{spec.name}: sink: {exc}") from None
         counts, counting = TableCounts(), threading.Lock()
         refusals = Refusals(tracking, entity, counts, counting, log)
-        return SqlBatchSender(entity, sink, plan.mapping, tracking, refusals, counts, counting, plan.fixed_columns)
+        return SqlBatchSender(
+            entity, sink, plan.mapping, tracking, refusals, counts, counting, plan.fixed_columns, missing
+        )
     if spec.record_sink is None:
         return BatchSender(
             entity,

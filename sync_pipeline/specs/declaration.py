@@ -71,6 +71,7 @@ class SinkDeclaration(_Strict):
     timestamp_column: _NAME | None = None
     columns: Annotated[list[_NAME], Field(min_length=1)] | None = None
     partition_column: _NAME | None = None
+    deleted_column: _NAME | None = None
 
     @model_validator(mode="after")
     def _each_kind_has_what_it_needs(self) -> SinkDeclaration:
@@ -84,7 +85,8 @@ class SinkDeclaration(_Strict):
             if getattr(self, name) is None:
                 raise ValueError(f"sink.{name}: is required for a {self.kind} sink")
         read = (*needed, "partition_column") if self.kind.startswith("sql_") else needed
-        sql_only = ("db", "key_columns", "timestamp_column", "columns", "partition_column")
+        read = (*read, "deleted_column") if self.kind == "sql_upsert" else read
+        sql_only = ("db", "key_columns", "timestamp_column", "columns", "partition_column", "deleted_column")
         extra = [name for name in sql_only if name not in read and getattr(self, name) is not None]
         if extra:
             raise ValueError(f"sink.{extra[0]}: not read by a {self.kind} sink; remove it")
@@ -101,6 +103,7 @@ class SinkDeclaration(_Strict):
             timestamp_column=self.timestamp_column,
             columns=tuple(self.columns) if self.columns else None,
             partition_column=self.partition_column,
+            deleted_column=self.deleted_column,
         )
 
 
@@ -166,6 +169,15 @@ class EntityDeclaration(_Strict):
             raise ValueError(
                 f"entities.{self.name}.state: {self.state} cannot go with a {self.sink.kind} sink (allowed: "
                 f"{', '.join(allowed)}); {_STATE_MEANINGS}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _deletions_need_a_complete_listing(self) -> EntityDeclaration:
+        if self.sink.deleted_column is not None and self.state != "none":
+            raise ValueError(
+                f"entities.{self.name}.sink.deleted_column: needs state none (every record read each run); a "
+                f"{self.state} read leaves records out, which would be marked deleted"
             )
         return self
 

@@ -73,6 +73,8 @@ class SqlSinkSpec:
     update: the columns set."""
     partition_column: str | None = None
     """The column every row gets the run's partition (its customer) in, for a sync partitioned by customer."""
+    deleted_column: str | None = None
+    """Upsert of a complete listing: the column a row no longer listed gets the time in (never removed)."""
 
 
 PaginationStyle = Literal["page_number", "offset", "next_link"]

@@ -50,7 +50,7 @@ attributes:
         updated_at: {from: updatedAt}
       state: none
       sink: {kind: sql_upsert, db: app_db, key_columns: [customer_id, zuora_id], timestamp_column: updated_at,
-             partition_column: customer_id}
+             partition_column: customer_id, deleted_column: deleted_at}
   settings:
     api: {}
     customers: {db: app_db, secret_key_env_var: ZUORA_SECRET_KEY, simulator: "{simulator}"}
@@ -87,6 +87,7 @@ def test_each_customer_is_a_partition_pulled_with_its_own_token_into_rows_of_its
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("status", sa.String(40), nullable=True),
         sa.Column("updated_at", DateTime2, nullable=True),  # Zuora's milliseconds kept: DATETIME(6) on MariaDB
+        sa.Column("deleted_at", DateTime2, nullable=True),
     )
     workflows.metadata.create_all(app)
 
@@ -141,6 +142,15 @@ def test_each_customer_is_a_partition_pulled_with_its_own_token_into_rows_of_its
         assert (figures["sent"], figures["unchanged"]) == (1, 119)
         renamed = [row for row in table_rows(app, workflows) if row["zuora_id"] == changed]
         assert [(row["customer_id"], row["name"]) for row in renamed] == [("acme", "Renamed in Zuora")]
+        assert figures["deleted"] == 0
+
+        gone = zuora.workflow_ids(acme)[0]
+        zuora.delete_workflow(acme, gone)
+        after_delete = job.execute_in_process(instance=instance, partition_key="acme")
+        assert materialized(after_delete)["deleted"] == 1
+        stored = table_rows(app, workflows)
+        marked = [(row["customer_id"], row["zuora_id"]) for row in stored if row["deleted_at"] is not None]
+        assert marked == [("acme", gone)] and len(stored) == 150  # marked, never removed; beta's rows untouched
 
     rows = table_rows(log, scheduler_log_table)
     assert {row["Activity"] for row in rows} >= {"Sync Batch: zuora.Workflows/acme", "Sync Batch: zuora.Workflows/beta"}

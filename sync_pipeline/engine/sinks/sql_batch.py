@@ -26,6 +26,7 @@ from sync_pipeline.engine.batching import Batch
 from sync_pipeline.engine.db_errors import describe_db_error
 from sync_pipeline.engine.mapping.field_map import FieldMap
 from sync_pipeline.engine.sinks.http_batch import DeliveryCounts, Refusals
+from sync_pipeline.engine.sinks.sql_deletions import DeletionCounts, MissingRows
 from sync_pipeline.engine.sinks.sql_rows import Key, RefusedRecord, SqlSinkUnavailable
 from sync_pipeline.engine.sinks.sql_update import SqlUpdateSink
 from sync_pipeline.engine.sinks.sql_upsert import SqlUpsertSink, UpsertCounts
@@ -73,7 +74,8 @@ def table_sink(
 
 def column_value(column: sa.Column[Any], value: Any) -> Any:
     """A built record's value as `column` stores it: a timestamp from its ISO text (UTC, without offset,
-    for a column without time zone), a uuid from its text; anything else as it is."""
+    for a column without time zone), a uuid or an integer from its text (a key comes as its EntityId);
+    anything else as it is. The same key then compares equal with what the database returns."""
     if value is None or not isinstance(value, str):
         return value
     python_type = _python_type(column)
@@ -87,6 +89,8 @@ def column_value(column: sa.Column[Any], value: Any) -> Any:
         return dt.date.fromisoformat(value)
     if python_type is uuid.UUID:
         return uuid.UUID(value)
+    if python_type is int:  # an integer key arrives as its EntityId text
+        return int(value)
     return value
 
 
@@ -99,7 +103,8 @@ def _python_type(column: sa.Column[Any]) -> type | None:
 
 class SqlBatchSender:
     """A SQL-sink entity's sink step: each batch's refusals kept, its records mapped, converted and written;
-    `fixed` columns (the run's customer, say) are set on every row."""
+    `fixed` columns (the run's customer, say) are set on every row; with `missing`, the keys written are
+    kept, to mark at the end what a complete listing left out."""
 
     def __init__(
         self,
@@ -111,8 +116,11 @@ class SqlBatchSender:
         counts: TableCounts,
         counting: threading.Lock,
         fixed: Mapping[str, Any] | None = None,
+        missing: MissingRows | None = None,
     ) -> None:
         self.counts = counts
+        self.missing = missing
+        """Set when the sink marks the rows a complete listing left out (a deleted column)."""
         self._fixed = dict(fixed or {})
         self._entity = entity
         self._sink = sink
@@ -121,6 +129,8 @@ class SqlBatchSender:
         self._refusals = refusals
         self._counting = counting
         self._target = sink.table.fullname
+        self._seen: set[Key] = set()
+        self._refused_any = False
 
     def send(self, batch: Batch) -> None:
         """Write one batch; what the table refused or could not match is quarantined by EntityId."""
@@ -137,6 +147,7 @@ class SqlBatchSender:
         refused_rows += len(entity_ids) - len(row_ids)
         self._refusals.record(refused, refused_rows)
         if not rows:
+            self._refused_any |= bool(refused)
             return
         started = time.perf_counter()
         by_key = {self._sink_key(row): entity_id for row, entity_id in zip(rows, row_ids, strict=True)}
@@ -155,6 +166,9 @@ class SqlBatchSender:
             ]
         updated = counts.updated
         self._refusals.record(not_written)
+        with self._counting:
+            self._seen.update(by_key)
+            self._refused_any |= bool(refused or not_written)
         call = ApiCall(self._target, len(rows), None, round((time.perf_counter() - started) * 1000))
         self._tracking.record_call(self._entity, call)
         with self._counting:
@@ -163,6 +177,13 @@ class SqlBatchSender:
             self.counts.updated += updated
             self.counts.unchanged += unchanged
             self.counts.batches_ok += 1
+
+    def mark_missing(self, now: dt.datetime) -> DeletionCounts | None:
+        """After a complete listing: mark the stored rows it did not include deleted (and clear those it
+        brought back); None, marking nothing, when a record was refused, since its key is not known."""
+        if self._refused_any or self.missing is None:
+            return None
+        return self.missing.mark(self._sink.engine, self._seen, now)
 
     def _rows(
         self, entity_ids: Sequence[str], records: Sequence[Mapping[str, Any]], refused: list[Rejection]

@@ -1,0 +1,71 @@
+"""Rows a complete listing no longer includes: marked deleted in the application's table, never removed.
+
+After a run that read every record of a source that lists them all (state `none`: no mark narrows
+the read), the stored keys of the run's partition (a customer's rows; the whole table without one)
+are compared with the keys the run saw: a stored row not seen gets the time in its deleted column,
+a row marked deleted that was seen again gets it cleared. The comparison is done on the keys the
+database returns, a partition at a time in memory (a customer's workflows, not a million rows), and
+each row is updated by its key (an executemany: a few parameters per execution on every dialect).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from sync_pipeline.engine.db_errors import describe_db_error
+from sync_pipeline.engine.sinks.sql_rows import Key, SqlSinkUnavailable
+
+
+@dataclass(frozen=True)
+class DeletionCounts:
+    """Rows newly marked deleted, and rows marked deleted that the listing brought back."""
+
+    deleted: int
+    revived: int
+
+
+class MissingRows:
+    """Marks the rows of a table (of one partition) that a complete listing did not include."""
+
+    def __init__(
+        self, table: sa.Table, key_columns: Sequence[str], deleted_column: str, partition: Mapping[str, Any]
+    ) -> None:
+        if deleted_column not in table.c or deleted_column in key_columns or not table.c[deleted_column].nullable:
+            raise ValueError(
+                f"deleted_column: {deleted_column!r} is not a nullable non-key column of {table.name} (its columns: "
+                f"{', '.join(table.c.keys())})"
+            )
+        self._table = table
+        self._keys = [table.c[name] for name in key_columns]
+        self._deleted = table.c[deleted_column]
+        self._partition = dict(partition)
+        where = [table.c[name] == value for name, value in self._partition.items()]
+        self._stored = sa.select(*self._keys, self._deleted).where(*where)
+        by_key = [column == sa.bindparam(f"key_{n}", type_=column.type) for n, column in enumerate(self._keys)]
+        stamp = sa.bindparam("deleted_at", type_=self._deleted.type)
+        self._set = sa.update(table).where(*by_key).values({self._deleted.name: stamp})
+
+    def mark(self, engine: sa.Engine, seen: set[Key], now: dt.datetime) -> DeletionCounts:
+        """Mark what `seen` lacks and clear what it brought back, in one transaction; a database error
+        raises `SqlSinkUnavailable`."""
+        try:
+            with engine.begin() as conn:
+                stored = [(tuple(row[:-1]), row[-1]) for row in conn.execute(self._stored)]
+                gone = [key for key, deleted in stored if deleted is None and key not in seen]
+                back = [key for key, deleted in stored if deleted is not None and key in seen]
+                for keys, stamp in ((gone, now), (back, None)):
+                    if keys:
+                        conn.execute(self._set, [self._parameters(key, stamp) for key in keys])
+        except sa.exc.SQLAlchemyError as exc:
+            raise SqlSinkUnavailable(
+                f"cannot mark deleted rows of {self._table.name}: {describe_db_error(exc)}"
+            ) from exc
+        return DeletionCounts(len(gone), len(back))
+
+    def _parameters(self, key: Key, stamp: dt.datetime | None) -> dict[str, Any]:
+        return {**{f"key_{n}": value for n, value in enumerate(key)}, "deleted_at": stamp}
