@@ -127,6 +127,11 @@ class EntitySyncReport:
     """OAuth2 token requests the run made (each retry counted); None without OAuth2."""
     deleted: int | None = None
     """Rows a complete listing no longer included, marked deleted; None when the sink keeps no such mark."""
+    inserted: int | None = None
+    updated: int | None = None
+    """A SQL sink's rows inserted and updated (together `sent`); None for other sinks."""
+    throttled: int = 0
+    """Answers 429 (rate limited) to the source's calls."""
 
     @property
     def succeeded(self) -> bool:
@@ -269,6 +274,8 @@ def sync_entity(
         report.already_tracked = delivery.changes.unchanged
     elif isinstance(delivery, SqlBatchSender):
         report.already_tracked = delivery.counts.unchanged
+        report.inserted, report.updated = delivery.counts.inserted, delivery.counts.updated
+    report.throttled = reads.throttled
     return _stopped(report, report.stopped_because, started, log)
 
 

@@ -125,8 +125,12 @@ def report_metadata(
         metadata["candidates"] = dg.MetadataValue.int(report.candidates)
     if report.token_requests is not None:
         metadata["token_requests"] = dg.MetadataValue.int(report.token_requests)
-    if report.deleted is not None:
-        metadata["deleted"] = dg.MetadataValue.int(report.deleted)
+    optional = {"deleted": report.deleted, "inserted": report.inserted, "updated": report.updated}
+    for name, value in optional.items():
+        if value is not None:
+            metadata[name] = dg.MetadataValue.int(value)
+    if report.throttled:
+        metadata["throttled"] = dg.MetadataValue.int(report.throttled)
     if tracked_now is not None:
         metadata["dagster/row_count"] = dg.MetadataValue.int(tracked_now)
     metadata["duration_seconds"] = dg.MetadataValue.float(round(report.duration_seconds, 3))

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from sync_pipeline.demo.receiver import ReceivingApi
+from sync_pipeline.demo.receiver import Fault, ReceivingApi
 from sync_pipeline.demo.seed import create_log_tables
 from sync_pipeline.engine.tables import cursor_table, scheduler_log_table, tracking_table
 from sync_pipeline.orchestration.component import SyncComponent
@@ -97,6 +97,8 @@ def test_pages_are_upserted_from_the_mark_on_last_write_wins_and_a_failed_page_k
         first = run(defs)
         assert first.success
         assert materialized(first)["sent"] == 120
+        assert (materialized(first)["inserted"], materialized(first)["updated"]) == (120, 0)
+        assert "throttled" not in materialized(first)
         assert gets(api) == 3  # 50 + 50 + 20: a short page ends it
         stored = stored_rows(app, workflows)
         assert len(stored) == 120 and stored[int(ids[7])]["workflow_name"] == "Workflow 7"
@@ -136,13 +138,17 @@ def test_pages_are_upserted_from_the_mark_on_last_write_wins_and_a_failed_page_k
         assert mark(log) == START + dt.timedelta(days=1, minutes=1)  # kept: page 2 was never read
         assert sum(row["workflow_name"] == "v3" for row in stored_rows(app, workflows).values()) == 50
 
+        before = len(api.collections.calls["workflows"])
+        api.fail_record_calls("workflows", {before + 1: Fault(429, {"Retry-After": "0"})})  # rate limited once
         fifth = run(defs)
         assert fifth.success
+        assert materialized(fifth)["throttled"] == 1
+        assert (materialized(fifth)["inserted"], materialized(fifth)["updated"]) == (0, 10)
         assert sum(row["workflow_name"] == "v3" for row in stored_rows(app, workflows).values()) == 60
         assert mark(log) == START + dt.timedelta(days=3, seconds=59)
 
     reads = [row for row in table_rows(log, scheduler_log_table) if row["Activity"] == f"Sync Batch: {ENTITY_TYPE}"]
-    assert sum(row["Status"] == "Failure" for row in reads) == 2  # one row per failed attempt
+    assert sum(row["Status"] == "Failure" for row in reads) == 3  # one row per failed attempt: 503, 503, 429
     assert not any(KEY in str(row) for row in table_rows(log, scheduler_log_table))
     assert table_rows(log, tracking_table) == []  # a pull tracks nothing: its state is the mark
     assert all(row["notes"] is None for row in stored_rows(app, workflows).values())

@@ -16,6 +16,8 @@ from sync_pipeline.engine.http.retry import Attempt
 from sync_pipeline.engine.sources.sql_table import SourceUnavailable
 from sync_pipeline.engine.state.tracking import TrackingStore
 
+TOO_MANY_REQUESTS = 429
+
 
 class AuditedReads:
     """GETs of one entity's source API: each attempt written to SchedulerLog and counted."""
@@ -29,6 +31,8 @@ class AuditedReads:
     ) -> None:
         self.calls = 0
         self.retries = 0
+        self.throttled = 0
+        """Answers 429: the API's rate limit was reached (its wait is honoured by the retry loop)."""
         self._entity = entity
         self._api = api
         self._tracking = tracking
@@ -59,5 +63,6 @@ class AuditedReads:
         with self._counting:
             self.calls += 1
             self.retries += attempt.number > 1
+            self.throttled += status == TOO_MANY_REQUESTS
         call = ApiCall(self._url, 0, status, round(attempt.seconds * 1000), error, attempt.number)
         self._tracking.record_call(self._entity, call)
