@@ -168,6 +168,10 @@ def _nothing_tracked(entity_ids: Sequence[str]) -> set[str]:
     return set()
 
 
+def _nothing() -> None:
+    return None
+
+
 class Delivery(Protocol):
     """An entity's sink step: sends (or writes) one built batch, and its figures so far."""
 
@@ -204,7 +208,9 @@ def sync_entity(
     scan = ScanCounts()
     started = time.perf_counter()
     lock = EntityLock(tracking.engine, entity, owner, policy.lock_lease_seconds, policy.lock_wait_seconds, sleep)
-    reads = AuditedReads(entity, cast(RecordRequester, api), tracking, lock.refresh_if_due)
+    # A dry run holds no lock and writes nothing: its reads are counted, not written to SchedulerLog.
+    reads = AuditedReads(entity, cast(RecordRequester, api), tracking, _nothing if dry_run else lock.refresh_if_due)
+    reads.written = not dry_run
     cursor = plan.spec.cursor_field if plan.spec.state is StateKind.SINCE_CURSOR else None
     try:
         mark = CursorStore(tracking.engine).load(entity) if cursor else None

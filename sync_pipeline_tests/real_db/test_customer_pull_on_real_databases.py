@@ -117,12 +117,18 @@ def test_each_customer_is_a_partition_pulled_with_its_own_token_into_rows_of_its
         assert added.partition_keys == ["acme", "bad", "beta"]  # active ones only, bad credentials included
         instance.add_dynamic_partitions("zuora_customers", list(added.partition_keys))
 
+        preview = defs.resolve_job_def("zuora_sync_dry_run").execute_in_process(instance=instance, partition_key="acme")
+        (observed,) = [e for e in preview.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+        assert observed.event_specific_data.asset_observation.metadata["would_send"].value == 120  # type: ignore[union-attr]
+        assert table_rows(app, workflows) == [] and table_rows(log, scheduler_log_table) == []  # writes nothing
+
         job = defs.resolve_job_def("zuora_sync_job")
+        listed_before = zuora.counts.calls["/v1/workflows"]
         first = job.execute_in_process(instance=instance, partition_key="acme", raise_on_error=False)
         assert first.success
         figures = materialized(first)
         assert (figures["sent"], figures["token_requests"], figures["api_calls"]) == (120, 1, 3)
-        assert zuora.counts.calls["/v1/workflows"] == 3  # 50 + 50 + 20, the last with no next page
+        assert zuora.counts.calls["/v1/workflows"] - listed_before == 3  # 50 + 50 + 20, the last with no next page
         assert job.execute_in_process(instance=instance, partition_key="beta").success
         stored = table_rows(app, workflows)
         per_customer = {

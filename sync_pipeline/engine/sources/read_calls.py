@@ -33,6 +33,8 @@ class AuditedReads:
         self.retries = 0
         self.throttled = 0
         """Answers 429: the API's rate limit was reached (its wait is honoured by the retry loop)."""
+        self.written = True
+        """Whether each attempt is written to SchedulerLog (not in a dry run, which writes nothing)."""
         self._entity = entity
         self._api = api
         self._tracking = tracking
@@ -64,5 +66,6 @@ class AuditedReads:
             self.calls += 1
             self.retries += attempt.number > 1
             self.throttled += status == TOO_MANY_REQUESTS
-        call = ApiCall(self._url, 0, status, round(attempt.seconds * 1000), error, attempt.number)
-        self._tracking.record_call(self._entity, call)
+        if self.written:
+            call = ApiCall(self._url, 0, status, round(attempt.seconds * 1000), error, attempt.number)
+            self._tracking.record_call(self._entity, call)
