@@ -262,6 +262,11 @@ class CustomersSettings(_Strict):
     token_expiry_margin_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
     sensor_interval_seconds: Annotated[int, Field(ge=10, le=86_400)] = 60
     """How often the partitions are brought in step with the active customers."""
+    retry_delays_seconds: Annotated[list[Annotated[float, Field(ge=0, le=86_400)]], Field(max_length=10)] = Field(
+        default_factory=lambda: [60.0, 300.0, 900.0]
+    )
+    """A customer's run that stopped for a passing cause (down, busy, locked) is tried again after each of
+    these waits in turn; one refused (credentials, a 4xx) is not."""
     simulator: Annotated[str, Field(pattern=r"^(127\.0\.0\.1|localhost):[0-9]{1,5}$")] | None = None
     """host:port of a local simulator accepted over http (the demo and the tests); never in production."""
 

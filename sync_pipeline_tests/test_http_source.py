@@ -22,7 +22,7 @@ from sync_pipeline.engine.http.auth import ApiKeyHeader
 from sync_pipeline.engine.http.retry import Attempt, RetryPolicy
 from sync_pipeline.engine.http.transport import Transport
 from sync_pipeline.engine.sources.http_pages import HttpPagesSource
-from sync_pipeline.engine.sources.sql_table import SourcePage, SourceUnavailable, UnreadableRow
+from sync_pipeline.engine.sources.sql_table import SourcePage, SourceRefused, SourceUnavailable, UnreadableRow
 from sync_pipeline.specs.model import Field, FieldType, Pagination
 
 from .scripted_api import Answer, ScriptedApi
@@ -300,7 +300,7 @@ def test_a_401_stops_the_read_at_once_naming_the_url_and_status_never_the_key(
     receiver.collections.seed(COLLECTION, map(worker, range(10)))
     wrong_key = "sk-wrong-55aa-SECRET"
 
-    with pytest.raises(SourceUnavailable) as raised:
+    with pytest.raises(SourceRefused) as raised:  # refused: another attempt later would be refused too
         list(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts, key=wrong_key).pages())
 
     message = str(raised.value)
@@ -315,9 +315,10 @@ def test_a_503_on_every_attempt_stops_the_read_after_the_policy_s_attempts(
 ) -> None:
     receiver.fail_record_calls(COLLECTION, {1: 503, 2: 503, 3: 503})
 
-    with pytest.raises(SourceUnavailable, match="answered HTTP 503 after 3 attempts"):
+    with pytest.raises(SourceUnavailable, match="answered HTTP 503 after 3 attempts") as raised:
         list(source(receiver.records_url(COLLECTION), STYLES["page_number"], attempts).pages())
     assert len(attempts) == 3
+    assert not isinstance(raised.value, SourceRefused)  # a passing cause: a later run may get through
 
 
 def test_an_api_that_cannot_be_reached_stops_the_read_with_no_answer(attempts: list[Attempt]) -> None:

@@ -47,7 +47,7 @@ from sync_pipeline.engine.sinks.sql_rows import SqlSinkUnavailable
 from sync_pipeline.engine.sources.http_pages import HttpPagesSource
 from sync_pipeline.engine.sources.read_calls import AuditedReads
 from sync_pipeline.engine.sources.source import Source, SqlTableSource
-from sync_pipeline.engine.sources.sql_table import SinceFilter, SourceUnavailable
+from sync_pipeline.engine.sources.sql_table import SinceFilter, SourceRefused, SourceUnavailable
 from sync_pipeline.engine.state.entity_lock import EntityLock, EntityLocked, LockLost
 from sync_pipeline.engine.state.row_hashes import RowHashStore
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
@@ -132,6 +132,8 @@ class EntitySyncReport:
     """A SQL sink's rows inserted and updated (together `sent`); None for other sinks."""
     throttled: int = 0
     """Answers 429 (rate limited) to the source's calls."""
+    retryable: bool = False
+    """It stopped early for a reason that may be gone later (see `is_retryable`)."""
 
     @property
     def succeeded(self) -> bool:
@@ -217,6 +219,7 @@ def sync_entity(
         reader = entity_source(plan, source, mark, reads, policy.retry, sleep)
         delivery = entity_delivery(plan, api, tracking, target, lock, selection, policy, log, sleep)
     except (SourceUnavailable, TrackingUnavailable, SinkUnavailable) as exc:
+        report.retryable = is_retryable(exc)
         return _stopped(report, str(exc), started, log)
     batches = untracked_batches(
         reader.pages(),
@@ -273,6 +276,7 @@ def sync_entity(
         SqlSinkUnavailable,
     ) as exc:
         report.stopped_because = str(exc)
+        report.retryable = is_retryable(exc)
     report.absorb(scan, delivery.counts)
     report.api_calls += reads.calls
     report.retries += reads.retries
@@ -283,6 +287,12 @@ def sync_entity(
         report.inserted, report.updated = delivery.counts.inserted, delivery.counts.updated
     report.throttled = reads.throttled
     return _stopped(report, report.stopped_because, started, log)
+
+
+def is_retryable(stop: Exception) -> bool:
+    """Whether what stopped an entity may be gone later (a source, database or endpoint down or busy, a lock
+    held), rather than something to fix first (a refusal, a missing table, a wrong declaration)."""
+    return not isinstance(stop, SourceRefused | SinkUnavailable)
 
 
 def _stopped(report: EntitySyncReport, because: str | None, started: float, log: logging.Logger) -> EntitySyncReport:

@@ -325,6 +325,8 @@ def build_entity_asset(
     def sync_asset(context: dg.AssetExecutionContext, config: SyncRunConfig) -> Iterator[dg.MaterializeResult]:
         selection = selection_from(config, spec, plan.key_column)
         report = run_entity(context.op_execution_context, sync, plan, policy, log_columns, selection, False, settings)
+        if per_customer:
+            retry_if_passing(context, report, settings)
         log_db: SyncDatabase = getattr(context.resources, sync.resource_key("log_db"))
         never_sent = spec.state is StateKind.NEVER_SENT
         tracked_now = tracked_count(log_db, report.entity) if never_sent else None
@@ -340,6 +342,21 @@ def build_entity_asset(
         fail_run_if_incomplete(context, spec, sync.entities, report_problem(report))
 
     return sync_asset
+
+
+def retry_if_passing(context: dg.AssetExecutionContext, report: EntitySyncReport, settings: Settings) -> None:
+    """Raise `dg.RetryRequested` after the next of `customers.retry_delays_seconds` when the customer's run
+    stopped for a passing cause and retries are left; the last attempt's result is kept as it is."""
+    assert settings.customers is not None
+    delays = settings.customers.retry_delays_seconds
+    attempt = context.retry_number
+    if report.retryable and attempt < len(delays):
+        wait = delays[attempt]
+        context.log.warning(
+            f"{report.entity} stopped for a passing cause; attempt {attempt + 2} of {len(delays) + 1} "
+            f"in {wait:g}s: {report.stopped_because}"
+        )
+        raise dg.RetryRequested(max_retries=len(delays), seconds_to_wait=wait)
 
 
 def required_resource_keys(sync: SyncSpec, spec: EntitySpec, per_customer: bool = False) -> set[str]:

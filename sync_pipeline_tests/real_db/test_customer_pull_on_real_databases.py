@@ -53,7 +53,9 @@ attributes:
              partition_column: customer_id, deleted_column: deleted_at}
   settings:
     api: {}
-    customers: {db: app_db, secret_key_env_var: ZUORA_SECRET_KEY, simulator: "{simulator}"}
+    customers: {db: app_db, secret_key_env_var: ZUORA_SECRET_KEY, simulator: "{simulator}",
+                retry_delays_seconds: [0, 0]}
+    retries: {max_attempts: 1}
     databases: {app_db: APP_DB_URL, log_db: SYNC_LOG_DB_URL}
     entities:
       Workflows: {key_column: id, endpoint: v1/workflows, target_table: app_zuora_workflows}
@@ -124,8 +126,10 @@ def test_each_customer_is_a_partition_pulled_with_its_own_token_into_rows_of_its
 
         job = defs.resolve_job_def("zuora_sync_job")
         listed_before = zuora.counts.calls["/v1/workflows"]
+        zuora.fail_token_requests(503)  # the token endpoint down once: a passing cause, tried again
         first = job.execute_in_process(instance=instance, partition_key="acme", raise_on_error=False)
         assert first.success
+        assert len(step_retries(first)) == 1
         figures = materialized(first)
         assert (figures["sent"], figures["token_requests"], figures["api_calls"]) == (120, 1, 3)
         assert zuora.counts.calls["/v1/workflows"] - listed_before == 3  # 50 + 50 + 20, the last with no next page
@@ -138,6 +142,7 @@ def test_each_customer_is_a_partition_pulled_with_its_own_token_into_rows_of_its
 
         bad = job.execute_in_process(instance=instance, partition_key="bad", raise_on_error=False)
         assert not bad.success
+        assert step_retries(bad) == []  # refused credentials: not worth another attempt
         outcome = str(materialized(bad)["outcome"])
         assert stranger.client_id in outcome and stranger.client_secret not in outcome
 
@@ -165,6 +170,10 @@ def test_each_customer_is_a_partition_pulled_with_its_own_token_into_rows_of_its
     assert table_rows(log, lock_table) == []  # every customer's lock released
     app.dispose()
     log.dispose()
+
+
+def step_retries(result: dg.ExecuteInProcessResult) -> list[dg.DagsterEvent]:
+    return [event for event in result.all_events if event.event_type_value == "STEP_UP_FOR_RETRY"]
 
 
 def customer_row(box: SecretBox, customer_id: str, tenant: ZuoraTenant, base_url: str) -> dict[str, object]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from sync_pipeline.engine.http.api import ApiResponse
 from sync_pipeline.engine.http.retry import Attempt, RetryPolicy, call_with_retries
-from sync_pipeline.engine.sources.sql_table import SourcePage, SourceUnavailable, UnreadableRow
+from sync_pipeline.engine.sources.sql_table import SourcePage, SourceRefused, SourceUnavailable, UnreadableRow
 from sync_pipeline.specs.model import Field, FieldType, Pagination
 
 SHOWN_VALUE_LENGTH = 40
@@ -92,7 +92,7 @@ class HttpPagesSource:
         if total is None:
             return None
         if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-            raise SourceUnavailable(
+            raise SourceRefused(
                 f"GET {self._url}: pagination.total_path {path!r} holds {_shown(total)}, not a count of records"
             )
         return total
@@ -106,7 +106,7 @@ class HttpPagesSource:
         requests = 0
         while url is not None:
             if requests == pagination.max_pages:
-                raise SourceUnavailable(
+                raise SourceRefused(
                     f"GET {self._url}: more than pagination.max_pages ({pagination.max_pages}) pages; "
                     f"stopped before {url}"
                 )
@@ -117,7 +117,7 @@ class HttpPagesSource:
                 self._see_total(body)
             items = self._records(body, url)
             if items and items == previous:
-                raise SourceUnavailable(
+                raise SourceRefused(
                     f"GET {url} answered the same {len(items)} records as the page before: the API ignores "
                     f"{pagination.advanced_by}; stopped instead of reading them again"
                 )
@@ -126,7 +126,7 @@ class HttpPagesSource:
                 yield self._page(items, requests)
             url = self._next_url(url, body, requests, len(items))
             if url is not None and url in followed:
-                raise SourceUnavailable(
+                raise SourceRefused(
                     f"GET {self._url}: the next link {url} was already followed; stopped instead of paging in a loop"
                 )
 
@@ -155,7 +155,7 @@ class HttpPagesSource:
         if pagination.cursor_param and isinstance(link, str | int) and not isinstance(link, bool):
             return self._page_url(done, str(link))
         if not isinstance(link, str):
-            raise SourceUnavailable(
+            raise SourceRefused(
                 f"GET {url}: pagination.next_path {pagination.next_path!r} holds a JSON {_json_kind(link)}, "
                 f"not {'a cursor' if pagination.cursor_param else 'a link'}"
             )
@@ -170,13 +170,13 @@ class HttpPagesSource:
         if response is None:
             raise SourceUnavailable(f"GET {url}: no answer after {tries}: {last.failure}")
         if not response.is_2xx:
-            raise SourceUnavailable(
+            raise (SourceUnavailable if last.transient else SourceRefused)(
                 f"GET {url} answered HTTP {response.status_code} after {tries}: {response.body_excerpt}"
             )
         try:
             body: object = json.loads(response.body)
         except ValueError:
-            raise SourceUnavailable(
+            raise SourceRefused(
                 f"GET {url} answered HTTP {response.status_code} with a body that is not JSON: {response.body_excerpt}"
             ) from None
         return body
@@ -192,7 +192,7 @@ class HttpPagesSource:
             path = self._pagination.records_path
             where = f"pagination.records_path {path!r}" if path else "the body (pagination.records_path '')"
             found = "nothing" if items is None else f"a JSON {_json_kind(items)}"
-            raise SourceUnavailable(f"GET {url}: no list of records at {where}, {found} instead")
+            raise SourceRefused(f"GET {url}: no list of records at {where}, {found} instead")
         return items
 
     def _page(self, items: Sequence[Any], number: int) -> SourcePage:

@@ -11,9 +11,9 @@ import threading
 from collections.abc import Callable
 
 from sync_pipeline.engine.audit.scheduler_log import ApiCall
-from sync_pipeline.engine.http.api import ApiResponse, RecordRequester, TokenRequestFailed
+from sync_pipeline.engine.http.api import ApiResponse, RecordRequester, TokenRequestFailed, TokenRequestRefused
 from sync_pipeline.engine.http.retry import Attempt
-from sync_pipeline.engine.sources.sql_table import SourceUnavailable
+from sync_pipeline.engine.sources.sql_table import SourceRefused, SourceUnavailable
 from sync_pipeline.engine.state.tracking import TrackingStore
 
 TOO_MANY_REQUESTS = 429
@@ -49,7 +49,9 @@ class AuditedReads:
         self._url = url
         try:
             return self._api.request("GET", url, None)
-        except TokenRequestFailed as exc:
+        except TokenRequestRefused as exc:
+            raise SourceRefused(str(exc)) from None
+        except TokenRequestFailed as exc:  # the token endpoint was down or busy: worth trying later
             raise SourceUnavailable(str(exc)) from None
 
     def on_attempt(self, attempt: Attempt) -> None:

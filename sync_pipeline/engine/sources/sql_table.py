@@ -39,7 +39,14 @@ from sync_pipeline.engine.mapping.entity_ids import GUID_TEXT_LENGTH
 
 
 class SourceUnavailable(Exception):
-    """The source database could not be read; this entity stops, the others go on."""
+    """The source could not be read (a database, an API); this entity stops, the others go on. Trying
+    again later may help: the source was down, busy or slow."""
+
+
+class SourceRefused(SourceUnavailable):
+    """The source answered, but not with what the sync can read (a 4xx, a body of another shape, a
+    paginator gone wrong, credentials refused): trying again will not help until it or the declaration
+    is fixed."""
 
 
 @dataclass(frozen=True)
