@@ -96,8 +96,11 @@ def _timestamp(value: str) -> dt.datetime:
 def _logs(args: argparse.Namespace) -> int:
     from sync_pipeline.engine.audit.log_queries import PENDING, LogQuery, log_rows, pending_counts, referenced_entities
     from sync_pipeline.engine.db_errors import describe_db_error
+    from sync_pipeline.engine.state.dead_letters import DeadLetters
+    from sync_pipeline.engine.state.tracking import TrackingUnavailable
     from sync_pipeline.log_viewer import (
         LogViewerError,
+        dead_letter_frame,
         environment_engines,
         log_frame,
         needed_databases,
@@ -110,6 +113,15 @@ def _logs(args: argparse.Namespace) -> int:
 
     entities = referenced_entities(args.entity or [])
     pending = args.status == PENDING
+    if args.dead_letters:
+        try:
+            with environment_engines(["log_db"]) as engines:
+                frame = dead_letter_frame(DeadLetters(engines["log_db"]).listed())
+        except (LogViewerError, TrackingUnavailable) as exc:
+            sys.stderr.write(f"sync-pipeline logs: {exc}\n")
+            return 1
+        sys.stdout.write(render(frame, args.format))
+        return 0
     try:
         if pending and (args.since or args.until):
             raise LogViewerError("--since/--until do not apply to Pending: it counts what the sources hold now")
@@ -150,6 +162,12 @@ def _add_logs_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     logs.add_argument("--until", type=_timestamp, help="ISO 8601, exclusive; without an offset it is UTC")
     logs.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help=f"most rows listed (default {DEFAULT_LIMIT})")
     logs.add_argument("--format", choices=FORMATS, default="table", help="default table")
+    logs.add_argument(
+        "--dead-letters",
+        action="store_true",
+        help="list runs that failed after their last retry (TB_R_SYNC_DEAD_LETTER); re-queue one with "
+        "`dg launch --job <job> --partition <customer>`",
+    )
     logs.set_defaults(handler=_logs)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from sync_pipeline.engine.audit.log_queries import LogRow, PendingCount
+from sync_pipeline.engine.state.dead_letters import DeadLetter
 from sync_pipeline.resources.database import DatabaseUrlError, create_sync_engine
 from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, ENTITIES_BY_NAME
 
@@ -81,6 +82,14 @@ def pending_frame(counts: Iterable[PendingCount]) -> pd.DataFrame:
 
     columns = list(PendingCount.__dataclass_fields__)
     return pd.DataFrame([asdict(count) for count in counts], columns=columns, dtype=object)
+
+
+def dead_letter_frame(letters: Iterable[DeadLetter]) -> pd.DataFrame:
+    """Dead-lettered runs (TB_R_SYNC_DEAD_LETTER) as a table, the most recent failure first."""
+    import pandas as pd
+
+    columns = list(DeadLetter.__dataclass_fields__)
+    return pd.DataFrame([asdict(letter) for letter in letters], columns=columns, dtype=object)
 
 
 def render(frame: pd.DataFrame, output_format: str) -> str:

@@ -25,6 +25,7 @@ from sync_pipeline.engine.audit.log_queries import (
 )
 from sync_pipeline.engine.audit.scheduler_log import ApiCall, SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import EntitySyncPlan
+from sync_pipeline.engine.state.dead_letters import DeadLetters
 from sync_pipeline.engine.state.tracking import Rejection, TrackingStore
 from sync_pipeline.engine.tables import scheduler_log_table
 from sync_pipeline.log_viewer import log_frame, pending_frame, render
@@ -319,3 +320,22 @@ def test_logs_command_rejects_a_timestamp_that_is_not_iso(capsys: pytest.Capture
 
     assert exit_info.value.code == 2
     assert "not an ISO 8601 timestamp: 'yesterday'" in capsys.readouterr().err
+
+
+def test_a_run_dead_lettered_twice_is_listed_once_with_its_attempts_added_and_gone_once_it_succeeds(
+    cli_environment: SyncDatabases, capsys: pytest.CaptureFixture[str]
+) -> None:
+    letters = DeadLetters(cli_environment.log)
+    letters.record("zuora.Workflows/acme", "customer acme: token endpoint down", 4, "run-1")
+    letters.record("zuora.Workflows/acme", "customer acme: HTTP 503", 4, "run-2")
+    letters.record("zuora.Workflows/beta", "customer beta: client_id: is missing", 1, "run-3")
+
+    assert main(["logs", "--dead-letters", "--format", "json"]) == 0
+    listed = {row["entity_type"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(listed) == {"zuora.Workflows/acme", "zuora.Workflows/beta"}
+    acme = listed["zuora.Workflows/acme"]
+    assert (acme["attempts"], acme["reason"], acme["run_id"]) == (8, "customer acme: HTTP 503", "run-2")
+    assert acme["first_failed_on"] <= acme["last_failed_on"]
+
+    assert letters.clear("zuora.Workflows/acme") and not letters.clear("zuora.Workflows/acme")
+    assert [letter.entity_type for letter in letters.listed()] == ["zuora.Workflows/beta"]

@@ -19,6 +19,7 @@ SCHEDULER_LOG_TABLE_NAME = "SchedulerLog"
 REJECTED_TABLE_NAME = "TB_R_SYNC_REJECTED"
 LOCK_TABLE_NAME = "TB_R_SYNC_LOCK"
 ROW_HASH_TABLE_NAME = "TB_R_SYNC_ROW_HASH"
+DEAD_LETTER_TABLE_NAME = "TB_R_SYNC_DEAD_LETTER"
 CURSOR_TABLE_NAME = "TB_R_SYNC_CURSOR"
 
 DateTime2 = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql").with_variant(mysql.DATETIME(fsp=6), "mysql")
@@ -112,6 +113,22 @@ cursor_table = sa.Table(
 )
 """The high-water mark of syncs that read only what changed since the last run: one row per entity,
 the mark as canonical text, moved only once every record up to it was delivered or quarantined."""
+
+
+dead_letter_table = sa.Table(
+    DEAD_LETTER_TABLE_NAME,
+    log_metadata,
+    sa.Column("EntityType", sa.Unicode(100), nullable=False),
+    sa.Column("Reason", LongText, nullable=False),
+    sa.Column("Attempts", sa.Integer, nullable=False),
+    sa.Column("FirstFailedOn", DateTime2, nullable=False),
+    sa.Column("LastFailedOn", DateTime2, nullable=False),
+    sa.Column("RunId", sa.Unicode(64), nullable=True),
+    sa.PrimaryKeyConstraint("EntityType", name="PK_TB_R_SYNC_DEAD_LETTER"),
+)
+"""Runs that failed after their last retry, one row per EntityType (a customer's: `<EntityType>/<customer>`):
+the latest reason, how many attempts in all, when it first and last failed, the last run. A run of it
+that succeeds removes its row."""
 
 
 class TableLocation(Protocol):

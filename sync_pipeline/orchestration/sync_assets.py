@@ -18,6 +18,7 @@ from sync_pipeline.engine.entity_sync import DeliveryPolicy, EntitySyncPlan, Ent
 from sync_pipeline.engine.http.api import Acknowledgement, BatchPoster, PerRecordResults, RecordRequester
 from sync_pipeline.engine.mapping.field_map import FieldMapError, field_map_from
 from sync_pipeline.engine.sinks.http_batch import RetryPolicy
+from sync_pipeline.engine.state.dead_letters import DeadLetters
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
 from sync_pipeline.engine.state.tracking import TrackingStore, TrackingUnavailable
 from sync_pipeline.engine.tables import source_table
@@ -327,6 +328,7 @@ def build_entity_asset(
         report = run_entity(context.op_execution_context, sync, plan, policy, log_columns, selection, False, settings)
         if per_customer:
             retry_if_passing(context, report, settings)
+            keep_dead_letter(context, sync, report)
         log_db: SyncDatabase = getattr(context.resources, sync.resource_key("log_db"))
         never_sent = spec.state is StateKind.NEVER_SENT
         tracked_now = tracked_count(log_db, report.entity) if never_sent else None
@@ -357,6 +359,23 @@ def retry_if_passing(context: dg.AssetExecutionContext, report: EntitySyncReport
             f"in {wait:g}s: {report.stopped_because}"
         )
         raise dg.RetryRequested(max_retries=len(delays), seconds_to_wait=wait)
+
+
+def keep_dead_letter(context: dg.AssetExecutionContext, sync: SyncSpec, report: EntitySyncReport) -> None:
+    """After a customer's last attempt: keep its failure in TB_R_SYNC_DEAD_LETTER, or remove the row of one
+    that succeeds now; a Log database that cannot be written is logged, the run's outcome stays as it is."""
+    log_db: SyncDatabase = getattr(context.resources, sync.resource_key("log_db"))
+    problem = report_problem(report)
+    try:
+        letters = DeadLetters(log_db.get_engine())
+        if problem is None:
+            if letters.clear(report.entity):
+                context.log.info(f"{report.entity}: succeeded; its dead letter is removed")
+            return
+        letters.record(report.entity, problem, context.retry_number + 1, context.run.run_id)
+        context.log.error(f"{report.entity}: dead-lettered after {context.retry_number + 1} attempt(s): {problem}")
+    except (TrackingUnavailable, sa.exc.SQLAlchemyError) as exc:
+        context.log.error(f"{report.entity}: cannot keep its dead letter: {exc}")
 
 
 def required_resource_keys(sync: SyncSpec, spec: EntitySpec, per_customer: bool = False) -> set[str]:

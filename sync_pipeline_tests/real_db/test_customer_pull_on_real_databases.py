@@ -22,6 +22,7 @@ from cryptography.fernet import Fernet
 from sync_pipeline.connectors.zuora.customers import SecretBox, customers_metadata, customers_table
 from sync_pipeline.demo.seed import create_log_tables
 from sync_pipeline.demo.zuora import ZuoraSimulator, ZuoraTenant, new_credentials
+from sync_pipeline.engine.state.dead_letters import DeadLetters
 from sync_pipeline.engine.tables import DateTime2, lock_table, scheduler_log_table
 from sync_pipeline.orchestration.component import SyncComponent
 from sync_pipeline.resources.database import create_sync_engine
@@ -143,6 +144,9 @@ def test_each_customer_is_a_partition_pulled_with_its_own_token_into_rows_of_its
         bad = job.execute_in_process(instance=instance, partition_key="bad", raise_on_error=False)
         assert not bad.success
         assert step_retries(bad) == []  # refused credentials: not worth another attempt
+        (letter,) = DeadLetters(log).listed()
+        assert (letter.entity_type, letter.attempts) == ("zuora.Workflows/bad", 1)
+        assert stranger.client_id in letter.reason and stranger.client_secret not in letter.reason
         outcome = str(materialized(bad)["outcome"])
         assert stranger.client_id in outcome and stranger.client_secret not in outcome
 
