@@ -26,6 +26,8 @@ from pydantic import Field
 from sync_pipeline.engine.audit.log_queries import LogQuery, LogRow, call_counts, log_rows
 from sync_pipeline.engine.audit.scheduler_log import FAILURE, SUCCESS
 from sync_pipeline.engine.db_errors import describe_db_error
+from sync_pipeline.engine.state.dead_letters import DeadLetters
+from sync_pipeline.engine.state.tracking import TrackingUnavailable
 from sync_pipeline.orchestration.sync_assets import CHECK_NAME, DRY_RUN_TAG
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import AlertSettings
@@ -45,6 +47,7 @@ CHECK_FAILING = "check_failing"
 FAILED_CALLS = "failed_calls"
 RUN_TOO_LONG = "run_too_long"
 RUN_FAILED = "run_failed"
+DEAD_LETTERED = "dead_lettered"
 
 STARTED = "started"
 RESOLVED = "resolved"
@@ -390,6 +393,7 @@ def failed_call_alerts(
     now: dt.datetime,
     settings: AlertSettings,
     sync: SyncSpec,
+    names: Sequence[str],
 ) -> list[Alert]:
     """(b) More than `failed_call_ratio` of the API calls in the last window failed (SchedulerLog).
 
@@ -398,7 +402,6 @@ def failed_call_alerts(
     succeeded after retries, a row without RunId) is this a separate alert, linking that call's run.
     """
     since = now - dt.timedelta(minutes=settings.failed_call_window_minutes)
-    names = entity_types(sync)
     counts = call_counts(log_engine, since=since, entities=names)
     calls = sum(entity.calls for entity in counts.values())
     failed = sum(entity.failed for entity in counts.values())
@@ -436,14 +439,34 @@ def _reported_by_its_run(row: LogRow, runs: Mapping[str, dg.RunRecord], job_name
     return record.dagster_run.status == dg.DagsterRunStatus.FAILURE or record.dagster_run.status in _UNFINISHED_RUN
 
 
-def entity_types(sync: SyncSpec) -> list[str]:
-    """The sync's entities as SchedulerLog names them."""
-    return [sync.entity_type(spec) for spec in sync.entities]
+def entity_types(sync: SyncSpec, customers: Sequence[str] = ()) -> list[str]:
+    """The sync's entities as the Log database names them: each one's EntityType, or, for a sync run per
+    customer, `<EntityType>/<customer>` for each of its customers."""
+    names = [sync.entity_type(spec) for spec in sync.entities]
+    return [f"{name}/{customer}" for name in names for customer in customers] if customers else names
 
 
-def newest_successful_call_run(log_engine: sa.Engine, since: dt.datetime, sync: SyncSpec) -> str | None:
+def dead_letter_alerts(log_engine: sa.Engine, names: Sequence[str]) -> list[Alert]:
+    """(e) A customer's run (or an entity's) that failed after its last retry, as TB_R_SYNC_DEAD_LETTER keeps it."""
+    wanted = set(names)
+    return [
+        Alert(
+            key=f"{DEAD_LETTERED}:{letter.entity_type}",
+            condition=DEAD_LETTERED,
+            entity=letter.entity_type,
+            summary=f"{letter.entity_type} failed after {letter.attempts} attempt(s) and is dead-lettered",
+            counts={"attempts": letter.attempts},
+            first_error=letter.reason[:MAX_ERROR_TEXT],
+            run_id=letter.run_id,
+        )
+        for letter in DeadLetters(log_engine).listed()
+        if letter.entity_type in wanted
+    ]
+
+
+def newest_successful_call_run(log_engine: sa.Engine, since: dt.datetime, names: Sequence[str]) -> str | None:
     """The run of the newest successful call since `since`: the run that cleared a failed-call alert."""
-    query = LogQuery(entities=entity_types(sync), statuses=[SUCCESS], since=since, limit=1)
+    query = LogQuery(entities=names, statuses=[SUCCESS], since=since, limit=1)
     rows = log_rows(log_engine, query)
     return rows[0].run_id if rows else None
 
@@ -522,11 +545,13 @@ def utc_now() -> dt.datetime:
 def build_alert_sensor(
     settings: AlertSettings,
     sync: SyncSpec,
+    customers_partitions: str | None = None,
     clock: Callable[[], dt.datetime] = utc_now,
     minimum_interval_seconds: int = 60,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.SensorDefinition:
-    """The sync's alert sensor; needs the sync's `log_db` (SchedulerLog) and the `alert_webhook` resources."""
+    """The sync's alert sensor; needs the sync's `log_db` (SchedulerLog) and the `alert_webhook` resources.
+    For a sync run per customer, `customers_partitions` names its partitions: each customer's Log rows count."""
     job_name, specs, log_db_key = sync.job_name, sync.entities, sync.resource_key("log_db")
 
     @dg.sensor(
@@ -564,15 +589,22 @@ def build_alert_sensor(
         }
         since = now.astimezone(dt.UTC) - dt.timedelta(minutes=settings.failed_call_window_minutes)
         call_run: str | None = None
+        customers = instance.get_dynamic_partitions(customers_partitions) if customers_partitions else []
+        names = entity_types(sync, customers)
         try:
-            for alert in failed_call_alerts(instance, log_db.get_engine(), now.astimezone(dt.UTC), settings, sync):
+            log_engine = log_db.get_engine()
+            for alert in failed_call_alerts(instance, log_engine, now.astimezone(dt.UTC), settings, sync, names):
                 current[alert.key] = alert
             if FAILED_CALLS in previous.active and FAILED_CALLS not in current:
-                call_run = newest_successful_call_run(log_db.get_engine(), since, sync)
-        except sa.exc.SQLAlchemyError as exc:
-            # Unknown is not cleared: keep what was announced until SchedulerLog can be read again.
-            context.log.error(f"alerts: cannot read SchedulerLog on {log_db.describe()}: {describe_db_error(exc)}")
-            current.update({k: a for k, a in previous.active.items() if a.condition == FAILED_CALLS})
+                call_run = newest_successful_call_run(log_engine, since, names)
+            if customers_partitions:
+                current.update({alert.key: alert for alert in dead_letter_alerts(log_engine, names)})
+        except (sa.exc.SQLAlchemyError, TrackingUnavailable) as exc:
+            # Unknown is not cleared: keep what was announced until the Log database can be read again.
+            what = str(exc) if isinstance(exc, TrackingUnavailable) else f"SchedulerLog: {describe_db_error(exc)}"
+            context.log.error(f"alerts: cannot read {what} (on {log_db.describe()})")
+            held = (FAILED_CALLS, DEAD_LETTERED)
+            current.update({k: a for k, a in previous.active.items() if a.condition in held})
 
         def clearing_run(alert: Alert) -> str | None:
             """The run that cleared the condition: the passing check's, the succeeding run, the long run itself."""

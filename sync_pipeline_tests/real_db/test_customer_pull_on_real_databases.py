@@ -20,6 +20,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 from sync_pipeline.connectors.zuora.customers import SecretBox, customers_metadata, customers_table
+from sync_pipeline.definitions import shared_definitions
 from sync_pipeline.demo.seed import create_log_tables
 from sync_pipeline.demo.zuora import ZuoraSimulator, ZuoraTenant, new_credentials
 from sync_pipeline.engine.state.dead_letters import DeadLetters
@@ -147,6 +148,10 @@ def test_each_customer_is_a_partition_pulled_with_its_own_token_into_rows_of_its
         (letter,) = DeadLetters(log).listed()
         assert (letter.entity_type, letter.attempts) == ("zuora.Workflows/bad", 1)
         assert stranger.client_id in letter.reason and stranger.client_secret not in letter.reason
+        alerts = dg.Definitions.merge(defs, shared_definitions())
+        with dg.build_sensor_context(instance=instance, resources=alerts.resources) as context:
+            tick = alerts.resolve_sensor_def("zuora_sync_alerts").evaluate_tick(context)
+        assert "dead_lettered:zuora.Workflows/bad" in (tick.cursor or "")  # one alert, for that customer
         outcome = str(materialized(bad)["outcome"])
         assert stranger.client_id in outcome and stranger.client_secret not in outcome
 
