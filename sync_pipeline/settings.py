@@ -235,6 +235,10 @@ class AlertSettings(_Strict):
     failed_call_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.05
     failed_call_window_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 60
     max_run_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] = 30
+    max_throttled_calls: Annotated[int, Field(ge=0, le=1000)] = 100
+    """Calls answered 429 (rate limited) in `failed_call_window_minutes` above which an alert is raised."""
+    max_queued_runs: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    """Queued runs of the sync's job above which an alert is raised (a per-customer sync queues one per customer)."""
     ui_base_url: str = "http://127.0.0.1:3000"
 
     _ui_base_url = field_validator("ui_base_url")(check_http_url)

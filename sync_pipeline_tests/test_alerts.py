@@ -27,6 +27,7 @@ from sync_pipeline.orchestration.alerts import (
     AlertWebhook,
     build_alert_sensor,
     build_alert_webhook,
+    queued_runs_alerts,
 )
 from sync_pipeline.orchestration.dry_run_job import build_dry_run_job
 from sync_pipeline.orchestration.schedules import build_job_and_schedule
@@ -486,6 +487,8 @@ def test_alert_settings_have_the_documented_defaults() -> None:
         "failed_call_ratio": 0.05,
         "failed_call_window_minutes": 60,
         "max_run_minutes": 30,
+        "max_throttled_calls": 100,
+        "max_queued_runs": 1000,
         "ui_base_url": "http://127.0.0.1:3000",
     }
     assert AlertSettings(ui_base_url="https://dagster.corp/").run_url("abc") == "https://dagster.corp/runs/abc"
@@ -656,3 +659,60 @@ def test_a_cursor_from_before_streaks_were_kept_does_not_announce_its_alert_agai
     (resolved,) = about("check_failing", alert_sensor.tick())
     assert outline([resolved]) == [("resolved", "check_failing", "Users")]
     assert resolved["run_url"] == f"{UI}/runs/{passing.run_id}"
+
+
+def write_throttled(databases: SyncDatabases, settings: Settings, when: dt.datetime, count: int) -> None:
+    """SchedulerLog rows of `count` Users calls answered 429, as the engine writes them."""
+    writer = SchedulerLogWriter(settings.scheduler_log.columns())
+    url = settings.endpoint_url("Users")
+    naive = when.astimezone(dt.UTC).replace(tzinfo=None)
+    with databases.log.begin() as conn:
+        for number in range(count):
+            call = ApiCall(url, 3, 429, 5, "HTTP 429: slow down")
+            conn.execute(
+                sa.insert(scheduler_log_table), writer.row("Users", call, naive + dt.timedelta(seconds=number))
+            )
+
+
+def test_calls_rate_limited_more_often_than_the_setting_in_the_window_alert_once(
+    alert_sensor: AlertSensor, seeded: SyncDatabases, settings: Settings
+) -> None:
+    alert_sensor.settings = AlertSettings(ui_base_url=UI, max_throttled_calls=3, failed_call_ratio=0.99)
+    now = dt.datetime.now(dt.UTC)
+    write_calls(seeded, settings, now - dt.timedelta(minutes=30), ok=100, failed=0)
+    write_throttled(seeded, settings, now - dt.timedelta(minutes=20), 3)  # at the limit: no alert
+    assert about("throttled", alert_sensor.tick()) == []
+
+    write_throttled(seeded, settings, now - dt.timedelta(minutes=10), 1)
+    (alert,) = about("throttled", alert_sensor.tick())
+    assert (alert["state"], alert["entity"], alert["counts"]) == (
+        "started",
+        "Users",
+        {"throttled_calls": 4, "limit": 3},
+    )
+    assert about("throttled", alert_sensor.tick()) == []  # once, not per evaluation
+
+    alert_sensor.clock.offset = dt.timedelta(hours=1)  # the window moves past them
+    (resolved,) = about("throttled", alert_sensor.tick())
+    assert resolved["state"] == "resolved"
+
+
+@dataclass
+class QueueOf:
+    """The one question the queued-runs alert asks of the Dagster instance, answered as the run queue holds."""
+
+    queued: dict[str, int]
+
+    def get_runs_count(self, filters: dg.RunsFilter) -> int:
+        assert filters.statuses == [dg.DagsterRunStatus.QUEUED]
+        return self.queued.get(str(filters.job_name), 0)
+
+
+def test_more_queued_runs_than_the_setting_alert_naming_the_count() -> None:
+    queue = QueueOf({TAMHR_SYNC.job_name: 1000, "other_sync_job": 5000})
+    assert queued_runs_alerts(queue, TAMHR_SYNC.job_name, 1000) == []  # type: ignore[arg-type]
+
+    queue.queued[TAMHR_SYNC.job_name] = 1001
+    (alert,) = queued_runs_alerts(queue, TAMHR_SYNC.job_name, 1000)  # type: ignore[arg-type]
+    assert alert.counts == {"queued_runs": 1001, "limit": 1000}
+    assert alert.summary == "1001 runs of tamhr_sync_job are queued (alert above 1000)"

@@ -48,6 +48,9 @@ FAILED_CALLS = "failed_calls"
 RUN_TOO_LONG = "run_too_long"
 RUN_FAILED = "run_failed"
 DEAD_LETTERED = "dead_lettered"
+THROTTLED = "throttled"
+RUNS_QUEUED = "runs_queued"
+TOO_MANY_REQUESTS = 429
 
 STARTED = "started"
 RESOLVED = "resolved"
@@ -464,6 +467,42 @@ def dead_letter_alerts(log_engine: sa.Engine, names: Sequence[str]) -> list[Aler
     ]
 
 
+def throttled_alerts(
+    log_engine: sa.Engine, now: dt.datetime, settings: AlertSettings, names: Sequence[str]
+) -> list[Alert]:
+    """(f) More than `max_throttled_calls` calls were answered 429 in the last window: the API's rate
+    limit is being hit often (each was waited out, but the budget is too small for the sync)."""
+    since = now - dt.timedelta(minutes=settings.failed_call_window_minutes)
+    query = LogQuery(entities=names, statuses=[FAILURE], since=since, limit=MAX_FAILED_ROWS)
+    throttled = [row for row in log_rows(log_engine, query) if row.http_response_code == TOO_MANY_REQUESTS]
+    if len(throttled) <= settings.max_throttled_calls:
+        return []
+    window = settings.failed_call_window_minutes
+    return [
+        Alert(
+            key=THROTTLED,
+            condition=THROTTLED,
+            entity=", ".join(sorted({row.entity for row in throttled})),
+            summary=(
+                f"{len(throttled)} calls were rate limited (429) in the last {window} minutes "
+                f"(alert above {settings.max_throttled_calls})"
+            ),
+            counts={"throttled_calls": len(throttled), "limit": settings.max_throttled_calls},
+            first_error=f"{throttled[0].entity}: {throttled[0].exception_message}"[:MAX_ERROR_TEXT],
+            run_id=throttled[0].run_id,
+        )
+    ]
+
+
+def queued_runs_alerts(instance: dg.DagsterInstance, job_name: str, limit: int) -> list[Alert]:
+    """(g) More than `max_queued_runs` runs of the job wait in the run queue."""
+    queued = instance.get_runs_count(dg.RunsFilter(job_name=job_name, statuses=[dg.DagsterRunStatus.QUEUED]))
+    if queued <= limit:
+        return []
+    summary = f"{queued} runs of {job_name} are queued (alert above {limit})"
+    return [Alert(RUNS_QUEUED, RUNS_QUEUED, "-", summary, {"queued_runs": queued, "limit": limit})]
+
+
 def newest_successful_call_run(log_engine: sa.Engine, since: dt.datetime, names: Sequence[str]) -> str | None:
     """The run of the newest successful call since `since`: the run that cleared a failed-call alert."""
     query = LogQuery(entities=names, statuses=[SUCCESS], since=since, limit=1)
@@ -563,7 +602,8 @@ def build_alert_sensor(
             f"Alerts (Dagster log and {WEBHOOK_URL_ENV_VAR}) when a check fails "
             f"{settings.consecutive_failures} runs in a row, more than {settings.failed_call_ratio:.0%} of API calls "
             f"fail in {settings.failed_call_window_minutes} minutes, a run passes {settings.max_run_minutes} minutes, "
-            "or a run fails; and again when each clears."
+            f"a run fails, more than {settings.max_throttled_calls} calls are rate limited or more than "
+            f"{settings.max_queued_runs} runs are queued, or a customer is dead-lettered; and again when each clears."
         ),
     )
     def sync_alerts(context: dg.SensorEvaluationContext) -> dg.SensorResult:
@@ -585,6 +625,7 @@ def build_alert_sensor(
                 *failing_check_alerts(streaks, settings.consecutive_failures),
                 *long_run_alerts(instance, job_name, now, settings.max_run_minutes, specs),
                 *failed_run_alerts(instance, latest, job_name, specs),
+                *queued_runs_alerts(instance, job_name, settings.max_queued_runs),
             )
         }
         since = now.astimezone(dt.UTC) - dt.timedelta(minutes=settings.failed_call_window_minutes)
@@ -597,13 +638,16 @@ def build_alert_sensor(
                 current[alert.key] = alert
             if FAILED_CALLS in previous.active and FAILED_CALLS not in current:
                 call_run = newest_successful_call_run(log_engine, since, names)
+            current.update(
+                {alert.key: alert for alert in throttled_alerts(log_engine, now.astimezone(dt.UTC), settings, names)}
+            )
             if customers_partitions:
                 current.update({alert.key: alert for alert in dead_letter_alerts(log_engine, names)})
         except (sa.exc.SQLAlchemyError, TrackingUnavailable) as exc:
             # Unknown is not cleared: keep what was announced until the Log database can be read again.
             what = str(exc) if isinstance(exc, TrackingUnavailable) else f"SchedulerLog: {describe_db_error(exc)}"
             context.log.error(f"alerts: cannot read {what} (on {log_db.describe()})")
-            held = (FAILED_CALLS, DEAD_LETTERED)
+            held = (FAILED_CALLS, DEAD_LETTERED, THROTTLED)
             current.update({k: a for k, a in previous.active.items() if a.condition in held})
 
         def clearing_run(alert: Alert) -> str | None:
