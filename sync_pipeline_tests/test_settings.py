@@ -271,6 +271,8 @@ def test_by_default_only_a_200_201_202_or_204_with_a_json_body_acknowledges_a_ba
 
     assert (acknowledgement.statuses, acknowledgement.content_types) == ([200, 201, 202, 204], ["application/json"])
     assert acknowledgement.results is None
+
+
 def test_an_empty_settings_variable_is_refused_naming_it_rather_than_loading_the_demo(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -276,11 +276,15 @@ def _run_entity(
         dry_run,
         target=target_engine,
     )
-    outcome = (
-        f"would send {report.preview.would_send}, would refuse {report.preview.would_refuse} (dry run)"
-        if report.preview
-        else f"sent {report.sent}, failed {report.failed}, rejected {report.rejected} in {report.api_calls} calls"
-    )
+    if report.preview:
+        outcome = f"would send {report.preview.would_send}, would refuse {report.preview.would_refuse} (dry run)"
+    elif report.inserted is not None:  # a SQL sink: rows written, not calls
+        outcome = (
+            f"inserted {report.inserted}, updated {report.updated}, rejected {report.rejected} in "
+            f"{report.batches_ok} written batches after {report.api_calls} calls"
+        )
+    else:
+        outcome = f"sent {report.sent}, failed {report.failed}, rejected {report.rejected} in {report.api_calls} calls"
     context.log.info(
         f"{spec.name}: found {report.rows_found}, skipped {report.already_tracked} as "
         f"{skipped_as(selection, spec.state is not StateKind.NEVER_SENT).replace('_', ' ')}, {outcome}, "
