@@ -28,6 +28,7 @@ ui: setup dagster-home
 
 lint: setup
 	$(BIN)/ruff check sync_pipeline sync_pipeline_tests
+	$(BIN)/ruff format --check sync_pipeline sync_pipeline_tests
 	$(BIN)/mypy
 
 test: lint
