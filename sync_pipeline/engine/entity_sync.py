@@ -211,8 +211,9 @@ def sync_entity(
     started = time.perf_counter()
     lock = EntityLock(tracking.engine, entity, owner, policy.lock_lease_seconds, policy.lock_wait_seconds, sleep)
     # A dry run holds no lock and writes nothing: its reads are counted, not written to SchedulerLog.
-    reads = AuditedReads(entity, cast(RecordRequester, api), tracking, _nothing if dry_run else lock.refresh_if_due)
-    reads.written = not dry_run
+    reads = AuditedReads(
+        entity, cast(RecordRequester, api), tracking, _nothing if dry_run else lock.refresh_if_due, not dry_run
+    )
     cursor = plan.spec.cursor_field if plan.spec.state is StateKind.SINCE_CURSOR else None
     try:
         mark = CursorStore(tracking.engine).load(entity) if cursor else None

@@ -150,7 +150,7 @@ class SqlBatchSender:
             self._refused_any |= bool(refused)
             return
         started = time.perf_counter()
-        by_key = {self._sink_key(row): entity_id for row, entity_id in zip(rows, row_ids, strict=True)}
+        by_key = {self._sink.key_of(row): entity_id for row, entity_id in zip(rows, row_ids, strict=True)}
         counts = self._sink.write(rows)  # SqlSinkUnavailable stops the entity
         not_written = [
             Rejection(by_key.get(refusal.key, str(refusal.key)), None, f"not written: {_why(refusal)}")
@@ -204,9 +204,6 @@ class SqlBatchSender:
                 rows.append(row)
                 kept.append(entity_id)
         return rows, kept
-
-    def _sink_key(self, row: Mapping[str, Any]) -> Key:
-        return self._sink.key_of(row)
 
 
 def _why(refusal: RefusedRecord) -> str:

@@ -28,13 +28,13 @@ class AuditedReads:
         api: RecordRequester,
         tracking: TrackingStore,
         before_each_attempt: Callable[[], None],
+        written: bool = True,
     ) -> None:
         self.calls = 0
         self.retries = 0
         self.throttled = 0
         """Answers 429: the API's rate limit was reached (its wait is honoured by the retry loop)."""
-        self.written = True
-        """Whether each attempt is written to SchedulerLog (not in a dry run, which writes nothing)."""
+        self._written = written  # a dry run writes nothing: its attempts are counted only
         self._entity = entity
         self._api = api
         self._tracking = tracking
@@ -68,6 +68,6 @@ class AuditedReads:
             self.calls += 1
             self.retries += attempt.number > 1
             self.throttled += status == TOO_MANY_REQUESTS
-        if self.written:
+        if self._written:
             call = ApiCall(self._url, 0, status, round(attempt.seconds * 1000), error, attempt.number)
             self._tracking.record_call(self._entity, call)
