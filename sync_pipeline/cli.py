@@ -24,7 +24,8 @@ def log_tables_ddl(dialect_name: str) -> str:
     statements: list[str] = []
     for table in log_metadata.sorted_tables:
         statements.append(str(CreateTable(table).compile(dialect=dialect)).strip())
-        statements.extend(str(CreateIndex(index).compile(dialect=dialect)).strip() for index in table.indexes)
+        indexes = sorted(table.indexes, key=lambda index: str(index.name))  # a set: sorted, so the files stay put
+        statements.extend(str(CreateIndex(index).compile(dialect=dialect)).strip() for index in indexes)
     return "".join(f"{statement};\n\n" for statement in statements)
 
 
@@ -38,6 +39,7 @@ def _ui(args: argparse.Namespace) -> int:
     """`dg dev` on workspace.yaml (so the code location is called `sync_pipeline`, as in production),
     started from DAGSTER_HOME so the instance's own dagster.yaml is the one in force."""
     from sync_pipeline.demo.run import DemoPaths, environment, prepare, running_receiver
+    from sync_pipeline.demo.zuora_demo import running_zuora
 
     workspace = Path(args.workspace).resolve()
     if not workspace.is_file():
@@ -55,8 +57,8 @@ def _ui(args: argparse.Namespace) -> int:
     home = Path(env["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     command = [str(bin_dir / "dg"), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(args.ui_port)]
-    with running_receiver(args.port):
-        print(f"Dagster UI: http://127.0.0.1:{args.ui_port} (Ctrl-C stops it and the demo receiver)", flush=True)
+    with running_receiver(args.port), running_zuora(paths.zuora, args.port):
+        print(f"Dagster UI: http://127.0.0.1:{args.ui_port} (Ctrl-C stops it, the demo receiver and Zuora)", flush=True)
         process = subprocess.Popen(command, env=env, cwd=home)
         try:
             return process.wait()

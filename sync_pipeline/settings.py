@@ -108,6 +108,8 @@ class ApiSettings(_Strict):
     call_deadline_seconds: Annotated[float, Field(gt=0, le=3600)] | None = None
     verify_tls: bool = True
     max_in_flight: Annotated[int, Field(ge=1, le=8)] = 1
+    max_details_in_flight: Annotated[int, Field(ge=1, le=32)] = 4
+    """GETs of the rows' details (a workflow's export each) at once, within the API's rate limit."""
     acknowledgement: AcknowledgementSettings = AcknowledgementSettings()
     api_key_env_var: _ENV_VAR_NAME = API_KEY_ENV_VAR
     """The environment variable holding the API's secret (key or token)."""

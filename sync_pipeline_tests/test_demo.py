@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from sync_pipeline.connectors.zuora.workflows import workflows_table
 from sync_pipeline.demo.run import DEMO_ROWS, DemoPaths, environment, prepare, run_demo, tracking_count
+from sync_pipeline.demo.zuora_demo import DEMO_TENANTS
 from sync_pipeline.settings import load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +47,37 @@ def test_the_demo_sends_every_seeded_record_once_and_a_second_run_sends_none(
     assert "sent 0 records in total" in second_output
     printed = first_printed.out + first_printed.err
     assert " - DEBUG - " not in printed and " - INFO - " not in printed, "the summary, not the run's event log"
+    assert " - ERROR - " not in printed, "the refused customer is in the summary, not a traceback"
+    assert f"wrote {sum(DEMO_TENANTS.values())} workflow rows in total" in first_output
+    assert "wrote 0 workflow rows in total" in second_output
+    assert re.search(r"^umbrella .* no token from .*invalid_client", first_output, flags=re.M)
+
+
+def test_editing_one_workflow_of_the_demos_zuora_updates_exactly_that_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in environment(DemoPaths(tmp_path)):
+        monkeypatch.setenv(name, "set-by-the-demo")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    workdir = tmp_path / "demo"
+    assert run_demo(workdir, free_port()) == 0
+    kept = workdir / "zuora" / "acme.json"
+    workflows = json.loads(kept.read_text())
+    workflows[4] = {**workflows[4], "name": "Edited in the demo", "updatedAt": "2027-01-01T00:00:00.000Z"}
+    kept.write_text(json.dumps(workflows))
+    capsys.readouterr()
+
+    assert run_demo(workdir, free_port()) == 0
+
+    output = capsys.readouterr().out
+    assert "wrote 1 workflow rows in total" in output
+    assert re.search(r"^acme\s+120\s+0\s+1\s+119\b", output, flags=re.M)  # workflows, inserted, updated, unchanged
+    app = sa.create_engine(DemoPaths(workdir).zuora.app_db_url)
+    with app.connect() as conn:
+        names = conn.execute(sa.select(workflows_table.c.name).where(workflows_table.c.zuora_id == workflows[4]["id"]))
+        assert names.scalars().all() == ["Edited in the demo"]
+    app.dispose()
 
 
 def test_alert_links_of_the_demo_follow_the_ui_port(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,8 @@ from sqlalchemy.dialects import mysql
 from sync_pipeline.engine.sinks.sql_rows import SqlSinkUnavailable, TableColumns
 from sync_pipeline.engine.sinks.sql_update import SqlUpdateSink, update_statement
 from sync_pipeline.engine.sinks.sql_upsert import SqlUpsertSink, upsert_statement
+from sync_pipeline.engine.state.change_history import ChangedRow, ChangeHistory, ConflictingRow
+from sync_pipeline.engine.tables import conflict_table, history_table, log_metadata
 
 from .sql_sink_scenarios import (
     SCENARIOS,
@@ -175,3 +178,50 @@ def test_the_update_compiles_to_one_typed_update_per_row_on_sql_server() -> None
     assert str(compiled) == ("UPDATE chr_work_order SET status=?, completed_on=? WHERE chr_work_order.order_id = ?")
     bound: list[Any] = [compiled.binds[name].type.compile(dialect=MSSQL) for name in compiled.positiontup or []]
     assert bound == ["NVARCHAR(20)", "DATETIME2", "NVARCHAR(36)"]
+
+
+def test_an_upsert_keeping_history_reads_3000_stored_rows_with_their_values_in_statements_sql_server_accepts(
+    target: sa.Engine, recorder: StatementRecorder
+) -> None:
+    sink = SqlUpsertSink(target, workflows, ["tenant", "workflow_id"], "updated_at", history=True)
+    sink.write([workflow(n) for n in range(3000)])
+    recorder.forget()
+
+    later = T0 + dt.timedelta(seconds=1)
+    counts = sink.write(
+        [workflow(n, later, name=f"renamed {n}") if n % 2 else workflow(n, name="edited") for n in range(3000)]
+    )
+
+    assert (counts.updated, len(counts.changes), len(counts.conflicts)) == (1500, 1500, 1500)
+    change = counts.changes[0]
+    assert change.old == {"name": "Invoice run 1", "updated_at": T0} and change.new == {
+        "name": "renamed 1",
+        "updated_at": later,
+    }
+    assert counts.conflicts[0].reason == "updated_at equal to the stored row's, content differs"
+    lookups = [e.on_sql_server()[1] for e in recorder.executions if isinstance(e.statement, sa.Select)]
+    assert lookups == [1500] * 6  # 500 rows of tenant, workflow_id, updated_at: their values come back, not in
+
+
+def test_the_history_and_conflicts_of_4500_records_go_to_the_log_in_statements_sql_server_accepts(
+    tmp_path: Path,
+) -> None:
+    log = sa.create_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    log_metadata.create_all(log)
+    recorder = StatementRecorder()
+    sa.event.listen(log, "before_execute", recorder.before_execute)
+    history = ChangeHistory(log, "zuora.Workflows/acme", "run-1")
+    conflicts = [ConflictingRow(str(n), "older", {"name": "a"}, {"name": "b"}) for n in range(4500)]
+
+    history.flag(conflicts)
+    history.flag(conflicts)  # seen again: updated, not inserted twice
+    history.record([ChangedRow(str(n), "updated", {"name": "a"}, {"name": "b"}) for n in range(4500)], applied=False)
+    history.applied()
+    lookups = [e.on_sql_server()[1] for e in recorder.executions if isinstance(e.statement, sa.Select)]
+
+    with log.connect() as conn:
+        seen = conn.execute(sa.select(sa.func.sum(conflict_table.c.Seen), sa.func.count())).one()
+        unapplied = conn.execute(sa.select(sa.func.count()).where(history_table.c.AppliedOn.is_(None))).scalar_one()
+    assert tuple(seen) == (9000, 4500) and unapplied == 0
+    assert lookups == [2001, 2001, 501] * 2 and recorder.violations() == []
+    log.dispose()

@@ -1,4 +1,5 @@
-"""The embedded default end to end: seed SQLite, start the receiver, run the job, print a summary."""
+"""The embedded default end to end: seed SQLite, start the receiver and the local Zuora, run the TAMHR job
+and the Zuora pull for every demo customer, print their summaries."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import yaml
 from sync_pipeline.definitions import build_definitions
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.demo.seed import create_log_tables, seed_entity
+from sync_pipeline.demo.zuora_demo import ZuoraDemoFiles, prepare_zuora, run_zuora_pull, running_zuora
 from sync_pipeline.engine.tables import tracking_table
 from sync_pipeline.orchestration.sync_assets import CHECK_NAME
 from sync_pipeline.resources.database import create_sync_engine
@@ -46,6 +48,11 @@ class DemoPaths:
         return self.workdir / "settings.yaml"
 
     @property
+    def zuora(self) -> ZuoraDemoFiles:
+        """The Zuora pull's files: its application database, secret key, settings and tenants."""
+        return ZuoraDemoFiles(self.workdir)
+
+    @property
     def dagster_home(self) -> Path:
         """DAGSTER_HOME for the demo, unless the caller set one."""
         return self.workdir / "dagster_home"
@@ -53,7 +60,7 @@ class DemoPaths:
 
 def prepare(paths: DemoPaths, port: int, ui_port: int = DEFAULT_UI_PORT) -> bool:
     """Write the demo settings (the receiver's port, alert links to the UI's port) and, the first
-    time, seed the databases; True if it seeded."""
+    time, seed the databases and the Zuora customers; True if it seeded."""
     paths.workdir.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load(DEFAULT_SETTINGS_PATH.read_text(encoding="utf-8"))
     raw["api"]["base_url"] = f"http://127.0.0.1:{port}/api/sync/"
@@ -63,6 +70,7 @@ def prepare(paths: DemoPaths, port: int, ui_port: int = DEFAULT_UI_PORT) -> bool
     engine = create_sync_engine(paths.database_url("log_db"))
     create_log_tables(engine)  # also adds tables a newer version introduced
     engine.dispose()
+    prepare_zuora(paths.zuora, port)
     if seeded_before:
         return False
     settings = load_settings(paths.settings_file)
@@ -79,6 +87,7 @@ def environment(paths: DemoPaths) -> dict[str, str]:
     env = {env_var: paths.database_url(key) for key, env_var in DATABASE_URL_ENV_VARS.items()}
     env[API_KEY_ENV_VAR] = DEMO_API_KEY
     env[SETTINGS_ENV_VAR] = str(paths.settings_file.resolve())
+    env.update(paths.zuora.environment())
     env.setdefault("DAGSTER_HOME", os.environ.get("DAGSTER_HOME") or str(paths.dagster_home.resolve()))
     return env
 
@@ -123,10 +132,11 @@ def run_demo(workdir: Path, port: int = DEFAULT_PORT) -> int:
     os.environ.update(environment(paths))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     defs = build_definitions(load_settings(paths.settings_file))
-    with running_receiver(port), dg.DagsterInstance.get() as instance:
+    with running_receiver(port), running_zuora(paths.zuora, port), dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def(TAMHR_SYNC.job_name).execute_in_process(
             run_config=QUIET_RUN, instance=instance, raise_on_error=False
         )
+        customers, customers_as_expected = run_zuora_pull(paths.zuora, instance)
     table = summary(result)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(
@@ -146,11 +156,14 @@ def run_demo(workdir: Path, port: int = DEFAULT_PORT) -> int:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.user_failure_data is not None:
             print(f"FAILED {event.step_key}: {event.step_failure_data.user_failure_data.description}")
-    print(
-        f"run {result.run_id}: sent {int(table['sent'].sum())} records in total "
-        f"(Dagster UI: `make ui`, DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
-    )
-    return 0 if result.success and (table["check"] == "passed").all() else 1
+    print(f"run {result.run_id}: sent {int(table['sent'].sum())} records in total")
+    print("\nZuora workflows pull, one run per customer (umbrella's credentials are refused on purpose):")
+    with pd.option_context("display.width", 220, "display.max_columns", 20, "display.max_colwidth", 90):
+        print(customers.to_string())
+    written = int(customers[["inserted", "updated"]].fillna(0).to_numpy().sum())
+    print(f"wrote {written} workflow rows in total (Dagster UI: `make ui`, DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    tamhr_ok = result.success and (table["check"] == "passed").all()
+    return 0 if tamhr_ok and customers_as_expected else 1
 
 
 def tracking_count(paths: DemoPaths) -> int:

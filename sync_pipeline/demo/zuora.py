@@ -100,6 +100,7 @@ class _TenantState:
     budget: _Window
     workflows: dict[int, dict[str, Any]] = field(default_factory=dict)
     failing_exports: dict[int, tuple[int, bool]] = field(default_factory=dict)
+    failing_pages: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -149,9 +150,16 @@ class ZuoraSimulator(BackgroundServer):
         """Where client credentials are exchanged for a token."""
         return self.address(TOKEN_PATH)
 
-    def add_tenant(self, name: str, workflows: int = 0, api_requests_per_window: int | None = None) -> ZuoraTenant:
-        """A new tenant with `workflows` workflows and its own credentials and request budget."""
-        tenant = new_credentials(name)
+    def add_tenant(
+        self,
+        name: str,
+        workflows: int = 0,
+        api_requests_per_window: int | None = None,
+        credentials: ZuoraTenant | None = None,
+    ) -> ZuoraTenant:
+        """A new tenant with `workflows` workflows and its own request budget; its credentials are new, or
+        `credentials` (a tenant the demo keeps from one run to the next)."""
+        tenant = credentials or new_credentials(name)
         budget = _Window(api_requests_per_window or self._api_budget, self._window_seconds)
         with self._lock:
             state = self._tenants[tenant.client_id] = _TenantState(tenant, budget)
@@ -175,6 +183,23 @@ class ZuoraSimulator(BackgroundServer):
         with self._lock:
             del self._tenants[tenant.client_id].workflows[workflow_id]
 
+    def workflows(self, tenant: ZuoraTenant) -> list[dict[str, Any]]:
+        """Copies of the tenant's workflows, as the list pages them."""
+        with self._lock:
+            stored = self._tenants[tenant.client_id].workflows
+            return [json.loads(json.dumps(stored[workflow_id])) for workflow_id in sorted(stored)]
+
+    def load_workflows(self, tenant: ZuoraTenant, workflows: list[dict[str, Any]]) -> None:
+        """Replace the tenant's workflows by these, exactly as given (`updatedAt` included): a Zuora kept
+        from one run to the next. Later additions get ids past every id seen."""
+        with self._lock:
+            self._tenants[tenant.client_id].workflows = {int(workflow["id"]): dict(workflow) for workflow in workflows}
+            highest = max([int(workflow["id"]) for workflow in workflows], default=0)
+            self._workflow_ids = itertools.count(max(highest + 1, next(self._workflow_ids)))
+            stamps = [dt.datetime.fromisoformat(workflow["updatedAt"]) for workflow in workflows]
+            latest = max([int((stamp - FIRST_UPDATE).total_seconds()) for stamp in stamps], default=0)
+            self._changes = itertools.count(max(latest + 1, next(self._changes)))  # later changes stay newer
+
     def workflow_ids(self, tenant: ZuoraTenant) -> list[int]:
         """The tenant's workflow ids in the order the list pages them."""
         with self._lock:
@@ -188,6 +213,19 @@ class ZuoraSimulator(BackgroundServer):
         with self._lock:
             state = self._tenants[tenant.client_id]
             state.failing_exports.update({workflow_id: (status, echo_headers) for workflow_id in workflow_ids})
+
+    def restore_exports(self, tenant: ZuoraTenant, workflow_ids: Collection[int]) -> None:
+        """Answer these workflows' exports again, as before `fail_exports`."""
+        with self._lock:
+            failing = self._tenants[tenant.client_id].failing_exports
+            for workflow_id in workflow_ids:
+                failing.pop(workflow_id, None)
+
+    def fail_list_pages(self, tenant: ZuoraTenant, pages: Collection[int], status: int = 503) -> None:
+        """Answer every request of these list pages (numbered from 1) with `status`, until called again with
+        other pages (none: every page answers again)."""
+        with self._lock:
+            self._tenants[tenant.client_id].failing_pages = dict.fromkeys(pages, status)
 
     def fail_token_requests(self, *statuses: int) -> None:
         """Answer the next token requests with these statuses, one each, before any other check."""
@@ -313,6 +351,8 @@ class ZuoraSimulator(BackgroundServer):
                 "message": f"page_length must be a whole number from 1 to {MAX_PAGE_LENGTH}, not {page_length!r}"
             }
         number, length = int(page), int(page_length)
+        if number in state.failing_pages:
+            return state.failing_pages[number], {"message": "injected list failure"}
         ids = sorted(state.workflows)
         start = (number - 1) * length
         data = [state.workflows[workflow_id] for workflow_id in ids[start : start + length]]

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
@@ -41,13 +42,16 @@ from sync_pipeline.engine.sinks.http_batch import (
     RetryPolicy,
 )
 from sync_pipeline.engine.sinks.http_records import RecordSender, UpdateMethod
+from sync_pipeline.engine.sinks.record_details import DetailFetcher
 from sync_pipeline.engine.sinks.sql_batch import SqlBatchSender, TableCounts, reflect_table, table_sink
 from sync_pipeline.engine.sinks.sql_deletions import MissingRows
 from sync_pipeline.engine.sinks.sql_rows import SqlSinkUnavailable
-from sync_pipeline.engine.sources.http_pages import HttpPagesSource
+from sync_pipeline.engine.sinks.sql_target import RunTransaction
+from sync_pipeline.engine.sources.http_pages import HttpPagesSource, fetch_json
 from sync_pipeline.engine.sources.read_calls import AuditedReads
 from sync_pipeline.engine.sources.source import Source, SqlTableSource
 from sync_pipeline.engine.sources.sql_table import SinceFilter, SourceRefused, SourceUnavailable
+from sync_pipeline.engine.state.change_history import ChangeHistory
 from sync_pipeline.engine.state.entity_lock import EntityLock, EntityLocked, LockLost
 from sync_pipeline.engine.state.row_hashes import RowHashStore
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
@@ -98,7 +102,18 @@ class DeliveryPolicy:
     lock_lease_seconds: float = 600.0
     lock_wait_seconds: float = 0.0
     max_in_flight: int = 1
+    max_details_in_flight: int = 4
     progress_interval_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class DetailCounts:
+    """A SQL sink's GETs of its rows' details (`name`: what they are, e.g. `export`): made and failed (those
+    rows are marked, and fetched again on the next run)."""
+
+    name: str
+    fetched: int
+    failed: int
 
 
 @dataclass
@@ -132,6 +147,12 @@ class EntitySyncReport:
     """A SQL sink's rows inserted and updated (together `sent`); None for other sinks."""
     throttled: int = 0
     """Answers 429 (rate limited) to the source's calls."""
+    failed_calls: int | None = None
+    """The source's call attempts without a 2xx answer; None when the entity reads no API."""
+    conflicts: int | None = None
+    """Records not applied though they differ from their stored row (a sink keeping history); else None."""
+    details: DetailCounts | None = None
+    """GETs of rows' details (a sink with details; else None)."""
     retryable: bool = False
     """It stopped early for a reason that may be gone later (see `is_retryable`)."""
 
@@ -200,11 +221,12 @@ def sync_entity(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     target: sa.Engine | None = None,
+    run_id: str | None = None,
 ) -> EntitySyncReport:
     """Send the entity's selected rows (by default: untracked); never raises for database, API,
     lock or data faults. `source` is the source database (None for an HTTP source), `target` the
     database of a SQL sink. A dry run reads, selects and validates, but neither sends nor writes.
-    `clock` times the progress lines."""
+    `clock` times the progress lines; `run_id` names the run in the history a SQL sink keeps."""
     entity = plan.entity_type
     report = EntitySyncReport(entity)
     scan = ScanCounts()
@@ -218,7 +240,7 @@ def sync_entity(
     try:
         mark = CursorStore(tracking.engine).load(entity) if cursor else None
         reader = entity_source(plan, source, mark, reads, policy.retry, sleep)
-        delivery = entity_delivery(plan, api, tracking, target, lock, selection, policy, log, sleep)
+        delivery = entity_delivery(plan, api, tracking, target, lock, selection, policy, log, sleep, reads, run_id)
     except (SourceUnavailable, TrackingUnavailable, SinkUnavailable) as exc:
         report.retryable = is_retryable(exc)
         return _stopped(report, str(exc), started, log)
@@ -263,6 +285,8 @@ def sync_entity(
                     report.deleted = marked.deleted if marked else None
                     if marked is None:
                         log.warning(f"{entity}: no row marked deleted: a record was refused, its key unknown")
+                if isinstance(delivery, SqlBatchSender):
+                    delivery.commit()
                 if watermark is not None and (moved := watermark.next_text()) is not None:
                     CursorStore(tracking.engine).save(entity, moved)
     except DeliveredButUntracked as exc:
@@ -279,14 +303,22 @@ def sync_entity(
         report.stopped_because = str(exc)
         report.retryable = is_retryable(exc)
     report.absorb(scan, delivery.counts)
+    if report.stopped_because and isinstance(delivery, SqlBatchSender) and (undone := delivery.roll_back()):
+        report.stopped_because += f"; {undone}"
+        report.sent = 0
     report.api_calls += reads.calls
     report.retries += reads.retries
     if isinstance(delivery, ChangeSender):  # unchanged records were read, like tracked ones, and not sent
         report.already_tracked = delivery.changes.unchanged
     elif isinstance(delivery, SqlBatchSender):
         report.already_tracked = delivery.counts.unchanged
-        report.inserted, report.updated = delivery.counts.inserted, delivery.counts.updated
+        counts = delivery.counts
+        report.inserted, report.updated = (0, 0) if delivery.rolled_back else (counts.inserted, counts.updated)
+        report.conflicts = counts.conflicts if delivery.history is not None else None
+        if delivery.details is not None:
+            report.details = DetailCounts(delivery.details.name, counts.details_fetched, counts.details_failed)
     report.throttled = reads.throttled
+    report.failed_calls = reads.failed if reads.calls else None
     return _stopped(report, report.stopped_because, started, log)
 
 
@@ -346,27 +378,49 @@ def entity_delivery(
     policy: DeliveryPolicy,
     log: logging.Logger,
     sleep: Callable[[float], None],
+    reads: AuditedReads,
+    run_id: str | None = None,
 ) -> Delivery:
-    """The entity's sink step: batches POSTed, records created or updated by row hash, or rows written to a table."""
+    """The entity's sink step: batches POSTed, records created or updated by row hash, or rows written to a
+    table (their details read through `reads`, their history kept under `run_id`)."""
     entity = plan.entity_type
     spec = plan.spec
     if spec.sql_sink is not None:
         if target is None or plan.target_table is None:
             raise SinkUnavailable(f"{spec.name}: no target database was given")
+        sql = spec.sql_sink
+        transaction = RunTransaction(target) if sql.commit == "run" else None
         try:
             fields = plan.mapping.destinations if plan.mapping else tuple(f.name for f in spec.fields)
             table = reflect_table(target, plan.target_table)
-            sink = table_sink(target, table, spec.sql_sink, fields)
-            deleted = spec.sql_sink.deleted_column
-            missing = MissingRows(table, spec.sql_sink.key_columns, deleted, plan.fixed_columns) if deleted else None
+            details = None
+            if sql.details is not None:
+                get_json = partial(
+                    fetch_json, get=reads.get, retry=policy.retry, on_attempt=reads.on_attempt, sleep=sleep
+                )
+                details = DetailFetcher(sql.details, table, plan.endpoint_url, get_json, policy.max_details_in_flight)
+            sink = table_sink(transaction or target, table, sql, fields, details)
+            deleted = sql.deleted_column
+            missing = MissingRows(table, sql.key_columns, deleted, plan.fixed_columns) if deleted else None
         except SqlSinkUnavailable as exc:
             raise SinkUnavailable(str(exc)) from None
         except ValueError as exc:
             raise SinkUnavailable(f"{spec.name}: sink: {exc}") from None
         counts, counting = TableCounts(), threading.Lock()
         refusals = Refusals(tracking, entity, counts, counting, log)
+        history = ChangeHistory(tracking.engine, entity, run_id) if sql.history else None
         return SqlBatchSender(
-            entity, sink, plan.mapping, tracking, refusals, counts, counting, plan.fixed_columns, missing
+            entity,
+            sink,
+            plan.mapping,
+            tracking,
+            refusals,
+            counts,
+            counting,
+            plan.fixed_columns,
+            missing,
+            history,
+            transaction,
         )
     if spec.record_sink is None:
         return BatchSender(

@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables: the Log database's six tables and each entity's source table.
+"""SQLAlchemy Core tables: the Log database's tables and each entity's source table.
 
 Types are chosen for SQL Server first (NVARCHAR, DATETIME2, UNIQUEIDENTIFIER) and mapped to the
 nearest equivalent elsewhere, so the same `Table` objects query production and the local
@@ -21,6 +21,8 @@ LOCK_TABLE_NAME = "TB_R_SYNC_LOCK"
 ROW_HASH_TABLE_NAME = "TB_R_SYNC_ROW_HASH"
 DEAD_LETTER_TABLE_NAME = "TB_R_SYNC_DEAD_LETTER"
 CURSOR_TABLE_NAME = "TB_R_SYNC_CURSOR"
+HISTORY_TABLE_NAME = "TB_R_SYNC_HISTORY"
+CONFLICT_TABLE_NAME = "TB_R_SYNC_CONFLICT"
 
 DateTime2 = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql").with_variant(mysql.DATETIME(fsp=6), "mysql")
 """A timestamp with sub-second precision everywhere: DATETIME2 on SQL Server, DATETIME(6) on MariaDB."""
@@ -129,6 +131,45 @@ dead_letter_table = sa.Table(
 """Runs that failed after their last retry, one row per EntityType (a customer's: `<EntityType>/<customer>`):
 the latest reason, how many attempts in all, when it first and last failed, the last run. A run of it
 that succeeds removes its row."""
+
+
+history_table = sa.Table(
+    HISTORY_TABLE_NAME,
+    log_metadata,
+    sa.Column("Id", sa.Integer, sa.Identity(start=1, increment=1), primary_key=True),
+    sa.Column("EntityType", sa.Unicode(100), nullable=False),
+    sa.Column("RecordKey", sa.Unicode(255), nullable=False),
+    sa.Column("Change", sa.Unicode(20), nullable=False),
+    sa.Column("OldValues", LongText, nullable=False),
+    sa.Column("NewValues", LongText, nullable=False),
+    sa.Column("RunId", sa.Unicode(64), nullable=True),
+    sa.Column("ChangedOn", DateTime2, nullable=False),
+    sa.Column("AppliedOn", DateTime2, nullable=True),
+    sa.Index("IX_TB_R_SYNC_HISTORY_EntityType_RecordKey", "EntityType", "RecordKey"),
+    sa.Index("IX_TB_R_SYNC_HISTORY_RunId", "RunId"),
+    sa.Index("IX_TB_R_SYNC_HISTORY_ChangedOn", "ChangedOn"),
+)
+"""Every change a sync made to a stored row of the application's table (`updated`, `deleted`, `restored`):
+the old and new values of what changed as JSON (a detail by its hash), when and by which run. AppliedOn is
+set once the change is committed: a run that commits all its writes at its end sets it then, and a row
+without it belongs to a run that failed or was killed before its commit (its change never happened)."""
+
+conflict_table = sa.Table(
+    CONFLICT_TABLE_NAME,
+    log_metadata,
+    sa.Column("EntityType", sa.Unicode(100), nullable=False),
+    sa.Column("RecordKey", sa.Unicode(255), nullable=False),
+    sa.Column("Reason", sa.Unicode(400), nullable=False),
+    sa.Column("StoredValues", LongText, nullable=False),
+    sa.Column("IncomingValues", LongText, nullable=False),
+    sa.Column("Seen", sa.Integer, nullable=False),
+    sa.Column("FirstSeenOn", DateTime2, nullable=False),
+    sa.Column("LastSeenOn", DateTime2, nullable=False),
+    sa.Column("RunId", sa.Unicode(64), nullable=True),
+    sa.PrimaryKeyConstraint("EntityType", "RecordKey", name="PK_TB_R_SYNC_CONFLICT"),
+)
+"""Records left unapplied for someone to review: as old as their stored row, or older, yet different. One
+row per record: the latest reason and differing values, how often and when it was first and last seen."""
 
 
 class TableLocation(Protocol):

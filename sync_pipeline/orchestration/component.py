@@ -8,6 +8,7 @@ own (see `specs/sync.py`).
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,12 @@ from sync_pipeline.specs.declaration import SyncDeclaration
 from sync_pipeline.specs.sync import SyncSpec, SyncSpecError
 
 EXAMPLE_SETTINGS = Path(__file__).parent.parent / "settings.example.yaml"
+
+
+def settings_env_var(sync: SyncSpec) -> str:
+    """The variable that, when set, names a sync's settings file instead of its instance's `settings_file`:
+    `SYNC_PIPELINE_ZUORA_SETTINGS` for the sync `zuora`."""
+    return f"SYNC_PIPELINE_{sync.name.upper()}_SETTINGS"
 
 
 class SyncScaffolder(dg.Scaffolder[Any]):
@@ -64,8 +71,8 @@ class SyncComponent(dg.Component, dg.Model, dg.Resolvable):
     )
     settings_file: str | None = Field(
         default=None,
-        description="The sync's settings file, relative to this defs.yaml or absolute; unset: "
-        "$SYNC_PIPELINE_SETTINGS, else the packaged demo settings.",
+        description="The sync's settings file, relative to this defs.yaml or absolute; "
+        "$SYNC_PIPELINE_<NAME>_SETTINGS overrides it; unset: $SYNC_PIPELINE_SETTINGS, else the packaged demo settings.",
     )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
@@ -76,12 +83,19 @@ class SyncComponent(dg.Component, dg.Model, dg.Resolvable):
                 raise SettingsError(f"{context.path}: give settings or settings_file, not both")
             settings = parse_settings(self.settings, f"{context.path} settings", sync)
         else:
-            path = None if self.settings_file is None else Path(context.path, self.settings_file)
-            settings = load_settings(path, sync)
+            settings = load_settings(self.settings_path(sync, context.path), sync)
         try:
             return build_sync_definitions(sync, settings)
         except FieldMapError as exc:
             raise SettingsError(f"{context.path}: {exc}") from None
+
+    def settings_path(self, sync: SyncSpec, where: Path) -> Path | None:
+        """The settings file: the one `SYNC_PIPELINE_<NAME>_SETTINGS` names, else `settings_file` (relative
+        to this instance's folder), else None (the packaged TAMHR default, or $SYNC_PIPELINE_SETTINGS)."""
+        override = os.environ.get(settings_env_var(sync))
+        if override:
+            return Path(override)
+        return None if self.settings_file is None else Path(where, self.settings_file)
 
     def sync_spec(self, where: Path) -> SyncSpec:
         """The sync this instance declares or names."""

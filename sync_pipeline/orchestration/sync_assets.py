@@ -91,6 +91,7 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
         lock_lease_seconds=settings.locking.lease_seconds,
         lock_wait_seconds=settings.locking.wait_seconds,
         max_in_flight=settings.api.max_in_flight if settings.api else 1,
+        max_details_in_flight=settings.api.max_details_in_flight if settings.api else 1,
         progress_interval_seconds=settings.progress.interval_seconds,
     )
 
@@ -126,12 +127,22 @@ def report_metadata(
         metadata["candidates"] = dg.MetadataValue.int(report.candidates)
     if report.token_requests is not None:
         metadata["token_requests"] = dg.MetadataValue.int(report.token_requests)
-    optional = {"deleted": report.deleted, "inserted": report.inserted, "updated": report.updated}
+    optional = {
+        "deleted": report.deleted,
+        "inserted": report.inserted,
+        "updated": report.updated,
+        "conflicts": report.conflicts,
+    }
+    if report.details is not None:
+        optional[f"{report.details.name}s_ok"] = report.details.fetched - report.details.failed
+        optional[f"{report.details.name}s_failed"] = report.details.failed
     for name, value in optional.items():
         if value is not None:
             metadata[name] = dg.MetadataValue.int(value)
     if report.throttled:
         metadata["throttled"] = dg.MetadataValue.int(report.throttled)
+    if report.failed_calls is not None and report.api_calls:
+        metadata["call_error_percent"] = dg.MetadataValue.float(round(100 * report.failed_calls / report.api_calls, 2))
     if tracked_now is not None:
         metadata["dagster/row_count"] = dg.MetadataValue.int(tracked_now)
     metadata["duration_seconds"] = dg.MetadataValue.float(round(report.duration_seconds, 3))
@@ -275,6 +286,7 @@ def _run_entity(
         selection,
         dry_run,
         target=target_engine,
+        run_id=context.run.run_id,
     )
     if report.preview:
         outcome = f"would send {report.preview.would_send}, would refuse {report.preview.would_refuse} (dry run)"

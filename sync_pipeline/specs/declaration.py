@@ -35,6 +35,7 @@ from sync_pipeline.specs.model import (
     FieldType,
     HttpSourceSpec,
     Pagination,
+    RecordDetails,
     RecordSinkSpec,
     SqlSinkSpec,
     StateKind,
@@ -59,6 +60,20 @@ class FieldDeclaration(_Strict):
     length: Annotated[int, Field(ge=1, le=4000)] | None = None
 
 
+class DetailsDeclaration(_Strict):
+    """A GET per row written for more of it (see `specs.model.RecordDetails`): `path` below the entity's
+    endpoint with `{column}` placeholders, the JSON answer into `column`."""
+
+    path: Annotated[str, Field(min_length=1, pattern=r"\{[A-Za-z][A-Za-z0-9_]*\}")]
+    column: _NAME
+    status_column: _NAME
+    error_column: _NAME
+
+    def details(self) -> RecordDetails:
+        """The details as the engine reads them."""
+        return RecordDetails(self.path, self.column, self.status_column, self.error_column)
+
+
 class SinkDeclaration(_Strict):
     """Where records go: batches POSTed as JSON arrays, one call per record (created or updated), or rows
     of a table in the database `db`, upserted (last write wins by `timestamp_column`) or updated."""
@@ -72,6 +87,9 @@ class SinkDeclaration(_Strict):
     columns: Annotated[list[_NAME], Field(min_length=1)] | None = None
     partition_column: _NAME | None = None
     deleted_column: _NAME | None = None
+    commit: Literal["batch", "run"] | None = None
+    history: bool | None = None
+    details: DetailsDeclaration | None = None
 
     @model_validator(mode="after")
     def _each_kind_has_what_it_needs(self) -> SinkDeclaration:
@@ -85,8 +103,19 @@ class SinkDeclaration(_Strict):
             if getattr(self, name) is None:
                 raise ValueError(f"sink.{name}: is required for a {self.kind} sink")
         read = (*needed, "partition_column") if self.kind.startswith("sql_") else needed
-        read = (*read, "deleted_column") if self.kind == "sql_upsert" else read
-        sql_only = ("db", "key_columns", "timestamp_column", "columns", "partition_column", "deleted_column")
+        read = (*read, "commit") if self.kind.startswith("sql_") else read
+        read = (*read, "deleted_column", "history", "details") if self.kind == "sql_upsert" else read
+        sql_only = (
+            "db",
+            "key_columns",
+            "timestamp_column",
+            "columns",
+            "partition_column",
+            "deleted_column",
+            "commit",
+            "history",
+            "details",
+        )
         extra = [name for name in sql_only if name not in read and getattr(self, name) is not None]
         if extra:
             raise ValueError(f"sink.{extra[0]}: not read by a {self.kind} sink; remove it")
@@ -104,6 +133,9 @@ class SinkDeclaration(_Strict):
             columns=tuple(self.columns) if self.columns else None,
             partition_column=self.partition_column,
             deleted_column=self.deleted_column,
+            commit=self.commit or "batch",
+            history=bool(self.history),
+            details=self.details.details() if self.details else None,
         )
 
 

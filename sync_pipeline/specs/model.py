@@ -75,6 +75,37 @@ class SqlSinkSpec:
     """The column every row gets the run's partition (its customer) in, for a sync partitioned by customer."""
     deleted_column: str | None = None
     """Upsert of a complete listing: the column a row no longer listed gets the time in (never removed)."""
+    commit: Literal["batch", "run"] = "batch"
+    """When writes commit: after each batch, or all of a run's at its end (a failed run changes nothing)."""
+    history: bool = False
+    """Upsert: keep each change to a stored row (old and new values) and flag conflicting records."""
+    details: RecordDetails | None = None
+    """Upsert: one GET per row written, its JSON answer kept in a column (a Zuora workflow's export)."""
+
+
+@dataclass(frozen=True)
+class RecordDetails:
+    """More of a record, read by its own GET at `path` below the entity's endpoint (`{column}` filled from
+    the row), kept in `column`, with `status_column` ("ok" or "failed") and `error_column` (why it failed).
+
+    It is fetched for each row the upsert writes, and for a stored row whose status says failed: a failed
+    detail is tried again on the next run even when its record has not changed."""
+
+    path: str
+    column: str
+    status_column: str
+    error_column: str
+
+    @property
+    def columns(self) -> tuple[str, str, str]:
+        """The three columns a fetch writes."""
+        return (self.column, self.status_column, self.error_column)
+
+    @property
+    def name(self) -> str:
+        """What the details are, for figures: the path's last literal segment (`export` of `{id}/export`)."""
+        literal = [part for part in self.path.split("/") if part and "{" not in part]
+        return literal[-1] if literal else "detail"
 
 
 PaginationStyle = Literal["page_number", "offset", "next_link"]
@@ -162,7 +193,7 @@ class EntitySpec:
     @property
     def calls_the_api(self) -> bool:
         """Whether the entity reads from or sends to the sync's HTTP API."""
-        return self.http_source is not None or self.sql_sink is None
+        return self.http_source is not None or self.sql_sink is None or self.sql_sink.details is not None
 
     def field(self, name: str) -> Field:
         """The field called `name`; raises KeyError naming the entity when there is none."""

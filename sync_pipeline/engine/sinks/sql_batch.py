@@ -26,12 +26,15 @@ from sync_pipeline.engine.batching import Batch
 from sync_pipeline.engine.db_errors import describe_db_error
 from sync_pipeline.engine.mapping.field_map import FieldMap
 from sync_pipeline.engine.sinks.http_batch import DeliveryCounts, Refusals
+from sync_pipeline.engine.sinks.record_details import DetailFetcher
 from sync_pipeline.engine.sinks.sql_deletions import DeletionCounts, MissingRows
 from sync_pipeline.engine.sinks.sql_rows import Key, RefusedRecord, SqlSinkUnavailable
+from sync_pipeline.engine.sinks.sql_target import RunTransaction, SqlTarget
 from sync_pipeline.engine.sinks.sql_update import SqlUpdateSink
 from sync_pipeline.engine.sinks.sql_upsert import SqlUpsertSink, UpsertCounts
-from sync_pipeline.engine.state.tracking import Rejection, TrackingStore
-from sync_pipeline.specs.model import SqlSinkSpec
+from sync_pipeline.engine.state.change_history import ChangedRow, ChangeHistory, ConflictingRow
+from sync_pipeline.engine.state.tracking import Rejection, TrackingStore, TrackingUnavailable
+from sync_pipeline.specs.model import RecordDetails, SqlSinkSpec
 
 
 @dataclass
@@ -42,6 +45,11 @@ class TableCounts(DeliveryCounts):
     updated: int = 0
     unchanged: int = 0
     """Records older than or as old as the stored row (last write wins): read, not written."""
+    conflicts: int = 0
+    """Of those, records that differ from the stored row: flagged for review, not applied."""
+    details_fetched: int = 0
+    details_failed: int = 0
+    """GETs of the rows' details (a workflow's export) made, and those that failed (tried again next run)."""
 
 
 def reflect_table(engine: sa.Engine, qualified_name: str) -> sa.Table:
@@ -57,7 +65,11 @@ def reflect_table(engine: sa.Engine, qualified_name: str) -> sa.Table:
 
 
 def table_sink(
-    engine: sa.Engine, table: sa.Table, spec: SqlSinkSpec, record_fields: Sequence[str]
+    target: SqlTarget,
+    table: sa.Table,
+    spec: SqlSinkSpec,
+    record_fields: Sequence[str],
+    details: DetailFetcher | None = None,
 ) -> SqlUpsertSink | SqlUpdateSink:
     """The SQL sink a spec declares, on the reflected table; an upsert writes the spec's columns, else every
     field of the records (`record_fields`), and leaves the table's other columns alone. A wrong key or
@@ -67,9 +79,9 @@ def table_sink(
         written = spec.columns or tuple(name for name in record_fields if name != spec.timestamp_column)
         if spec.partition_column and spec.partition_column not in written:
             written = (*written, spec.partition_column)
-        return SqlUpsertSink(engine, table, spec.key_columns, spec.timestamp_column, written)
+        return SqlUpsertSink(target, table, spec.key_columns, spec.timestamp_column, written, spec.history, details)
     assert spec.columns is not None
-    return SqlUpdateSink(engine, table, spec.key_columns, spec.columns)
+    return SqlUpdateSink(target, table, spec.key_columns, spec.columns)
 
 
 def column_value(column: sa.Column[Any], value: Any) -> Any:
@@ -104,7 +116,8 @@ def _python_type(column: sa.Column[Any]) -> type | None:
 class SqlBatchSender:
     """A SQL-sink entity's sink step: each batch's refusals kept, its records mapped, converted and written;
     `fixed` columns (the run's customer, say) are set on every row; with `missing`, the keys written are
-    kept, to mark at the end what a complete listing left out."""
+    kept, to mark at the end what a complete listing left out; with `history`, each change and conflict is
+    kept. With a run `transaction` (the sink writes through it), nothing is kept until `commit`."""
 
     def __init__(
         self,
@@ -117,10 +130,17 @@ class SqlBatchSender:
         counting: threading.Lock,
         fixed: Mapping[str, Any] | None = None,
         missing: MissingRows | None = None,
+        history: ChangeHistory | None = None,
+        transaction: RunTransaction | None = None,
     ) -> None:
         self.counts = counts
         self.missing = missing
         """Set when the sink marks the rows a complete listing left out (a deleted column)."""
+        self.history = history
+        self.rolled_back = False
+        """Set when the run's writes were undone (`roll_back`)."""
+        self._transaction = transaction
+        self._applied_at_once = transaction is None
         self._fixed = dict(fixed or {})
         self._entity = entity
         self._sink = sink
@@ -158,6 +178,7 @@ class SqlBatchSender:
         ]
         if isinstance(counts, UpsertCounts):
             inserted, unchanged = counts.inserted, counts.skipped
+            self._keep_history(counts)
         else:
             inserted, unchanged = 0, 0
             not_written += [
@@ -177,13 +198,80 @@ class SqlBatchSender:
             self.counts.updated += updated
             self.counts.unchanged += unchanged
             self.counts.batches_ok += 1
+            if isinstance(counts, UpsertCounts):
+                self.counts.conflicts += len(counts.conflicts)
+                self.counts.details_fetched += counts.details_fetched
+                self.counts.details_failed += counts.details_failed
+
+    @property
+    def details(self) -> RecordDetails | None:
+        """The details the sink reads for each row it writes, if it does."""
+        if isinstance(self._sink, SqlUpsertSink) and self._sink.details is not None:
+            return self._sink.details.details
+        return None
+
+    def commit(self) -> None:
+        """At the end of a run that went through: commit its transaction, if it has one, and mark its
+        changes applied. A database error raises `SqlSinkUnavailable` (the database undoes the run)."""
+        if self._transaction is None:
+            return
+        try:
+            self._transaction.commit()
+        except sa.exc.SQLAlchemyError as exc:
+            raise SqlSinkUnavailable(
+                f"cannot commit the run's writes to {self._target}: {describe_db_error(exc)}"
+            ) from exc
+        if self.history is not None:
+            self.history.applied()
+
+    def roll_back(self) -> str | None:
+        """After a run that stopped: undo its transaction, if it has one, and drop its unapplied changes;
+        what was undone, for the run's reason, or None without a run transaction or before any write."""
+        if self._transaction is None or not self._transaction.started:
+            return None
+        self.rolled_back = True
+        failed = self._transaction.rollback()
+        undone = f"nothing of this run kept in {self._target} (rolled back)"
+        if failed:
+            undone += f"; the rollback itself failed ({failed}), so the database undoes the run when it ends"
+        if self.history is not None:
+            try:
+                self.history.discard()
+            except TrackingUnavailable as exc:
+                undone += f"; its changes stay unapplied in the history: {exc}"
+        return undone
+
+    def _keep_history(self, counts: UpsertCounts) -> None:
+        """The batch's changes and conflicts into the Log database (`TrackingUnavailable` stops the entity)."""
+        if self.history is None:
+            return
+        changes = [ChangedRow(self.record_key(c.key), "updated", c.old, c.new) for c in counts.changes]
+        self.history.record(changes, applied=self._applied_at_once)
+        conflicts = counts.conflicts
+        self.history.flag([ConflictingRow(self.record_key(c.key), c.reason, c.stored, c.incoming) for c in conflicts])
+
+    def record_key(self, key: Key) -> str:
+        """A row's key as the history names it: its key values but the run's fixed ones (the customer)."""
+        names = self._sink.key_columns
+        return "|".join(str(value) for name, value in zip(names, key, strict=True) if name not in self._fixed)
 
     def mark_missing(self, now: dt.datetime) -> DeletionCounts | None:
         """After a complete listing: mark the stored rows it did not include deleted (and clear those it
         brought back); None, marking nothing, when a record was refused, since its key is not known."""
         if self._refused_any or self.missing is None:
             return None
-        return self.missing.mark(self._sink.engine, self._seen, now)
+        marked = self.missing.mark(self._sink.target, self._seen, now)
+        if self.history is not None:
+            deleted = self.missing.deleted_column
+            changes = [
+                ChangedRow(self.record_key(key), "deleted", {deleted: None}, {deleted: now}) for key in marked.gone
+            ]
+            changes += [
+                ChangedRow(self.record_key(key), "restored", {deleted: stamp}, {deleted: None})
+                for key, stamp in marked.back
+            ]
+            self.history.record(changes, applied=self._applied_at_once)
+        return marked
 
     def _rows(
         self, entity_ids: Sequence[str], records: Sequence[Mapping[str, Any]], refused: list[Rejection]

@@ -19,14 +19,26 @@ import sqlalchemy as sa
 
 from sync_pipeline.engine.db_errors import describe_db_error
 from sync_pipeline.engine.sinks.sql_rows import Key, SqlSinkUnavailable
+from sync_pipeline.engine.sinks.sql_target import SqlTarget
 
 
 @dataclass(frozen=True)
 class DeletionCounts:
-    """Rows newly marked deleted, and rows marked deleted that the listing brought back."""
+    """The keys of rows newly marked deleted, and of rows marked deleted that the listing brought back (with
+    the time they had been marked)."""
 
-    deleted: int
-    revived: int
+    gone: list[Key]
+    back: list[tuple[Key, dt.datetime]]
+
+    @property
+    def deleted(self) -> int:
+        """Rows newly marked deleted."""
+        return len(self.gone)
+
+    @property
+    def revived(self) -> int:
+        """Rows marked deleted that came back."""
+        return len(self.back)
 
 
 class MissingRows:
@@ -41,6 +53,7 @@ class MissingRows:
                 f"{', '.join(table.c.keys())})"
             )
         self._table = table
+        self.deleted_column = deleted_column
         self._keys = [table.c[name] for name in key_columns]
         self._deleted = table.c[deleted_column]
         self._partition = dict(partition)
@@ -50,22 +63,23 @@ class MissingRows:
         stamp = sa.bindparam("deleted_at", type_=self._deleted.type)
         self._set = sa.update(table).where(*by_key).values({self._deleted.name: stamp})
 
-    def mark(self, engine: sa.Engine, seen: set[Key], now: dt.datetime) -> DeletionCounts:
+    def mark(self, target: SqlTarget, seen: set[Key], now: dt.datetime) -> DeletionCounts:
         """Mark what `seen` lacks and clear what it brought back, in one transaction; a database error
         raises `SqlSinkUnavailable`."""
         try:
-            with engine.begin() as conn:
+            with target.begin() as conn:
                 stored = [(tuple(row[:-1]), row[-1]) for row in conn.execute(self._stored)]
                 gone = [key for key, deleted in stored if deleted is None and key not in seen]
-                back = [key for key, deleted in stored if deleted is not None and key in seen]
-                for keys, stamp in ((gone, now), (back, None)):
-                    if keys:
-                        conn.execute(self._set, [self._parameters(key, stamp) for key in keys])
+                back = [(key, deleted) for key, deleted in stored if deleted is not None and key in seen]
+                if gone:
+                    conn.execute(self._set, [self._parameters(key, now) for key in gone])
+                if back:
+                    conn.execute(self._set, [self._parameters(key, None) for key, _ in back])
         except sa.exc.SQLAlchemyError as exc:
             raise SqlSinkUnavailable(
                 f"cannot mark deleted rows of {self._table.name}: {describe_db_error(exc)}"
             ) from exc
-        return DeletionCounts(len(gone), len(back))
+        return DeletionCounts(gone, back)
 
     def _parameters(self, key: Key, stamp: dt.datetime | None) -> dict[str, Any]:
         return {**{f"key_{n}": value for n, value in enumerate(key)}, "deleted_at": stamp}

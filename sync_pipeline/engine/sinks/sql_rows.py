@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from sync_pipeline.engine.db_errors import describe_db_error
+from sync_pipeline.engine.sinks.sql_target import SqlTarget
 from sync_pipeline.engine.state.tracking_sql import IDS_PER_ARRAY
 
 MAX_PARAMETERS_PER_LOOKUP = 2000
@@ -104,9 +105,19 @@ class TableColumns:
         return {column.name: record[column.name] for column in self.written}
 
 
+@dataclass(frozen=True)
+class StoredRow:
+    """What the table holds for one incoming row: whether the incoming one is newer (always True without
+    a timestamp column) and the stored values of the columns asked for."""
+
+    newer: bool
+    values: dict[str, Any]
+
+
 class StoredRows:
     """Which incoming rows the table holds, matched in SQL: with a timestamp column, also whether each
-    incoming timestamp is newer than the stored one (or the stored one is NULL).
+    incoming timestamp is newer than the stored one (or the stored one is NULL); with `fetched`, the
+    stored values of those columns.
 
     The incoming keys travel as a derived table joined to the table: on PostgreSQL one array parameter
     per column, unnested WITH ORDINALITY (a whole batch in one statement of a few parameters); elsewhere
@@ -114,9 +125,16 @@ class StoredRows:
     compound terms. The statement of each chunk length is built once, so SQLAlchemy compiles it once.
     """
 
-    def __init__(self, dialect_name: str, columns: TableColumns, timestamp: sa.Column[Any] | None = None) -> None:
+    def __init__(
+        self,
+        dialect_name: str,
+        columns: TableColumns,
+        timestamp: sa.Column[Any] | None = None,
+        fetched: Sequence[str] = (),
+    ) -> None:
         self._columns = columns
         self._timestamp = timestamp
+        self._fetched = [columns.table.c[name] for name in fetched]
         self._compared = [*columns.keys, *([timestamp] if timestamp is not None else [])]
         self._as_arrays = dialect_name == "postgresql"
         self.rows_per_lookup = (
@@ -126,16 +144,17 @@ class StoredRows:
         )
         self._lookups: dict[int, sa.Select[Any]] = {}
 
-    def matches(self, engine: sa.Engine, rows: Sequence[Mapping[str, Any]]) -> dict[int, bool]:
-        """Position in `rows` -> whether it is newer (always True without a timestamp column), for each row
-        whose key the table holds; a database error raises `SqlSinkUnavailable`."""
-        found: dict[int, bool] = {}
+    def matches(self, target: SqlTarget, rows: Sequence[Mapping[str, Any]]) -> dict[int, StoredRow]:
+        """Position in `rows` -> what the table holds for it, for each row whose key the table holds; a
+        database error raises `SqlSinkUnavailable`."""
+        found: dict[int, StoredRow] = {}
+        names = [column.name for column in self._fetched]
         try:
-            with engine.connect() as conn:
+            with target.connect() as conn:
                 for start in range(0, len(rows), self.rows_per_lookup):
                     chunk = rows[start : start + self.rows_per_lookup]
-                    for offset, is_newer in conn.execute(self._lookup(len(chunk)), self._parameters(chunk)):
-                        found[start + int(offset)] = bool(is_newer)
+                    for offset, is_newer, *values in conn.execute(self._lookup(len(chunk)), self._parameters(chunk)):
+                        found[start + int(offset)] = StoredRow(bool(is_newer), dict(zip(names, values, strict=True)))
         except sa.exc.SQLAlchemyError as exc:
             raise SqlSinkUnavailable(f"cannot read {self._columns.table.name}: {describe_db_error(exc)}") from exc
         return found
@@ -160,7 +179,7 @@ class StoredRows:
             if self._timestamp is not None:
                 is_newer = sa.or_(self._timestamp.is_(None), incoming.c[f"in_{len(keys)}"] > self._timestamp)
                 newer = sa.case((is_newer, sa.literal_column("1")), else_=sa.literal_column("0"))
-            query = sa.select(row_offset, newer.label("newer"))
+            query = sa.select(row_offset, newer.label("newer"), *self._fetched)
             self._lookups[length] = query.join_from(incoming, self._columns.table, matched)
         return self._lookups[length]
 
@@ -191,7 +210,7 @@ class StoredRows:
 
 
 def write_isolating_refusals(
-    engine: sa.Engine,
+    target: SqlTarget,
     table: sa.Table,
     work: Callable[[sa.Connection, Sequence[int]], None],
     positions: Sequence[int],
@@ -205,7 +224,7 @@ def write_isolating_refusals(
     if not positions:
         return {}
     try:
-        with engine.begin() as conn:
+        with target.begin() as conn:
             work(conn, positions)
         return {}
     except sa.exc.SQLAlchemyError as exc:
@@ -214,7 +233,7 @@ def write_isolating_refusals(
     refused = {}
     for position in positions:  # one record at a time, so only the bad ones stay out
         try:
-            with engine.begin() as conn:
+            with target.begin() as conn:
                 work(conn, [position])
         except sa.exc.SQLAlchemyError as exc:
             if not is_refusal(exc):

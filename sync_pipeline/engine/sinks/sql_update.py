@@ -22,6 +22,7 @@ from sync_pipeline.engine.sinks.sql_rows import (
     TableColumns,
     write_isolating_refusals,
 )
+from sync_pipeline.engine.sinks.sql_target import SqlTarget
 
 
 @dataclass
@@ -37,15 +38,16 @@ class SqlUpdateSink:
     """Updates `columns` of the rows of `table` matched on `key_columns` from records (dicts keyed by the
     table's column names); a record's other columns are left alone."""
 
-    def __init__(self, engine: sa.Engine, table: sa.Table, key_columns: Sequence[str], columns: Sequence[str]) -> None:
+    def __init__(self, target: SqlTarget, table: sa.Table, key_columns: Sequence[str], columns: Sequence[str]) -> None:
         overlap = set(key_columns) & set(columns)
         if overlap:
             raise ValueError(f"columns: {', '.join(sorted(overlap))} are key columns, which an update never changes")
-        self.engine = engine
+        self.target = target
         self.table = table
+        self.key_columns = tuple(key_columns)
         self._columns = TableColumns(table, key_columns, columns)
         self._update = update_statement(self._columns)
-        self._stored = StoredRows(engine.dialect.name, self._columns)
+        self._stored = StoredRows(target.dialect.name, self._columns)
 
     def key_of(self, record: Mapping[str, Any]) -> Key:
         """A record's key values, as refusals and unmatched records are reported by."""
@@ -63,7 +65,7 @@ class SqlUpdateSink:
                 rows.append(self._columns.row(record))
             else:
                 counts.refused.append(refusal)
-        found = self._stored.matches(self.engine, rows)
+        found = self._stored.matches(self.target, rows)
         matched = [n for n in range(len(rows)) if n in found]
         counts.not_found = [self._columns.key_of(row) for n, row in enumerate(rows) if n not in found]
 
@@ -71,7 +73,7 @@ class SqlUpdateSink:
             conn.execute(self._update, [update_parameters(self._columns, rows[n]) for n in chosen])
 
         refused = write_isolating_refusals(
-            self.engine, self.table, update, matched, lambda n: self._columns.key_of(rows[n])
+            self.target, self.table, update, matched, lambda n: self._columns.key_of(rows[n])
         )
         counts.refused.extend(refused.values())
         counts.updated = len(matched) - len(refused)

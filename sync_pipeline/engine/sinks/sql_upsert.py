@@ -22,13 +22,17 @@ give it tables whose only unique key is the sink's key.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql, mysql, postgresql, sqlite
 
+from sync_pipeline.engine.sinks.record_details import DETAIL_FAILED, DETAIL_OK, DetailFetcher
 from sync_pipeline.engine.sinks.sql_rows import (
     Key,
     RefusedRecord,
@@ -36,29 +40,63 @@ from sync_pipeline.engine.sinks.sql_rows import (
     TableColumns,
     write_isolating_refusals,
 )
+from sync_pipeline.engine.sinks.sql_target import SqlTarget
+from sync_pipeline.engine.sinks.sql_update import update_parameters, update_statement
+
+
+@dataclass(frozen=True)
+class RowChange:
+    """A stored row the upsert changed, by key: the old and new values of the columns that changed (the
+    timestamp always; a detail column as the hash of its JSON)."""
+
+    key: Key
+    old: dict[str, Any]
+    new: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """An incoming record left unapplied although it differs from the stored row: it is as old as the
+    stored row, or older. Kept for someone to review, with the differing values of both."""
+
+    key: Key
+    reason: str
+    stored: dict[str, Any]
+    incoming: dict[str, Any]
 
 
 @dataclass
 class UpsertCounts:
-    """What one `write` did: rows inserted, rows updated, records skipped as older or equal, records refused."""
+    """What one `write` did: rows inserted, rows updated, records skipped as older or equal, records refused;
+    with history, the changes made and the conflicts met; with details, how many GETs of them failed."""
 
     inserted: int = 0
     updated: int = 0
     skipped: int = 0
     refused: list[RefusedRecord] = field(default_factory=list)
+    changes: list[RowChange] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    details_fetched: int = 0
+    details_failed: int = 0
 
 
 class SqlUpsertSink:
     """Upserts records (dicts keyed by the table's column names) on `key_columns`, last write wins by
-    `timestamp_column`; `columns` are the ones written (default: every column of the table)."""
+    `timestamp_column`; `columns` are the ones written (default: every column of the table).
+
+    With `history`, each update is returned as a `RowChange` and each record as old as or older than its
+    stored row but different as a `Conflict`. With `details`, the rows written (and the stored rows
+    whose detail failed before) get their detail fetched first."""
 
     def __init__(
         self,
-        engine: sa.Engine,
+        target: SqlTarget,
         table: sa.Table,
         key_columns: Sequence[str],
         timestamp_column: str,
         columns: Sequence[str] | None = None,
+        history: bool = False,
+        details: DetailFetcher | None = None,
     ) -> None:
         if timestamp_column not in table.c or timestamp_column in key_columns:
             raise ValueError(f"timestamp_column: {timestamp_column!r} is not a non-key column of {table.name}")
@@ -67,14 +105,29 @@ class SqlUpsertSink:
                 f"key_columns: {', '.join(key_columns)} are not the primary key or a unique constraint of "
                 f"{table.name}: an upsert needs one to find the stored row"
             )
-        self.engine = engine
+        self.target = target
         self.table = table
-        written = list(table.c.keys()) if columns is None else [*columns, timestamp_column]
+        self.key_columns = tuple(key_columns)
+        detail_columns = details.details.columns if details else ()
+        written = list(table.c.keys()) if columns is None else [*columns, *detail_columns, timestamp_column]
         self._columns = TableColumns(table, key_columns, written)
         self._timestamp = table.c[timestamp_column]
         self._not_null = {timestamp_column: "NULL timestamp: last write wins cannot order it"}
-        self._upsert = upsert_statement(engine.dialect.name, self._columns, self._timestamp)
-        self._stored = StoredRows(engine.dialect.name, self._columns, self._timestamp)
+        self._upsert = upsert_statement(target.dialect.name, self._columns, self._timestamp)
+        self._history = history
+        self._compared = [c.name for c in self._columns.updated if c.name not in (timestamp_column, *detail_columns)]
+        """The content that decides a conflict: what is written but the key, the timestamp and the details."""
+        fetched = [*self._compared, timestamp_column] if history else []
+        self.details = details
+        if details is not None:
+            fetched.append(details.details.status_column)
+            filled = TableColumns(table, key_columns, detail_columns)
+            self._fill = update_statement(filled)
+            self._fill_parameters: Callable[[Mapping[str, Any]], dict[str, Any]] = partial(update_parameters, filled)
+            self._stored_details = StoredRows(target.dialect.name, self._columns, fetched=[details.details.column])
+            column, status, error = details.details.columns
+            self._detail_placeholders: dict[str, Any] = {column: None, status: DETAIL_FAILED, error: None}
+        self._stored = StoredRows(target.dialect.name, self._columns, self._timestamp, fetched)
 
     def key_of(self, record: Mapping[str, Any]) -> Key:
         """A record's key values, as refusals and unmatched records are reported by."""
@@ -86,6 +139,8 @@ class SqlUpsertSink:
         Any other database error raises `SqlSinkUnavailable`; writing the batch again is harmless."""
         counts = UpsertCounts()
         candidates: dict[Any, int] = {}  # key -> position of its newest record in `records`
+        if self.details is not None:  # filled by the fetch: checked as if it had failed
+            records = [{**self._detail_placeholders, **record} for record in records]
         for position, record in enumerate(records):
             refusal = self._columns.refusal(record, self._not_null)
             if refusal is not None:
@@ -98,27 +153,98 @@ class SqlUpsertSink:
                 continue
             counts.skipped += kept is not None
             candidates[key] = position
-        positions = list(candidates.values())
-        rows = [self._columns.row(records[position]) for position in positions]
-        stored = self._stored.matches(self.engine, rows)
-        to_write = [n for n in range(len(rows)) if stored.get(n, True)]
+        rows = [dict(records[position]) for position in candidates.values()]
+        stored = self._stored.matches(self.target, rows)
+        to_write = [n for n in range(len(rows)) if n not in stored or stored[n].newer]
         counts.skipped += len(rows) - len(to_write)
+        refetched: list[int] = []  # unchanged rows whose detail failed last time
+        for n, found in stored.items():
+            if found.newer:
+                continue
+            if self._history and (conflict := self._conflict(rows[n], found.values)) is not None:
+                counts.conflicts.append(conflict)
+            if self.details is not None and found.values[self.details.details.status_column] != DETAIL_OK:
+                refetched.append(n)
+        if self.details is not None:
+            fetched = [rows[n] for n in (*to_write, *refetched)]
+            counts.details_fetched = len(fetched)
+            counts.details_failed = self.details.fill(fetched)
+        refetching = set(refetched)
 
         def upsert(conn: sa.Connection, chosen: Sequence[int]) -> None:
-            conn.execute(self._upsert.statement, [self._upsert.parameters(rows[n]) for n in chosen])
+            written = [self._upsert.parameters(self._columns.row(rows[n])) for n in chosen if n not in refetching]
+            filled = [self._fill_parameters(rows[n]) for n in chosen if n in refetching]
+            if written:
+                conn.execute(self._upsert.statement, written)
+            if filled:
+                conn.execute(self._fill, filled)
 
+        old_details = self._old_details([n for n in to_write if n in stored], rows)
         refused = write_isolating_refusals(
-            self.engine, self.table, upsert, to_write, lambda n: self._columns.key_of(rows[n])
+            self.target, self.table, upsert, [*to_write, *refetched], lambda n: self._columns.key_of(rows[n])
         )
         counts.refused.extend(refused.values())
         for n in to_write:
             if n in refused:
                 continue
-            if n in stored:
-                counts.updated += 1
-            else:
+            if n not in stored:
                 counts.inserted += 1
+                continue
+            counts.updated += 1
+            if self._history:
+                counts.changes.append(self._change(rows[n], stored[n].values, old_details.get(n)))
         return counts
+
+    def _conflict(self, row: Mapping[str, Any], stored: Mapping[str, Any]) -> Conflict | None:
+        """The conflict an incoming row not newer than its stored one makes, if its content differs."""
+        differing = [name for name in self._compared if not _same(row[name], stored[name])]
+        if not differing:
+            return None
+        ts = self._timestamp.name
+        as_old = _same(row[ts], stored[ts])
+        reason = f"{ts} {'equal to' if as_old else 'older than'} the stored row's, content differs"
+        return Conflict(
+            self._columns.key_of(row),
+            reason,
+            {name: stored[name] for name in (*differing, ts)},
+            {name: row[name] for name in (*differing, ts)},
+        )
+
+    def _change(self, row: Mapping[str, Any], stored: Mapping[str, Any], old_detail: str | None) -> RowChange:
+        """What an update changed: the differing columns, the timestamp, and the detail's hash if it changed."""
+        ts = self._timestamp.name
+        changed = [name for name in self._compared if not _same(row[name], stored[name])]
+        old = {name: stored[name] for name in (*changed, ts)}
+        new = {name: row[name] for name in (*changed, ts)}
+        if self.details is not None:
+            column = self.details.details.column
+            new_detail = detail_hash(row[column])
+            if new_detail != old_detail:
+                old[column], new[column] = old_detail, new_detail
+        return RowChange(self._columns.key_of(row), old, new)
+
+    def _old_details(self, positions: Sequence[int], rows: Sequence[Mapping[str, Any]]) -> dict[int, str | None]:
+        """The stored detail's hash of each row about to be updated (with history and details only)."""
+        if not self._history or self.details is None or not positions:
+            return {}
+        column = self.details.details.column
+        found = self._stored_details.matches(self.target, [rows[n] for n in positions])
+        return {positions[n]: detail_hash(stored.values[column]) for n, stored in found.items()}
+
+
+def detail_hash(value: Any) -> str | None:
+    """A detail (JSON text or a parsed value) as `sha256:<hex>` of its canonical JSON text; None for none."""
+    if value is None:
+        return None
+    parsed = json.loads(value) if isinstance(value, str) else value
+    text = json.dumps(parsed, separators=(",", ":"), sort_keys=True)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _same(incoming: Any, stored: Any) -> bool:
+    """Whether an incoming value equals the stored one as the database gave it back (a driver may return a
+    Decimal for an int, text for a number)."""
+    return bool(incoming == stored) or (incoming is not None and stored is not None and str(incoming) == str(stored))
 
 
 @dataclass(frozen=True)

@@ -163,23 +163,7 @@ class HttpPagesSource:
         return _with_params(urllib.parse.urljoin(url, link), self._params, replace=False)
 
     def _fetch(self, url: str) -> object:
-        """The JSON body of a 2xx answer to `url`, after retries; anything else stops the read."""
-        last = call_with_retries(lambda: self._get(url), self._retry, self._on_attempt, self._sleep)
-        tries = f"{last.number} attempt{'s' if last.number > 1 else ''}"
-        response = last.response
-        if response is None:
-            raise SourceUnavailable(f"GET {url}: no answer after {tries}: {last.failure}")
-        if not response.is_2xx:
-            raise (SourceUnavailable if last.transient else SourceRefused)(
-                f"GET {url} answered HTTP {response.status_code} after {tries}: {response.body_excerpt}"
-            )
-        try:
-            body: object = json.loads(response.body)
-        except ValueError:
-            raise SourceRefused(
-                f"GET {url} answered HTTP {response.status_code} with a body that is not JSON: {response.body_excerpt}"
-            ) from None
-        return body
+        return fetch_json(url, self._get, self._retry, self._on_attempt, self._sleep)
 
     def _see_total(self, body: object) -> None:
         if self._pagination.total_path is not None:
@@ -220,6 +204,33 @@ class HttpPagesSource:
             else:
                 rows.append(row)
         return SourcePage(rows, unreadable, null_keys)
+
+
+def fetch_json(
+    url: str,
+    get: Callable[[str], ApiResponse],
+    retry: RetryPolicy,
+    on_attempt: Callable[[Attempt], None],
+    sleep: Callable[[float], None],
+) -> object:
+    """The JSON body of a 2xx answer to `GET url`, after retries; otherwise `SourceUnavailable` (no answer,
+    or a transient status after the last retry) or `SourceRefused` (any other status, a body not JSON)."""
+    last = call_with_retries(lambda: get(url), retry, on_attempt, sleep)
+    tries = f"{last.number} attempt{'s' if last.number > 1 else ''}"
+    response = last.response
+    if response is None:
+        raise SourceUnavailable(f"GET {url}: no answer after {tries}: {last.failure}")
+    if not response.is_2xx:
+        raise (SourceUnavailable if last.transient else SourceRefused)(
+            f"GET {url} answered HTTP {response.status_code} after {tries}: {response.body_excerpt}"
+        )
+    try:
+        body: object = json.loads(response.body)
+    except ValueError:
+        raise SourceRefused(
+            f"GET {url} answered HTTP {response.status_code} with a body that is not JSON: {response.body_excerpt}"
+        ) from None
+    return body
 
 
 def _datetime(value: object) -> object:

@@ -34,19 +34,21 @@ class AuditedReads:
         self.retries = 0
         self.throttled = 0
         """Answers 429: the API's rate limit was reached (its wait is honoured by the retry loop)."""
+        self.failed = 0
+        """Attempts without a 2xx answer (none at all, or another status), retried or not."""
         self._written = written  # a dry run writes nothing: its attempts are counted only
         self._entity = entity
         self._api = api
         self._tracking = tracking
         self._before_each_attempt = before_each_attempt
         self._counting = threading.Lock()
-        self._url = ""
+        self._calling = threading.local()  # the URL of this thread's call: details are read in parallel
 
     def get(self, url: str) -> ApiResponse:
         """One attempt at `url`; raises `ApiUnreachable`/`ApiCallFailed` when no answer came back, and
         `SourceUnavailable` when no OAuth2 token could be had for it (the credentials, or the token endpoint)."""
+        self._calling.url = url
         self._before_each_attempt()
-        self._url = url
         try:
             return self._api.request("GET", url, None)
         except TokenRequestRefused as exc:
@@ -68,6 +70,7 @@ class AuditedReads:
             self.calls += 1
             self.retries += attempt.number > 1
             self.throttled += status == TOO_MANY_REQUESTS
+            self.failed += response is None or not response.is_2xx
         if self._written:
-            call = ApiCall(self._url, 0, status, round(attempt.seconds * 1000), error, attempt.number)
+            call = ApiCall(self._calling.url, 0, status, round(attempt.seconds * 1000), error, attempt.number)
             self._tracking.record_call(self._entity, call)

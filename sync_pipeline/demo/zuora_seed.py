@@ -1,0 +1,70 @@
+"""The Zuora pull's application database for the demo and the tests: its customers and workflows tables,
+customers pointed at a local Zuora, and the packaged declaration run with settings of their own."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+import yaml
+
+from sync_pipeline.connectors.zuora.customers import SecretBox, customers_metadata, customers_table
+from sync_pipeline.connectors.zuora.workflows import workflows_metadata
+from sync_pipeline.demo.zuora import ZuoraSimulator, ZuoraTenant
+from sync_pipeline.orchestration.component import SyncComponent
+
+ZUORA_DEFS = Path(__file__).resolve().parents[1] / "defs" / "zuora"
+"""The packaged instance of the Zuora pull: defs.yaml and its settings.yaml."""
+
+
+def create_application_tables(engine: sa.Engine) -> None:
+    """The customers and workflows tables, as the application would have them (nothing else)."""
+    customers_metadata.create_all(engine)
+    workflows_metadata.create_all(engine)
+
+
+def customer_row(box: SecretBox, customer_id: str, tenant: ZuoraTenant, base_url: str) -> dict[str, Any]:
+    """A customers-table row for a tenant of the simulator: its client, the secret encrypted, active."""
+    return {
+        "CustomerId": customer_id,
+        "Name": customer_id.title(),
+        "ClientId": tenant.client_id,
+        "ClientSecretEncrypted": box.encrypt(tenant.client_secret),
+        "BaseUrl": base_url,
+        "Active": True,
+        "ModifiedOn": dt.datetime(2026, 12, 1),
+    }
+
+
+def add_customers(engine: sa.Engine, box: SecretBox, zuora: ZuoraSimulator, tenants: Mapping[str, ZuoraTenant]) -> None:
+    """One active customer per tenant, each with the simulator as its Zuora."""
+    base_url = simulator_base_url(zuora)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(customers_table), [customer_row(box, name, t, base_url) for name, t in tenants.items()])
+
+
+def simulator_base_url(zuora: ZuoraSimulator) -> str:
+    """The base URL a customer record gives for the simulator (its API paths below, as Zuora's)."""
+    return zuora.base_url.removesuffix("/v1")
+
+
+def zuora_settings(zuora: ZuoraSimulator, **overrides: Any) -> dict[str, Any]:
+    """The packaged settings with the simulator allowed as the customers' Zuora, top-level sections
+    replaced by `overrides` (each merged one level deep)."""
+    raw: dict[str, Any] = yaml.safe_load((ZUORA_DEFS / "settings.yaml").read_text(encoding="utf-8"))
+    raw["customers"]["simulator"] = simulator_base_url(zuora).removeprefix("http://")
+    for section, values in overrides.items():
+        raw[section] = {**raw.get(section, {}), **values} if isinstance(values, dict) else values
+    return raw
+
+
+def zuora_definitions(settings: Mapping[str, Any]) -> dg.Definitions:
+    """The packaged Zuora pull's definitions under these settings."""
+    attributes = yaml.safe_load((ZUORA_DEFS / "defs.yaml").read_text(encoding="utf-8"))["attributes"]
+    attributes = {**attributes, "settings": dict(settings)}
+    del attributes["settings_file"]
+    return dg.build_defs_for_component(SyncComponent.resolve_from_dict(attributes))
