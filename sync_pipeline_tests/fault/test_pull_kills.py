@@ -1,5 +1,5 @@
-"""SIGKILL the Zuora pull at many points, two customers in turn, while their workflows change in Zuora; then
-a clean run of each: no workflow lost, none stored twice or under the other customer, none left stale.
+"""SIGKILL the Zuora pull at many points, three customers in turn, while their workflows change in Zuora; then
+a clean run of each: no workflow lost, none stored twice or under another customer, none left stale.
 
 Kill points: while a page is being read (before Zuora answers it), in the middle of an upsert (its
 statement waiting on a row the test holds, so the kill lands inside the write's transaction), and
@@ -37,8 +37,8 @@ SETTINGS = {
     "retries": {"max_delay_seconds": 0.25},
     "locking": {"lease_seconds": 2.5, "wait_seconds": 6},
 }
-"""Two pages a written batch; a killed run's lock lapses soon (the shortest lease these calls allow), and the
-next run waits for it."""
+"""Two pages a written batch; a killed run's lock lapses soon (a lease just over what these timeouts need), and
+a later run of that customer waits for it."""
 KILL_POINTS = ("reading a page", "mid-upsert", "random")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WAITING_ON_A_LOCK = sa.text(  # outside a transaction, or PostgreSQL answers from the snapshot of its first read
