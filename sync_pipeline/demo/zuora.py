@@ -468,3 +468,57 @@ def _handler_for(simulator: ZuoraSimulator) -> type[BaseHTTPRequestHandler]:
             """Quiet: tests read `counts` instead."""
 
     return Handler
+
+
+class ObservedZuoraSimulator(ZuoraSimulator):
+    """A `ZuoraSimulator` for fault tests: it keeps every token it issued, revoked ones included (to search
+    outputs for them), runs the test's `after_page` between serving a page of workflows and answering
+    with it (to change the workflows, revoke tokens or kill the client between two page reads), and lets
+    another client of a tenant use up its request window (a 429 storm not of the client's making)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.after_page: Callable[[ZuoraTenant, int], None] | None = None
+        """Called with the tenant and the page number after each page of workflows served, before it is sent."""
+        self._issued_tokens: list[str] = []
+
+    def issued_secrets(self) -> list[str]:
+        """Every tenant's client secret and every access token issued so far: what no output may contain."""
+        with self._lock:
+            return [state.tenant.client_secret for state in self._tenants.values()] + self._issued_tokens
+
+    def workflows(self, tenant: ZuoraTenant) -> dict[int, dict[str, Any]]:
+        """The tenant's workflows by id, as List workflows shows them now."""
+        with self._lock:
+            return {
+                workflow_id: dict(workflow)
+                for workflow_id, workflow in self._tenants[tenant.client_id].workflows.items()
+            }
+
+    def use_up_window(self, tenant: ZuoraTenant) -> None:
+        """Another client of the tenant opens a new request window and takes all of it: until it ends, the
+        tenant's calls are answered 429 with a Retry-After of the window's length."""
+        with self._lock:
+            budget = self._tenants[tenant.client_id].budget
+            budget.ends_at, budget.used = self._clock() + budget.seconds, budget.limit
+
+    def issue_token(self, form: dict[str, str], client_ip: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """As Zuora's token endpoint answers; an issued token is kept."""
+        status, answer, headers = super().issue_token(form, client_ip)
+        if status == HTTPStatus.OK:
+            with self._lock:
+                self._issued_tokens.append(answer["access_token"])
+        return status, answer, headers
+
+    def answer_api(
+        self, path: str, query: dict[str, str], authorization: str, request_headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """As the Workflow API answers; after a page of workflows is served, `after_page` runs."""
+        with self._lock:  # whose token it is, before a hook can revoke it
+            issued = self._tokens.get(authorization.partition(" ")[2])
+            tenant = self._tenants[issued.client_id].tenant if issued else None
+        status, answer, headers = super().answer_api(path, query, authorization, request_headers)
+        hook = self.after_page
+        if hook and tenant and status == HTTPStatus.OK and path.rstrip("/") == WORKFLOWS_PATH:
+            hook(tenant, int(answer["pagination"]["page"]))
+        return status, answer, headers

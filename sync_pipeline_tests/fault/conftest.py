@@ -8,7 +8,7 @@ caused, and secrets found in any output (must be 0).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,19 @@ class FaultLedger:
     records_lost: int = 0
     duplicates_per_kill: list[int] = field(default_factory=list)
     secrets_found: int = 0
+
+    def search_for_secrets(self, outputs: Mapping[str, str], secrets: Iterable[str]) -> list[str]:
+        """Where each secret appears in the outputs (by output name, the secret never quoted); each
+        appearance counted in `secrets_found`."""
+        searched = [secret for secret in secrets if secret]
+        hits = [
+            f"secret {n} in {name}"
+            for name, text in outputs.items()
+            for n, secret in enumerate(searched)
+            if secret in text
+        ]
+        self.secrets_found += len(hits)
+        return hits
 
     def summary(self) -> str:
         """The one line CI prints and the closing note quotes."""

@@ -83,8 +83,7 @@ def test_a_failing_run_leaks_no_secret_to_output_event_log_tables_or_metadata(
         "SchedulerLog": repr(scheduler_log),
         "TB_R_SYNC_REJECTED": repr(rejected),
     }
-    hits = [(name, secret) for name, text in outputs.items() for secret in (api_key, password) if secret in text]
-    ledger.secrets_found += len(hits)
+    hits = ledger.search_for_secrets(outputs, (api_key, password))
 
     assert any(row["Status"] == "Failure" for row in scheduler_log), "the run must have failed calls to scan"
     assert rejected and "ASSET_CHECK_EVALUATION" in event_log and "cannot read" in event_log

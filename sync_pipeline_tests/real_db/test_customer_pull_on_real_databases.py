@@ -9,59 +9,24 @@ credentials Zuora refuses fails its own run, named, without a secret anywhere.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-import yaml
 from cryptography.fernet import Fernet
 
 from sync_pipeline.connectors.zuora.customers import SecretBox, customers_metadata, customers_table
 from sync_pipeline.definitions import shared_definitions
 from sync_pipeline.demo.seed import create_log_tables
-from sync_pipeline.demo.zuora import ZuoraSimulator, ZuoraTenant, new_credentials
+from sync_pipeline.demo.zuora import ZuoraSimulator, new_credentials
 from sync_pipeline.engine.state.dead_letters import DeadLetters
-from sync_pipeline.engine.tables import DateTime2, lock_table, scheduler_log_table
-from sync_pipeline.orchestration.component import SyncComponent
+from sync_pipeline.engine.tables import lock_table, scheduler_log_table
 from sync_pipeline.resources.database import create_sync_engine
 
 from .conftest import SERVERS, fresh_databases, materialized, table_rows
-
-DEFS_YAML = """
-type: sync_pipeline.orchestration.component.SyncComponent
-attributes:
-  name: zuora
-  entities:
-    - name: Workflows
-      source:
-        kind: http_pages
-        pagination: {style: next_link, next_path: pagination.next_page, size_param: page_length, page_size: 50,
-                     records_path: data}
-      fields:
-        - {name: id, type: int}
-        - {name: name, length: 200}
-        - {name: status, length: 40, nullable: true}
-        - {name: updatedAt, type: datetime}
-      mapping:
-        zuora_id: {from: id}
-        name: {from: name}
-        status: {from: status}
-        updated_at: {from: updatedAt}
-      state: none
-      sink: {kind: sql_upsert, db: app_db, key_columns: [customer_id, zuora_id], timestamp_column: updated_at,
-             partition_column: customer_id, deleted_column: deleted_at}
-  settings:
-    api: {}
-    customers: {db: app_db, secret_key_env_var: ZUORA_SECRET_KEY, simulator: "{simulator}",
-                retry_delays_seconds: [0, 0]}
-    retries: {max_attempts: 1}
-    databases: {app_db: APP_DB_URL, log_db: SYNC_LOG_DB_URL}
-    entities:
-      Workflows: {key_column: id, endpoint: v1/workflows, target_table: app_zuora_workflows}
-"""
+from .customer_pull import customer_row, pull_definitions, simulator_address, step_retries, workflows_table
 
 
 @pytest.fixture(params=sorted(SERVERS))
@@ -83,22 +48,13 @@ def test_each_customer_is_a_partition_pulled_with_its_own_token_into_rows_of_its
     create_log_tables(log)
     app = create_sync_engine(databases["app_db"])
     customers_metadata.create_all(app)
-    workflows = sa.Table(
-        "app_zuora_workflows",
-        sa.MetaData(),
-        sa.Column("customer_id", sa.String(100), primary_key=True),
-        sa.Column("zuora_id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("name", sa.String(200), nullable=False),
-        sa.Column("status", sa.String(40), nullable=True),
-        sa.Column("updated_at", DateTime2, nullable=True),  # Zuora's milliseconds kept: DATETIME(6) on MariaDB
-        sa.Column("deleted_at", DateTime2, nullable=True),
-    )
+    workflows = workflows_table()
     workflows.metadata.create_all(app)
 
     with ZuoraSimulator() as zuora:
         acme, beta = zuora.add_tenant("acme", workflows=120), zuora.add_tenant("beta", workflows=30)
         stranger = new_credentials("stranger")  # a Zuora client the simulator never issued
-        simulator = zuora.base_url.removesuffix("/v1").removeprefix("http://")
+        simulator = simulator_address(zuora)
         with app.begin() as conn:
             conn.execute(
                 sa.insert(customers_table),
@@ -109,8 +65,7 @@ def test_each_customer_is_a_partition_pulled_with_its_own_token_into_rows_of_its
                     {**customer_row(box, "gone", beta, f"http://{simulator}"), "Active": False},
                 ],
             )
-        attributes = yaml.safe_load(DEFS_YAML.replace("{simulator}", simulator))["attributes"]
-        defs = dg.build_defs_for_component(SyncComponent.resolve_from_dict(attributes))
+        defs = pull_definitions(simulator)
         instance = dg.DagsterInstance.ephemeral()
 
         sensor = defs.resolve_sensor_def("zuora_customers")
@@ -179,19 +134,3 @@ def test_each_customer_is_a_partition_pulled_with_its_own_token_into_rows_of_its
     assert table_rows(log, lock_table) == []  # every customer's lock released
     app.dispose()
     log.dispose()
-
-
-def step_retries(result: dg.ExecuteInProcessResult) -> list[dg.DagsterEvent]:
-    return [event for event in result.all_events if event.event_type_value == "STEP_UP_FOR_RETRY"]
-
-
-def customer_row(box: SecretBox, customer_id: str, tenant: ZuoraTenant, base_url: str) -> dict[str, object]:
-    return {
-        "CustomerId": customer_id,
-        "Name": customer_id.title(),
-        "ClientId": tenant.client_id,
-        "ClientSecretEncrypted": box.encrypt(tenant.client_secret),
-        "BaseUrl": base_url,
-        "Active": True,
-        "ModifiedOn": dt.datetime(2026, 12, 1),
-    }
