@@ -16,7 +16,13 @@ from sync_pipeline.connectors.zuora.customers import SecretBox
 from sync_pipeline.connectors.zuora.workflows import workflows_table
 from sync_pipeline.demo.seed import create_log_tables
 from sync_pipeline.demo.zuora import ZuoraSimulator, ZuoraTenant
-from sync_pipeline.demo.zuora_seed import add_customers, create_application_tables, zuora_definitions, zuora_settings
+from sync_pipeline.demo.zuora_seed import (
+    add_customers,
+    create_application_tables,
+    simulator_address,
+    zuora_definitions,
+    zuora_settings,
+)
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline_tests.real_db.conftest import table_rows
 
@@ -49,7 +55,7 @@ class Pull:
 @contextmanager
 def zuora_pull(urls: Mapping[str, str], monkeypatch: pytest.MonkeyPatch, workflows: int = 60) -> Iterator[Pull]:
     """acme's pull with `workflows` workflows in the local Zuora, into the databases at `urls` (`app`, `log`):
-    two attempts per call, no retry of a failed run."""
+    two attempts per call, no retry of a failed run, a batch per page."""
     key = Fernet.generate_key().decode()
     monkeypatch.setenv("ZUORA_APP_DB_URL", urls["app"])
     monkeypatch.setenv("SYNC_LOG_DB_URL", urls["log"])
@@ -60,9 +66,12 @@ def zuora_pull(urls: Mapping[str, str], monkeypatch: pytest.MonkeyPatch, workflo
     with ZuoraSimulator() as zuora:
         acme = zuora.add_tenant("acme", workflows=workflows)
         add_customers(app, SecretBox(key, "ZUORA_SECRET_KEY"), zuora, {"acme": acme})
-        settings = zuora_settings(
-            zuora, retries={"max_attempts": 2, "initial_delay_seconds": 0.01}, customers={"retry_delays_seconds": []}
-        )
+        changes = {
+            "retries": {"max_attempts": 2, "initial_delay_seconds": 0.01},
+            "customers": {"retry_delays_seconds": []},
+            "entities": {"Workflows": {"batch_size": 50}},  # a page a batch: a run that fails has written some
+        }
+        settings = zuora_settings(simulator_address(zuora), changes)
         instance = dg.DagsterInstance.ephemeral()
         instance.add_dynamic_partitions("zuora_customers", ["acme"])
         yield Pull(zuora, acme, app, log, zuora_definitions(settings), instance)

@@ -487,14 +487,6 @@ class ObservedZuoraSimulator(ZuoraSimulator):
         with self._lock:
             return [state.tenant.client_secret for state in self._tenants.values()] + self._issued_tokens
 
-    def workflows(self, tenant: ZuoraTenant) -> dict[int, dict[str, Any]]:
-        """The tenant's workflows by id, as List workflows shows them now."""
-        with self._lock:
-            return {
-                workflow_id: dict(workflow)
-                for workflow_id, workflow in self._tenants[tenant.client_id].workflows.items()
-            }
-
     def use_up_window(self, tenant: ZuoraTenant) -> None:
         """Another client of the tenant opens a new request window and takes all of it: until it ends, the
         tenant's calls are answered 429 with a Retry-After of the window's length."""

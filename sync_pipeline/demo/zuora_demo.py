@@ -25,7 +25,7 @@ from cryptography.fernet import Fernet
 
 from sync_pipeline.connectors.zuora.customers import SecretBox, customers_table
 from sync_pipeline.demo.zuora import ZuoraSimulator, ZuoraTenant, new_credentials
-from sync_pipeline.demo.zuora_seed import ZUORA_DEFS, create_application_tables, customer_row, zuora_definitions
+from sync_pipeline.demo.zuora_seed import create_application_tables, customer_row, zuora_definitions, zuora_settings
 from sync_pipeline.resources.database import create_sync_engine
 
 DEMO_TENANTS = {"acme": 120, "globex": 45, "initech": 8}
@@ -83,8 +83,7 @@ def prepare_zuora(files: ZuoraDemoFiles, port: int) -> bool:
     """Write the demo's Zuora settings (the local Zuora allowed) and, the first time, create the customers
     and their tenants' workflows; point every demo customer at the local Zuora. True if it created them."""
     files.workdir.mkdir(parents=True, exist_ok=True)
-    settings = yaml.safe_load((ZUORA_DEFS / "settings.yaml").read_text(encoding="utf-8"))
-    settings["customers"]["simulator"] = f"127.0.0.1:{zuora_port(port)}"
+    settings = zuora_settings(f"127.0.0.1:{zuora_port(port)}")
     files.settings_file.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
     box = SecretBox(files.secret_key(), "ZUORA_SECRET_KEY")
     base_url = f"http://127.0.0.1:{zuora_port(port)}"

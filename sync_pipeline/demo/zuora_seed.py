@@ -42,24 +42,30 @@ def customer_row(box: SecretBox, customer_id: str, tenant: ZuoraTenant, base_url
 
 def add_customers(engine: sa.Engine, box: SecretBox, zuora: ZuoraSimulator, tenants: Mapping[str, ZuoraTenant]) -> None:
     """One active customer per tenant, each with the simulator as its Zuora."""
-    base_url = simulator_base_url(zuora)
+    base_url = f"http://{simulator_address(zuora)}"
     with engine.begin() as conn:
         conn.execute(sa.insert(customers_table), [customer_row(box, name, t, base_url) for name, t in tenants.items()])
 
 
-def simulator_base_url(zuora: ZuoraSimulator) -> str:
-    """The base URL a customer record gives for the simulator (its API paths below, as Zuora's)."""
-    return zuora.base_url.removesuffix("/v1")
+def simulator_address(zuora: ZuoraSimulator) -> str:
+    """The local Zuora's host:port, as `customers.simulator` and the customers' base URLs name it."""
+    return zuora.base_url.removesuffix("/v1").removeprefix("http://")
 
 
-def zuora_settings(zuora: ZuoraSimulator, **overrides: Any) -> dict[str, Any]:
-    """The packaged settings with the simulator allowed as the customers' Zuora, top-level sections
-    replaced by `overrides` (each merged one level deep)."""
+def zuora_settings(address: str, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The packaged settings with the local Zuora at `address` (host:port) allowed as the customers' Zuora,
+    `changes` laid over them (see `merged`)."""
     raw: dict[str, Any] = yaml.safe_load((ZUORA_DEFS / "settings.yaml").read_text(encoding="utf-8"))
-    raw["customers"]["simulator"] = simulator_base_url(zuora).removeprefix("http://")
-    for section, values in overrides.items():
-        raw[section] = {**raw.get(section, {}), **values} if isinstance(values, dict) else values
-    return raw
+    return merged(merged(raw, {"customers": {"simulator": address}}), changes or {})
+
+
+def merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` laid over it, nested mappings merged key by key."""
+    result = dict(base)
+    for key, value in changes.items():
+        both_mappings = isinstance(value, Mapping) and isinstance(result.get(key), Mapping)
+        result[key] = merged(result[key], value) if both_mappings else value
+    return result
 
 
 def zuora_definitions(settings: Mapping[str, Any]) -> dg.Definitions:

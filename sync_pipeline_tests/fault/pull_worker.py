@@ -17,14 +17,15 @@ import sys
 
 import dagster as dg
 
+from sync_pipeline.demo.zuora_seed import zuora_definitions, zuora_settings
 from sync_pipeline_tests.fault.zuora_pull import JOB, PARTITIONS
-from sync_pipeline_tests.real_db.customer_pull import pull_definitions
 
 
 def main() -> None:
-    """Declare the pull described by argv[1], then run each customer stdin names in a process of its own."""
+    """Declare the packaged pull with the settings of argv[1], then run each customer stdin names in a process of
+    its own."""
     config = json.loads(sys.argv[1])
-    job = pull_definitions(config["address"], config["settings"]).resolve_job_def(JOB)
+    job = zuora_definitions(zuora_settings(config["address"], config["settings"])).resolve_job_def(JOB)
     # What every run would import on its own, imported once here: an instance's storage, the OAuth client.
     dg.DagsterInstance.ephemeral().dispose()
     importlib.import_module("sync_pipeline.engine.http.oauth")

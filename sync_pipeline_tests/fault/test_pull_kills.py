@@ -9,6 +9,7 @@ after a random delay from the first page on (reading, writing, marking deleted r
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import random
@@ -24,9 +25,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from sync_pipeline.demo.zuora import ZuoraTenant
+from sync_pipeline.demo.zuora_seed import simulator_address
 from sync_pipeline_tests.fault.conftest import FaultLedger
 from sync_pipeline_tests.fault.zuora_pull import ZuoraPull, settle, zuora_pull, zuora_time
-from sync_pipeline_tests.real_db.customer_pull import simulator_address
 
 ROUNDS = 12
 WORKFLOWS = {"acme": 800, "beta": 600, "gamma": 400}
@@ -137,7 +138,13 @@ def kill_mid_upsert(pull: ZuoraPull, customer: str, worker: PullWorker, held: in
     table = pull.workflows
     with pull.app.connect() as holding, pull.app.connect().execution_options(isolation_level="AUTOCOMMIT") as watching:
         holding.begin()
-        row = {"customer_id": customer, "zuora_id": held, "name": "held by the test"}
+        row = {
+            "customer_id": customer,
+            "zuora_id": held,
+            "name": "held by the test",
+            "updated_at": dt.datetime(2000, 1, 1),
+            "export_status": "failed",
+        }
         holding.execute(postgresql.insert(table).values(row).on_conflict_do_nothing())
         mine = (table.c.customer_id == customer) & (table.c.zuora_id == held)
         holding.execute(sa.select(table.c.zuora_id).where(mine).with_for_update())
@@ -199,7 +206,7 @@ def test_hard_kills_mid_pull_lose_no_workflow_duplicate_none_and_leave_none_stal
         settle(pull, ledger, capfd, {"worker stderr": worker.log.read_text()})
         assert kills >= ROUNDS - 2, f"only {kills} of {ROUNDS} runs were killed mid-run"
         for customer, tenant in pull.tenants.items():
-            held = pull.zuora.workflows(tenant)
+            held = {workflow["id"]: workflow for workflow in pull.zuora.workflows(tenant)}
             rows = pull.rows(customer)
             live = {row["zuora_id"]: (row["name"], row["updated_at"]) for row in rows if row["deleted_at"] is None}
             assert live == {n: (workflow["name"], zuora_time(workflow["updatedAt"])) for n, workflow in held.items()}

@@ -1,5 +1,6 @@
-"""The Zuora workflows pull under faults: the declared pull run per customer against the local Zuora, into
-the application's table on the real local PostgreSQL, and what a scenario checks after it.
+"""The Zuora workflows pull under faults: the packaged pull (defs/zuora: exports, history, one transaction per
+customer's run) run per customer against the local Zuora, into the application's ZUORA_WORKFLOW table on the
+real local PostgreSQL, and what a scenario checks after it.
 
 A workflow is lost when the local Zuora holds it and the table lacks it, holds an older version of it
 or marks it deleted; a duplicate is a Zuora id stored more than once (ids are unique across tenants);
@@ -19,30 +20,33 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-from sync_pipeline.connectors.zuora.customers import SecretBox, customers_metadata, customers_table
+from sync_pipeline.connectors.zuora.customers import SecretBox, customers_table
+from sync_pipeline.connectors.zuora.workflows import workflows_table
 from sync_pipeline.demo.seed import create_log_tables
 from sync_pipeline.demo.zuora import ObservedZuoraSimulator, ZuoraTenant
+from sync_pipeline.demo.zuora_seed import (
+    create_application_tables,
+    customer_row,
+    merged,
+    simulator_address,
+    zuora_definitions,
+    zuora_settings,
+)
 from sync_pipeline.engine.state.dead_letters import DeadLetter, DeadLetters
 from sync_pipeline.engine.tables import log_metadata
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline_tests.fault.conftest import FaultLedger
 from sync_pipeline_tests.real_db.conftest import fresh_databases, table_rows
-from sync_pipeline_tests.real_db.customer_pull import (
-    customer_row,
-    merged,
-    pull_definitions,
-    simulator_address,
-    workflows_table,
-)
 
 PULL_SETTINGS: dict[str, Any] = {
     "api": {"timeout_seconds": 2},
     "retries": {"max_attempts": 3, "initial_delay_seconds": 0.01, "max_delay_seconds": 2, "max_total_wait_seconds": 10},
     "locking": {"lease_seconds": 20, "wait_seconds": 0},
     "progress": {"interval_seconds": 0},
+    "customers": {"retry_delays_seconds": [0, 0]},
 }
-"""The fault scenarios' settings over the declared ones: quick retries of each call, no lock waits, no progress
-lines; a customer's run is still tried again twice, at once, for a passing cause (as declared)."""
+"""The fault scenarios' settings over the packaged ones: quick retries of each call, no lock waits, no progress
+lines; a customer's run is tried again twice, at once, for a passing cause."""
 
 JOB = "zuora_sync_job"
 PARTITIONS = "zuora_customers"
@@ -78,7 +82,8 @@ class ZuoraPull:
         stored = {(row["customer_id"], row["zuora_id"]): row for row in self.rows()}
         lost = []
         for customer, tenant in self.tenants.items():
-            for workflow_id, workflow in self.zuora.workflows(tenant).items():
+            for workflow in self.zuora.workflows(tenant):
+                workflow_id = workflow["id"]
                 row = stored.get((customer, workflow_id))
                 if (
                     row is None
@@ -139,14 +144,12 @@ def zuora_pull(
     the Log tables on fresh PostgreSQL databases, and the pull declared over them, its partitions added."""
     with fresh_databases("postgresql", ("app_db", "log_db")) as urls, ObservedZuoraSimulator(**simulator) as zuora:
         key = Fernet.generate_key().decode()
-        env = {"APP_DB_URL": urls["app_db"], "SYNC_LOG_DB_URL": urls["log_db"], "ZUORA_SECRET_KEY": key}
+        env = {"ZUORA_APP_DB_URL": urls["app_db"], "SYNC_LOG_DB_URL": urls["log_db"], "ZUORA_SECRET_KEY": key}
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         app, log = create_sync_engine(urls["app_db"]), create_sync_engine(urls["log_db"])
         create_log_tables(log)
-        customers_metadata.create_all(app)
-        table = workflows_table()
-        table.metadata.create_all(app)
+        create_application_tables(app)
         tenants = {customer: zuora.add_tenant(customer, workflows=count) for customer, count in workflows.items()}
         address = simulator_address(zuora)
         box = SecretBox(key, "ZUORA_SECRET_KEY")
@@ -156,7 +159,8 @@ def zuora_pull(
         chosen = merged(PULL_SETTINGS, settings or {})
         instance = dg.DagsterInstance.ephemeral()
         instance.add_dynamic_partitions(PARTITIONS, list(tenants))
-        pull = ZuoraPull(zuora, tenants, env, chosen, app, log, table, pull_definitions(address, chosen), instance)
+        defs = zuora_definitions(zuora_settings(address, chosen))
+        pull = ZuoraPull(zuora, tenants, env, chosen, app, log, workflows_table, defs, instance)
         try:
             yield pull
         finally:

@@ -5,7 +5,6 @@ test of the pull and the fault suite's pull scenarios.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,8 +12,7 @@ import dagster as dg
 import sqlalchemy as sa
 import yaml
 
-from sync_pipeline.connectors.zuora.customers import SecretBox
-from sync_pipeline.demo.zuora import ZuoraSimulator, ZuoraTenant
+from sync_pipeline.demo.zuora_seed import merged
 from sync_pipeline.engine.tables import DateTime2
 from sync_pipeline.orchestration.component import SyncComponent
 
@@ -53,25 +51,11 @@ attributes:
 """The pull's declaration; `{simulator}` is the local Zuora's host:port."""
 
 
-def simulator_address(zuora: ZuoraSimulator) -> str:
-    """The local Zuora's host:port, as `customers.simulator` and the customers' base URLs name it."""
-    return zuora.base_url.removesuffix("/v1").removeprefix("http://")
-
-
 def pull_definitions(address: str, settings: Mapping[str, Any] | None = None) -> dg.Definitions:
     """The pull's definitions against the local Zuora at `address`, with `settings` merged into the declared ones."""
     attributes = yaml.safe_load(DEFS_YAML.replace("{simulator}", address))["attributes"]
     attributes["settings"] = merged(attributes["settings"], settings or {})
     return dg.build_defs_for_component(SyncComponent.resolve_from_dict(attributes))
-
-
-def merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    """`base` with `changes` laid over it, nested mappings merged key by key."""
-    result = dict(base)
-    for key, value in changes.items():
-        both_mappings = isinstance(value, Mapping) and isinstance(result.get(key), Mapping)
-        result[key] = merged(result[key], value) if both_mappings else value
-    return result
 
 
 def workflows_table() -> sa.Table:
@@ -86,19 +70,6 @@ def workflows_table() -> sa.Table:
         sa.Column("updated_at", DateTime2, nullable=True),  # Zuora's milliseconds kept: DATETIME(6) on MariaDB
         sa.Column("deleted_at", DateTime2, nullable=True),
     )
-
-
-def customer_row(box: SecretBox, customer_id: str, tenant: ZuoraTenant, base_url: str) -> dict[str, object]:
-    """A row of the customers table for a tenant of the local Zuora, its client secret encrypted."""
-    return {
-        "CustomerId": customer_id,
-        "Name": customer_id.title(),
-        "ClientId": tenant.client_id,
-        "ClientSecretEncrypted": box.encrypt(tenant.client_secret),
-        "BaseUrl": base_url,
-        "Active": True,
-        "ModifiedOn": dt.datetime(2026, 12, 1),
-    }
 
 
 def step_retries(result: dg.ExecuteInProcessResult) -> list[dg.DagsterEvent]:

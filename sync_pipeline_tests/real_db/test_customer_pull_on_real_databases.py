@@ -21,12 +21,13 @@ from sync_pipeline.connectors.zuora.customers import SecretBox, customers_metada
 from sync_pipeline.definitions import shared_definitions
 from sync_pipeline.demo.seed import create_log_tables
 from sync_pipeline.demo.zuora import ZuoraSimulator, new_credentials
+from sync_pipeline.demo.zuora_seed import customer_row, simulator_address
 from sync_pipeline.engine.state.dead_letters import DeadLetters
 from sync_pipeline.engine.tables import lock_table, scheduler_log_table
 from sync_pipeline.resources.database import create_sync_engine
 
 from .conftest import SERVERS, fresh_databases, materialized, table_rows
-from .customer_pull import customer_row, pull_definitions, simulator_address, step_retries, workflows_table
+from .customer_pull import pull_definitions, step_retries, workflows_table
 
 
 @pytest.fixture(params=sorted(SERVERS))

@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from sync_pipeline.engine.sources.http_pages import NotFound
 from sync_pipeline.engine.sources.sql_table import SourceUnavailable
 from sync_pipeline.specs.model import RecordDetails
 
@@ -68,6 +69,24 @@ class DetailFetcher:
             row[reason] = error
             failed += error is not None
         return failed
+
+    def gone(self, rows: Sequence[Mapping[str, Any]]) -> list[bool]:
+        """For each row, whether its detail answers 404 (the record is gone at the source): a row a listing
+        left out is marked deleted only then, since a listing that shifted while it was read leaves out
+        records that are still there. Any other failure counts as not gone."""
+        if not rows:
+            return []
+        with ThreadPoolExecutor(min(self._parallel, len(rows)), thread_name_prefix="details") as calls:
+            return list(calls.map(self._is_gone, rows))
+
+    def _is_gone(self, row: Mapping[str, Any]) -> bool:
+        try:
+            self._get_json(self.url_of(row))
+        except NotFound:
+            return True
+        except SourceUnavailable:
+            return False
+        return False
 
     def _fetch(self, row: Mapping[str, Any]) -> tuple[Any, str | None]:
         try:

@@ -15,7 +15,7 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,6 +250,14 @@ class SqlBatchSender:
         conflicts = counts.conflicts
         self.history.flag([ConflictingRow(self.record_key(c.key), c.reason, c.stored, c.incoming) for c in conflicts])
 
+    def _confirm_gone(self) -> Callable[[list[Key]], list[bool]] | None:
+        """With details, a row left out is confirmed gone by its detail's 404 before it is marked."""
+        sink = self._sink
+        if not isinstance(sink, SqlUpsertSink) or sink.details is None:
+            return None
+        fetcher, names = sink.details, sink.key_columns
+        return lambda keys: fetcher.gone([dict(zip(names, key, strict=True)) for key in keys])
+
     def record_key(self, key: Key) -> str:
         """A row's key as the history names it: its key values but the run's fixed ones (the customer)."""
         names = self._sink.key_columns
@@ -260,7 +268,7 @@ class SqlBatchSender:
         brought back); None, marking nothing, when a record was refused, since its key is not known."""
         if self._refused_any or self.missing is None:
             return None
-        marked = self.missing.mark(self._sink.target, self._seen, now)
+        marked = self.missing.mark(self._sink.target, self._seen, now, self._confirm_gone())
         if self.history is not None:
             deleted = self.missing.deleted_column
             changes = [

@@ -11,7 +11,7 @@ each row is updated by its key (an executemany: a few parameters per execution o
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,13 +63,22 @@ class MissingRows:
         stamp = sa.bindparam("deleted_at", type_=self._deleted.type)
         self._set = sa.update(table).where(*by_key).values({self._deleted.name: stamp})
 
-    def mark(self, target: SqlTarget, seen: set[Key], now: dt.datetime) -> DeletionCounts:
-        """Mark what `seen` lacks and clear what it brought back, in one transaction; a database error
-        raises `SqlSinkUnavailable`."""
+    def mark(
+        self,
+        target: SqlTarget,
+        seen: set[Key],
+        now: dt.datetime,
+        confirm: Callable[[list[Key]], list[bool]] | None = None,
+    ) -> DeletionCounts:
+        """Mark what `seen` lacks and clear what it brought back, in one transaction; with `confirm`, only
+        the keys it confirms gone (one bool per key) are marked. A database error raises
+        `SqlSinkUnavailable`."""
         try:
             with target.begin() as conn:
                 stored = [(tuple(row[:-1]), row[-1]) for row in conn.execute(self._stored)]
                 gone = [key for key, deleted in stored if deleted is None and key not in seen]
+                if confirm is not None and gone:
+                    gone = [key for key, confirmed in zip(gone, confirm(gone), strict=True) if confirmed]
                 back = [(key, deleted) for key, deleted in stored if deleted is not None and key in seen]
                 if gone:
                     conn.execute(self._set, [self._parameters(key, now) for key in gone])

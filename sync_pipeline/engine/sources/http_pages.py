@@ -206,6 +206,13 @@ class HttpPagesSource:
         return SourcePage(rows, unreadable, null_keys)
 
 
+class NotFound(SourceRefused):
+    """The API answered 404: what was asked for is not there (a deleted record's detail, say)."""
+
+
+NOT_FOUND = 404
+
+
 def fetch_json(
     url: str,
     get: Callable[[str], ApiResponse],
@@ -214,14 +221,16 @@ def fetch_json(
     sleep: Callable[[float], None],
 ) -> object:
     """The JSON body of a 2xx answer to `GET url`, after retries; otherwise `SourceUnavailable` (no answer,
-    or a transient status after the last retry) or `SourceRefused` (any other status, a body not JSON)."""
+    or a transient status after the last retry), `NotFound` (404) or `SourceRefused` (any other status, a
+    body not JSON)."""
     last = call_with_retries(lambda: get(url), retry, on_attempt, sleep)
     tries = f"{last.number} attempt{'s' if last.number > 1 else ''}"
     response = last.response
     if response is None:
         raise SourceUnavailable(f"GET {url}: no answer after {tries}: {last.failure}")
     if not response.is_2xx:
-        raise (SourceUnavailable if last.transient else SourceRefused)(
+        refused = NotFound if response.status_code == NOT_FOUND else SourceRefused
+        raise (SourceUnavailable if last.transient else refused)(
             f"GET {url} answered HTTP {response.status_code} after {tries}: {response.body_excerpt}"
         )
     try:
