@@ -171,3 +171,23 @@ def source_table(spec: EntitySpec, where: TableLocation, metadata: sa.MetaData |
         ),
         schema=where.schema_name,
     )
+
+
+CREDENTIAL_USE_TABLE_NAME = "TB_R_SYNC_CREDENTIAL_USE"
+
+credential_use_table = sa.Table(
+    CREDENTIAL_USE_TABLE_NAME,
+    log_metadata,
+    sa.Column("Id", sa.Integer, sa.Identity(start=1, increment=1), primary_key=True),
+    sa.Column("EntityType", sa.Unicode(100), nullable=False),
+    sa.Column("Customer", sa.Unicode(100), nullable=False),
+    sa.Column("ClientId", sa.Unicode(100), nullable=False),
+    sa.Column("Event", sa.Unicode(20), nullable=False),
+    sa.Column("UsedAt", DateTime2, nullable=False),
+    sa.Column("Calls", sa.Integer, nullable=False),
+    sa.Column("RunId", sa.Unicode(64), nullable=True),
+    sa.Index("IX_TB_R_SYNC_CREDENTIAL_USE_EntityType_UsedAt", "EntityType", "UsedAt"),
+)
+"""Each token a customer's run called with (`<EntityType>/<customer>`): `requested`, `refreshed` after a 401 or
+`reused` (fetched earlier in the run), when its first call went, how many calls it carried, which run and
+client id. Never a token or a secret."""
