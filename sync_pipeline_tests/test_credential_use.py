@@ -14,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.connectors.zuora.customers import CustomerCredentials
-from sync_pipeline.demo.seed import create_log_tables
 from sync_pipeline.demo.zuora import ZuoraSimulator, ZuoraTenant
 from sync_pipeline.engine.audit.credential_log import CredentialUseLog, CredentialUser
 from sync_pipeline.engine.http.credential_use import CredentialUse
@@ -26,6 +25,7 @@ from sync_pipeline.orchestration.customers import run_credentials
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import parse_settings
 
+from .conftest import SyncDatabases
 from .customer_pull import pull_attributes, pull_databases, pull_definitions, sqlite_urls
 from .real_db.conftest import table_rows
 from .test_oauth import QUICK_RETRIES, read_pages
@@ -47,12 +47,9 @@ def zuora(clock: FakeClock) -> Iterator[ZuoraSimulator]:
 
 
 @pytest.fixture
-def log_db(tmp_path: Path) -> Iterator[sa.Engine]:
-    """A Log database with its tables."""
-    engine = create_sync_engine(f"sqlite:///{tmp_path}/log.sqlite")
-    create_log_tables(engine)
-    yield engine
-    engine.dispose()
+def log_db(databases: SyncDatabases) -> sa.Engine:
+    """A Log database with its tables (SQLite)."""
+    return databases.log
 
 
 def credentials(zuora: ZuoraSimulator, tenant: ZuoraTenant, clock: FakeClock) -> ClientCredentials:

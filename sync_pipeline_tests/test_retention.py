@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -15,15 +13,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 
 from sync_pipeline.definitions import build_definitions, shared_definitions
-from sync_pipeline.demo.seed import create_log_tables
 from sync_pipeline.engine.state.retention import LOG_RETENTION, PURGE_CHUNK_ROWS, chunk_delete, purge_older_than
 from sync_pipeline.engine.state.tracking import utc_now
 from sync_pipeline.engine.tables import credential_use_table, scheduler_log_table
 from sync_pipeline.orchestration.component import SyncComponent
-from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline.settings import Settings, SettingsError, parse_settings
 
-from .conftest import raw_default_settings
+from .conftest import SyncDatabases, raw_default_settings
 from .retention_scenarios import (
     CUTOFF,
     OURS,
@@ -38,11 +34,9 @@ MSSQL = mssql.dialect(paramstyle="qmark")
 
 
 @pytest.fixture
-def log_db(tmp_path: Path) -> Iterator[sa.Engine]:
-    engine = create_sync_engine(f"sqlite:///{tmp_path}/log.sqlite")
-    create_log_tables(engine)
-    yield engine
-    engine.dispose()
+def log_db(databases: SyncDatabases) -> sa.Engine:
+    """A Log database with its tables (SQLite)."""
+    return databases.log
 
 
 def test_rows_older_than_the_cutoff_go_and_newer_ones_and_every_other_syncs_stay(log_db: sa.Engine) -> None:
