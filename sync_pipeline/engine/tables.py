@@ -124,11 +124,13 @@ dead_letter_table = sa.Table(
     sa.Column("FirstFailedOn", DateTime2, nullable=False),
     sa.Column("LastFailedOn", DateTime2, nullable=False),
     sa.Column("RunId", sa.Unicode(64), nullable=True),
+    sa.Column("RequeuedAt", DateTime2, nullable=True),
     sa.PrimaryKeyConstraint("EntityType", name="PK_TB_R_SYNC_DEAD_LETTER"),
 )
 """Runs that failed after their last retry, one row per EntityType (a customer's: `<EntityType>/<customer>`):
-the latest reason, how many attempts in all, when it first and last failed, the last run. A run of it
-that succeeds removes its row."""
+the latest reason, how many attempts in all, when it first and last failed, the last run, and when
+`sync-pipeline requeue` asked for a run of it again (cleared when it fails again). A run of it that
+succeeds removes its row."""
 
 
 class TableLocation(Protocol):

@@ -7,10 +7,15 @@ never share a lock or a mark; the SQL sink sets the customer on every row it wri
 
 A customer's token is kept for the whole run: a later attempt (a retry after 60, 300, 900 s) or a later
 entity of the same run calls with it while it is in force, as Zuora asks, and logs it as `reused`.
+
+A dead-lettered customer marked by `sync-pipeline requeue` gets one run from the sensor per mark.
 """
 
 import dataclasses
+import datetime as dt
+import json
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -25,6 +30,8 @@ from sync_pipeline.engine.http.rate_limit import RateLimiter
 from sync_pipeline.engine.http.retry import RetryPolicy
 from sync_pipeline.engine.http.transport import Transport
 from sync_pipeline.engine.sources.sql_table import SourceUnavailable
+from sync_pipeline.engine.state.dead_letters import DeadLetter, DeadLetters
+from sync_pipeline.engine.state.tracking import TrackingUnavailable
 from sync_pipeline.orchestration.resources import CUSTOMERS
 from sync_pipeline.resources.customers import CustomerDirectory
 from sync_pipeline.resources.database import DatabaseUrlError, SyncDatabase
@@ -154,16 +161,20 @@ def _transport(auth: CredentialUse, api: ApiSettings, max_wait: float) -> Transp
 
 
 def build_customers_sensor(sync: SyncSpec, settings: Settings) -> dg.SensorDefinition:
-    """Adds a partition for each new active customer and removes those of customers no longer active."""
+    """Adds a partition for each new active customer, removes those of customers no longer active, and launches
+    one run of each customer `sync-pipeline requeue` marked among the dead letters."""
     assert settings.customers is not None
     partitions = customer_partitions(sync)
+    log_key = sync.resource_key("log_db")
 
     @dg.sensor(
         name=f"{sync.name}_customers",
+        job_name=sync.job_name,
         minimum_interval_seconds=settings.customers.sensor_interval_seconds,
-        required_resource_keys={sync.resource_key(CUSTOMERS)},
+        required_resource_keys={sync.resource_key(CUSTOMERS), log_key},
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Keeps {partitions.name} in step with the active customers of the customers table.",
+        description=f"Keeps {partitions.name} in step with the active customers of the customers table, and "
+        "runs each customer re-queued by `sync-pipeline requeue` once.",
     )
     def customers_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         directory: CustomerDirectory = getattr(context.resources, sync.resource_key(CUSTOMERS))
@@ -174,9 +185,46 @@ def build_customers_sensor(sync: SyncSpec, settings: Settings) -> dg.SensorDefin
             requests.append(partitions.build_add_request(sorted(active - known)))
         if known - active:
             requests.append(partitions.build_delete_request(sorted(known - active)))
-        return dg.SensorResult(dynamic_partitions_requests=requests)
+        log_db: SyncDatabase = getattr(context.resources, log_key)
+        try:
+            letters = DeadLetters(log_db.get_engine()).listed()
+        except (TrackingUnavailable, DatabaseUrlError) as exc:
+            context.log.warning(f"{sync.name}: re-queued customers not read, none launched this time: {exc}")
+            return dg.SensorResult(dynamic_partitions_requests=requests, cursor=context.cursor)
+        marked = requeue_run_keys(sync, letters)
+        launched = set(json.loads(context.cursor)) if context.cursor else set()
+        runs: list[dg.RunRequest] = []
+        for customer, run_key in sorted(marked.items()):
+            if run_key in launched:
+                continue
+            if customer not in active:
+                context.log.warning(f"{sync.name}: customer {customer} is re-queued but not active: no run")
+                continue
+            runs.append(dg.RunRequest(run_key=run_key, partition_key=customer, tags={REQUEUED_TAG: run_key}))
+        # The cursor holds the marks answered that are still in the table; the run key alone would also keep
+        # each mark to one run, should the cursor be reset.
+        cursor = json.dumps(sorted(marked.values()))
+        return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests, cursor=cursor)
 
     return customers_sensor
+
+
+REQUEUED_TAG = "sync_pipeline/requeued"
+"""Tag of a run launched for a re-queued customer: the mark's run key."""
+
+
+def requeue_run_keys(sync: SyncSpec, letters: Iterable[DeadLetter]) -> dict[str, str]:
+    """The run key of each customer of the sync with a re-queue mark among `letters`, from its latest mark:
+    `requeue:<customer>:<RequeuedAt>`, so a mark gets one run and a new mark another."""
+    prefixes = [f"{sync.entity_type(spec)}/" for spec in sync.entities]
+    marks: dict[str, dt.datetime] = {}
+    for letter in letters:
+        prefix = next((prefix for prefix in prefixes if letter.entity_type.startswith(prefix)), None)
+        if letter.requeued_at is None or prefix is None:
+            continue
+        customer = letter.entity_type.removeprefix(prefix)
+        marks[customer] = max(marks.get(customer, letter.requeued_at), letter.requeued_at)
+    return {customer: f"requeue:{customer}:{at.isoformat()}" for customer, at in marks.items()}
 
 
 def build_customers_schedule(sync: SyncSpec, settings: Settings) -> dg.ScheduleDefinition:
