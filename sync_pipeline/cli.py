@@ -1,4 +1,4 @@
-"""`sync-pipeline`: the demo, the local receiver, the Log tables' DDL, and the sync log viewer."""
+"""`sync-pipeline`: the demo, the local receiver, the Log tables' DDL, the sync log viewer, and re-queueing."""
 
 from __future__ import annotations
 
@@ -167,10 +167,66 @@ def _add_logs_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     logs.add_argument(
         "--dead-letters",
         action="store_true",
-        help="list runs that failed after their last retry (TB_R_SYNC_DEAD_LETTER); re-queue one with "
-        "`dg launch --job <job> --partition <customer>`",
+        help="list runs that failed after their last retry (TB_R_SYNC_DEAD_LETTER) and when one was re-queued; "
+        "re-queue a customer with `sync-pipeline requeue`",
     )
     logs.set_defaults(handler=_logs)
+
+
+def _requeue(args: argparse.Namespace) -> int:
+    """Mark a dead-lettered customer's rows for a new run, once the user typed `requeue <customer>`."""
+    from sync_pipeline.engine.state.dead_letters import DeadLetters
+    from sync_pipeline.engine.state.tracking import TrackingUnavailable
+    from sync_pipeline.log_viewer import LogViewerError, environment_engines
+    from sync_pipeline.orchestration.component import DEFS_FOLDER, declared_sync
+    from sync_pipeline.settings import LOG_DB, SettingsError
+
+    customer, expected = args.customer, f"requeue {args.customer}"
+    if args.confirm != expected:
+        sys.stderr.write(
+            f"sync-pipeline requeue: refused, nothing re-queued: to run customer {customer} of {args.sync} again, "
+            f'add --confirm "{expected}"\n'
+        )
+        return 2
+    try:
+        sync, settings = declared_sync(args.sync, Path(args.defs) if args.defs else DEFS_FOLDER)
+        if settings.customers is None:
+            raise SettingsError(f"sync {args.sync} does not run per customer: it has no customers to re-queue")
+        entity_types = [f"{sync.entity_type(spec)}/{customer}" for spec in sync.entities]
+        with environment_engines([LOG_DB], env_vars=settings.databases) as engines:
+            marked = DeadLetters(engines[LOG_DB]).requeue(entity_types)
+    except (SettingsError, LogViewerError) as exc:
+        sys.stderr.write(f"sync-pipeline requeue: {exc}\n")
+        return 2
+    except TrackingUnavailable as exc:
+        sys.stderr.write(f"sync-pipeline requeue: {exc}\n")
+        return 1
+    if not marked:
+        sys.stderr.write(
+            f"sync-pipeline requeue: refused: customer {customer} of {args.sync} has no dead letter "
+            f"({', '.join(entity_types)}); `sync-pipeline logs --dead-letters` lists them\n"
+        )
+        return 1
+    print(
+        f"customer {customer} of {args.sync} re-queued ({marked} dead letter(s)): the sensor {args.sync}_customers "
+        f"launches one run of it within {settings.customers.sensor_interval_seconds} s; a success removes the dead "
+        "letter, a failure keeps it"
+    )
+    return 0
+
+
+def _add_requeue_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    requeue = commands.add_parser(
+        "requeue",
+        help="run a dead-lettered customer of a sync again (its customers sensor launches the run)",
+        description="The sync is found among the SyncComponent instances of the defs folder; its Log database "
+        "comes from the variable its settings name for log_db (SYNC_LOG_DB_URL by default).",
+    )
+    requeue.add_argument("--sync", required=True, help="the sync's name, e.g. zuora")
+    requeue.add_argument("--customer", required=True, help="the customer's id (its partition)")
+    requeue.add_argument("--confirm", default="", help='must be "requeue <customer>"')
+    requeue.add_argument("--defs", help="the defs folder holding the sync's defs.yaml (default: the package's)")
+    requeue.set_defaults(handler=_requeue)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     ddl.add_argument("dialect", choices=DIALECTS)
     ddl.set_defaults(handler=_ddl)
     _add_logs_command(commands)
+    _add_requeue_command(commands)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

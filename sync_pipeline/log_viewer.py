@@ -46,13 +46,16 @@ def needed_databases(entities: Sequence[str], pending: bool) -> list[str]:
 
 @contextmanager
 def environment_engines(
-    resource_keys: Iterable[str], environ: Mapping[str, str] = os.environ
+    resource_keys: Iterable[str],
+    environ: Mapping[str, str] = os.environ,
+    env_vars: Mapping[str, str] = DATABASE_URL_ENV_VARS,
 ) -> Iterator[dict[str, sa.Engine]]:
-    """Engines from the variables the Dagster resources read (`SYNC_LOG_DB_URL`, ...), disposed on exit."""
+    """Engines from the variables the Dagster resources read (`SYNC_LOG_DB_URL`, ...; for another sync, those its
+    settings' `databases` name), disposed on exit."""
     engines: dict[str, sa.Engine] = {}
     try:
         for key in resource_keys:
-            env_var = DATABASE_URL_ENV_VARS[key]
+            env_var = env_vars[key]
             url = environ.get(env_var)
             if not url:
                 raise LogViewerError(

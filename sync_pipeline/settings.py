@@ -277,6 +277,14 @@ class CustomersSettings(_Strict):
     """host:port of a local simulator accepted over http (the demo and the tests); never in production."""
 
 
+class RetentionSettings(ScheduleSettings):
+    """How long the sync's logs are kept and when the job purging older rows runs (the `retention:` settings)."""
+
+    days: Annotated[int, Field(ge=1, le=3650)] = 90
+    """Rows older than this many days are purged: the sync's credential use and SchedulerLog rows."""
+    cron: str = "30 3 * * *"
+
+
 class EntitySettings(_Strict):
     """Where one entity lives in this deployment: the table it is read from (a database source), the
     endpoint it is read from or sent to (the HTTP API), the table it is written to (a SQL sink)."""
@@ -319,6 +327,8 @@ class Settings(_Strict):
     """The sync's HTTP API; required when an entity reads from it or sends to it."""
     customers: CustomersSettings | None = None
     """Set: the sync runs once per customer, with each customer's API base URL and credentials."""
+    retention: RetentionSettings | None = None
+    """Set: a scheduled job purges the sync's logs older than `retention.days` (see `retention_in_force`)."""
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 3000
     schedule: ScheduleSettings = ScheduleSettings()
     scheduler_log: SchedulerLogSettings = Field(default_factory=SchedulerLogSettings)
@@ -425,6 +435,15 @@ class Settings(_Strict):
         if self.api is None or self.api.base_url is None:
             raise SettingsError(f"entities.{entity}.endpoint: there is no api.base_url to resolve it against")
         return endpoint_url(self.api.base_url, self.entities[entity].endpoint or "")
+
+    @property
+    def retention_in_force(self) -> RetentionSettings | None:
+        """The purge of the sync's logs: `retention` as set; for a sync run per customer, whose logs grow with every
+        customer's run, the defaults when it is not set; for any other sync, none unless set (the TAMHR push's
+        SchedulerLog rows are TAMHR's and stay as they always have)."""
+        if self.retention is None and self.customers is not None:
+            return RetentionSettings()
+        return self.retention
 
     def batch_size_for(self, entity: str) -> int:
         """The entity's own batch size when it has one, else the global one."""

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sync_pipeline.cli import log_tables_ddl
 from sync_pipeline.engine.tables import (
     conflict_table,
+    credential_use_table,
     cursor_table,
     dead_letter_table,
     history_table,
@@ -55,6 +56,7 @@ def test_tracking_table_tsql_is_exactly_as_the_product_owner_specified() -> None
         ("TB_R_SYNC_DEAD_LETTER.sql", dead_letter_table),
         ("TB_R_SYNC_HISTORY.sql", history_table),
         ("TB_R_SYNC_CONFLICT.sql", conflict_table),
+        ("TB_R_SYNC_CREDENTIAL_USE.sql", credential_use_table),
     ],
 )
 def test_hand_written_tsql_has_the_columns_and_types_the_metadata_compiles_to(file: str, table: sa.Table) -> None:

@@ -126,11 +126,13 @@ dead_letter_table = sa.Table(
     sa.Column("FirstFailedOn", DateTime2, nullable=False),
     sa.Column("LastFailedOn", DateTime2, nullable=False),
     sa.Column("RunId", sa.Unicode(64), nullable=True),
+    sa.Column("RequeuedAt", DateTime2, nullable=True),
     sa.PrimaryKeyConstraint("EntityType", name="PK_TB_R_SYNC_DEAD_LETTER"),
 )
 """Runs that failed after their last retry, one row per EntityType (a customer's: `<EntityType>/<customer>`):
-the latest reason, how many attempts in all, when it first and last failed, the last run. A run of it
-that succeeds removes its row."""
+the latest reason, how many attempts in all, when it first and last failed, the last run, and when
+`sync-pipeline requeue` asked for a run of it again (cleared when it fails again). A run of it that
+succeeds removes its row."""
 
 
 history_table = sa.Table(
@@ -212,3 +214,23 @@ def source_table(spec: EntitySpec, where: TableLocation, metadata: sa.MetaData |
         ),
         schema=where.schema_name,
     )
+
+
+CREDENTIAL_USE_TABLE_NAME = "TB_R_SYNC_CREDENTIAL_USE"
+
+credential_use_table = sa.Table(
+    CREDENTIAL_USE_TABLE_NAME,
+    log_metadata,
+    sa.Column("Id", sa.Integer, sa.Identity(start=1, increment=1), primary_key=True),
+    sa.Column("EntityType", sa.Unicode(100), nullable=False),
+    sa.Column("Customer", sa.Unicode(100), nullable=False),
+    sa.Column("ClientId", sa.Unicode(100), nullable=False),
+    sa.Column("Event", sa.Unicode(20), nullable=False),
+    sa.Column("UsedAt", DateTime2, nullable=False),
+    sa.Column("Calls", sa.Integer, nullable=False),
+    sa.Column("RunId", sa.Unicode(64), nullable=True),
+    sa.Index("IX_TB_R_SYNC_CREDENTIAL_USE_EntityType_UsedAt", "EntityType", "UsedAt"),
+)
+"""Each token a customer's run called with (`<EntityType>/<customer>`): `requested`, `refreshed` after a 401 or
+`reused` (fetched earlier in the run), when its first call went, how many calls it carried, which run and
+client id. Never a token or a secret."""

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import yaml
 from pydantic import Field, ValidationError
 
 from sync_pipeline.engine.mapping.field_map import FieldMapError
 from sync_pipeline.orchestration.sync_definitions import build_sync_definitions
-from sync_pipeline.settings import SettingsError, describe_errors, load_settings, parse_settings
+from sync_pipeline.settings import Settings, SettingsError, describe_errors, load_settings, parse_settings
 from sync_pipeline.specs.catalog import SYNCS
 from sync_pipeline.specs.declaration import SyncDeclaration
 from sync_pipeline.specs.sync import SyncSpec, SyncSpecError
@@ -78,16 +79,19 @@ class SyncComponent(dg.Component, dg.Model, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         """The sync's definitions under its settings; a bad declaration or bad settings fail the load, named."""
         sync = self.sync_spec(context.path)
-        if self.settings is not None:
-            if self.settings_file is not None:
-                raise SettingsError(f"{context.path}: give settings or settings_file, not both")
-            settings = parse_settings(self.settings, f"{context.path} settings", sync)
-        else:
-            settings = load_settings(self.settings_path(sync, context.path), sync)
+        settings = self.sync_settings(context.path, sync)
         try:
             return build_sync_definitions(sync, settings)
         except FieldMapError as exc:
             raise SettingsError(f"{context.path}: {exc}") from None
+
+    def sync_settings(self, where: Path, sync: SyncSpec) -> Settings:
+        """The settings of this instance's sync (`where` is its folder): written here, or its settings file."""
+        if self.settings is not None:
+            if self.settings_file is not None:
+                raise SettingsError(f"{where}: give settings or settings_file, not both")
+            return parse_settings(self.settings, f"{where} settings", sync)
+        return load_settings(self.settings_path(sync, where), sync)
 
     def settings_path(self, sync: SyncSpec, where: Path) -> Path | None:
         """The settings file: the one `SYNC_PIPELINE_<NAME>_SETTINGS` names, else `settings_file` (relative
@@ -120,3 +124,25 @@ class SyncComponent(dg.Component, dg.Model, dg.Resolvable):
         if self.name is None and self.namespace is None:
             return declared
         return declared.renamed(self.name or declared.name, self.namespace)
+
+
+DEFS_FOLDER = Path(__file__).parent.parent / "defs"
+"""dg's defs folder of the code location: one `defs.yaml` per sync instance."""
+COMPONENT_TYPE = f"{SyncComponent.__module__}.{SyncComponent.__qualname__}"
+
+
+def declared_sync(name: str, defs_folder: Path = DEFS_FOLDER) -> tuple[SyncSpec, Settings]:
+    """The sync called `name` among the SyncComponent instances under `defs_folder`, with its settings, as the
+    code location loads them (for commands run beside it, such as `sync-pipeline requeue`)."""
+    found: list[str] = []
+    for defs_yaml in sorted(defs_folder.rglob("defs.yaml")):
+        for document in yaml.safe_load_all(defs_yaml.read_text(encoding="utf-8")):
+            if not isinstance(document, dict) or document.get("type") != COMPONENT_TYPE:
+                continue
+            instance = SyncComponent.resolve_from_dict(document.get("attributes") or {})
+            sync = instance.sync_spec(defs_yaml.parent)
+            if sync.name == name:
+                return sync, instance.sync_settings(defs_yaml.parent, sync)
+            found.append(sync.name)
+    known = ", ".join(found) or "none"
+    raise SettingsError(f"sync {name!r} is not declared under {defs_folder}; declared: {known}")

@@ -1,4 +1,4 @@
-"""Everything Dagster needs for one sync: its assets and checks, its jobs, schedule, alert sensor and resources."""
+"""Everything Dagster needs for one sync: its assets and checks, its jobs, schedules, alert sensor and resources."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from sync_pipeline.orchestration.alerts import build_alert_sensor
 from sync_pipeline.orchestration.customers import customer_partitions
 from sync_pipeline.orchestration.dry_run_job import build_dry_run_job
 from sync_pipeline.orchestration.resources import build_resources
+from sync_pipeline.orchestration.retention_job import build_retention_definitions
 from sync_pipeline.orchestration.schedules import build_job_and_schedule
 from sync_pipeline.orchestration.sync_assets import build_entity_assets
 from sync_pipeline.settings import Settings
@@ -23,6 +24,7 @@ def build_sync_definitions(sync: SyncSpec, settings: Settings) -> dg.Definitions
     partitions = customer_partitions(sync).name if settings.customers is not None else None
     return dg.Definitions.merge(
         build_job_and_schedule(sync, settings),
+        build_retention_definitions(sync, settings),
         dg.Definitions(
             assets=build_entity_assets(sync, settings),
             jobs=[build_dry_run_job(sync, settings)],

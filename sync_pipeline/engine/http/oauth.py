@@ -29,6 +29,7 @@ from sync_pipeline.engine.http.api import (
     TokenRequestRefused,
     parse_retry_after,
 )
+from sync_pipeline.engine.http.credential_use import REFRESHED, REQUESTED
 from sync_pipeline.engine.http.retry import Attempt, RetryPolicy, call_with_retries
 from sync_pipeline.engine.http.transport import USER_AGENT, failure_kind, redact
 
@@ -44,9 +45,21 @@ class TokenCounts:
 
 
 @dataclass(frozen=True)
+class Grant:
+    """The headers a call goes with, and which token they carry: its serial number (1 for the client's first)
+    and how it was had (`requested`, or `refreshed` after the API refused the one before)."""
+
+    headers: Mapping[str, str] = field(repr=False)
+    serial: int
+    obtained: str
+
+
+@dataclass(frozen=True)
 class _Token:
     value: str = field(repr=False)
     renew_at: float
+    serial: int
+    obtained: str
 
 
 class _NotIssued(Exception):
@@ -97,10 +110,19 @@ class ClientCredentials:
 
     def headers(self) -> Mapping[str, str]:
         """The token in force, fetched first when there is none or it is about to expire."""
+        return self.grant().headers
+
+    def grant(self) -> Grant:
+        """The headers of the token in force (fetched first when there is none or it is about to expire),
+        with which token it is, for a `CredentialUse` to tell one token's calls from the next one's."""
         with self._lock:
             if self._token is None or self._clock() >= self._token.renew_at:
-                self._token = self._fetch()
-            return _bearer(self._token)
+                self._token = self._fetch(REQUESTED)
+            return Grant(_bearer(self._token), self._token.serial, self._token.obtained)
+
+    def same_client(self, token_url: str, client_id: str, client_secret: str) -> bool:
+        """Whether these credentials are for that client at that token endpoint (a changed secret is not)."""
+        return (self.token_url, self.client_id, self._client_secret) == (token_url, client_id, client_secret)
 
     def secrets(self) -> tuple[str, ...]:
         """The client secret and every token issued so far (an answer may echo an old one)."""
@@ -112,7 +134,7 @@ class ClientCredentials:
         `TokenRequestFailed` when no new token can be had."""
         with self._lock:
             if self._token is not None and dict(refused) == _bearer(self._token):
-                self._token = self._fetch()
+                self._token = self._fetch(REFRESHED)
             return True
 
     @property
@@ -125,8 +147,8 @@ class ClientCredentials:
         """Close the token endpoint's pooled connections."""
         self._session.close()
 
-    def _fetch(self) -> _Token:
-        """One token through the retry loop; called with the lock held."""
+    def _fetch(self, obtained: str) -> _Token:
+        """One token through the retry loop, `obtained` as `requested` or `refreshed`; called with the lock held."""
         started = self._clock()
         issued: dict[str, Any] = {}
 
@@ -156,7 +178,7 @@ class ClientCredentials:
         if not isinstance(value, str) or not value or token_type != "bearer":
             raise TokenRequestRefused(self._failure("an answer without a bearer access_token"))
         self._issued.append(value)
-        return _Token(value, started + self._lifetime(issued.get("expires_in")))
+        return _Token(value, started + self._lifetime(issued.get("expires_in")), len(self._issued), obtained)
 
     def _lifetime(self, expires_in: object) -> float:
         """Seconds to use a token: `expires_in` less the margin, the margin never more than half of it

@@ -2,13 +2,15 @@
 
 One row per EntityType (for a customer's run, `<EntityType>/<customer>`): the latest reason, the
 attempts of every failed run added up, when it first and last failed and the last run's id. A run that
-then succeeds removes the row; `sync-pipeline logs --dead-letters` lists them, and a data engineer
-re-queues one by launching its partition again (`dg launch --job <job> --partition <customer>`).
+then succeeds removes the row; `sync-pipeline logs --dead-letters` lists them. `sync-pipeline requeue`
+marks a customer's rows (RequeuedAt) and the sync's customers sensor launches one run of it for the
+mark; if that run fails too, the row is kept as before with the mark cleared.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -30,6 +32,8 @@ class DeadLetter:
     first_failed_on: dt.datetime
     last_failed_on: dt.datetime
     run_id: str | None
+    requeued_at: dt.datetime | None
+    """When a run of it was asked for again (`sync-pipeline requeue`); None when it was not, or failed since."""
 
 
 class DeadLetters:
@@ -63,6 +67,17 @@ class DeadLetters:
         except sa.exc.SQLAlchemyError as exc:
             raise TrackingUnavailable(f"cannot write {_table.name}: {describe_db_error(exc)}") from exc
 
+    def requeue(self, entity_types: Sequence[str], at: dt.datetime | None = None) -> int:
+        """Mark the rows of `entity_types` for a new run, at `at` (naive UTC, default now); how many there were."""
+        if not entity_types:
+            return 0
+        try:
+            with self.engine.begin() as conn:
+                marked = sa.update(_table).where(_table.c.EntityType.in_(list(entity_types)))
+                return int(conn.execute(marked.values(RequeuedAt=at or utc_now())).rowcount)
+        except sa.exc.SQLAlchemyError as exc:
+            raise TrackingUnavailable(f"cannot write {_table.name}: {describe_db_error(exc)}") from exc
+
     def listed(self) -> list[DeadLetter]:
         """Every dead-lettered run, the most recent failure first."""
         try:
@@ -81,6 +96,7 @@ _again = (
         Attempts=_table.c.Attempts + sa.bindparam("b_Attempts"),
         LastFailedOn=sa.bindparam("b_Now"),
         RunId=sa.bindparam("b_RunId"),
+        RequeuedAt=None,  # a re-queued run that failed has had its run
     )
 )
 _first = sa.insert(_table).values(
@@ -99,4 +115,5 @@ _listed = sa.select(
     _table.c.FirstFailedOn,
     _table.c.LastFailedOn,
     _table.c.RunId,
+    _table.c.RequeuedAt,
 ).order_by(_table.c.LastFailedOn.desc(), _table.c.EntityType)
