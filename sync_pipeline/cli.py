@@ -98,6 +98,7 @@ def _timestamp(value: str) -> dt.datetime:
 def _logs(args: argparse.Namespace) -> int:
     from sync_pipeline.engine.audit.log_queries import PENDING, LogQuery, log_rows, pending_counts, referenced_entities
     from sync_pipeline.engine.db_errors import describe_db_error
+    from sync_pipeline.engine.state.change_history import listed_changes, listed_conflicts
     from sync_pipeline.engine.state.dead_letters import DeadLetters
     from sync_pipeline.engine.state.tracking import TrackingUnavailable
     from sync_pipeline.log_viewer import (
@@ -107,6 +108,7 @@ def _logs(args: argparse.Namespace) -> int:
         log_frame,
         needed_databases,
         pending_frame,
+        records_frame,
         render,
     )
     from sync_pipeline.orchestration.sync_assets import entity_plan
@@ -115,10 +117,16 @@ def _logs(args: argparse.Namespace) -> int:
 
     entities = referenced_entities(args.entity or [])
     pending = args.status == PENDING
-    if args.dead_letters:
+    listings = {
+        "dead_letters": lambda engine: dead_letter_frame(DeadLetters(engine).listed()),
+        "conflicts": lambda engine: records_frame(listed_conflicts(engine, args.limit)),
+        "history": lambda engine: records_frame(listed_changes(engine, args.limit)),
+    }
+    listing = next((listed for name, listed in listings.items() if getattr(args, name)), None)
+    if listing is not None:
         try:
             with environment_engines(["log_db"]) as engines:
-                frame = dead_letter_frame(DeadLetters(engines["log_db"]).listed())
+                frame = listing(engines["log_db"])
         except (LogViewerError, TrackingUnavailable) as exc:
             sys.stderr.write(f"sync-pipeline logs: {exc}\n")
             return 1
@@ -164,11 +172,23 @@ def _add_logs_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     logs.add_argument("--until", type=_timestamp, help="ISO 8601, exclusive; without an offset it is UTC")
     logs.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help=f"most rows listed (default {DEFAULT_LIMIT})")
     logs.add_argument("--format", choices=FORMATS, default="table", help="default table")
-    logs.add_argument(
+    listing = logs.add_mutually_exclusive_group()
+    listing.add_argument(
         "--dead-letters",
         action="store_true",
         help="list runs that failed after their last retry (TB_R_SYNC_DEAD_LETTER) and when one was re-queued; "
         "re-queue a customer with `sync-pipeline requeue`",
+    )
+    listing.add_argument(
+        "--conflicts",
+        action="store_true",
+        help="list records left unapplied for review (TB_R_SYNC_CONFLICT): as old as their stored row or older, "
+        "yet different; the most recently seen first",
+    )
+    listing.add_argument(
+        "--history",
+        action="store_true",
+        help="list the changes syncs made to stored rows (TB_R_SYNC_HISTORY: old and new values), the newest first",
     )
     logs.set_defaults(handler=_logs)
 

@@ -95,6 +95,13 @@ def dead_letter_frame(letters: Iterable[DeadLetter]) -> pd.DataFrame:
     return pd.DataFrame([asdict(letter) for letter in letters], columns=columns, dtype=object)
 
 
+def records_frame(records: Iterable[Mapping[str, object]]) -> pd.DataFrame:
+    """Rows of a Log table, as read, as a table."""
+    import pandas as pd
+
+    return pd.DataFrame(list(records), dtype=object)
+
+
 def render(frame: pd.DataFrame, output_format: str) -> str:
     """The frame as `table` (for people), `csv` or `json` (records); timestamps ISO 8601, in UTC."""
     import pandas as pd

@@ -25,6 +25,7 @@ from sync_pipeline.engine.audit.log_queries import (
 )
 from sync_pipeline.engine.audit.scheduler_log import ApiCall, SchedulerLogWriter
 from sync_pipeline.engine.entity_sync import EntitySyncPlan
+from sync_pipeline.engine.state.change_history import ChangedRow, ChangeHistory, ConflictingRow
 from sync_pipeline.engine.state.dead_letters import DeadLetters
 from sync_pipeline.engine.state.tracking import Rejection, TrackingStore
 from sync_pipeline.engine.tables import scheduler_log_table
@@ -339,3 +340,28 @@ def test_a_run_dead_lettered_twice_is_listed_once_with_its_attempts_added_and_go
 
     assert letters.clear("zuora.Workflows/acme") and not letters.clear("zuora.Workflows/acme")
     assert [letter.entity_type for letter in letters.listed()] == ["zuora.Workflows/beta"]
+
+
+def test_conflicts_and_history_are_listed_for_review_newest_first(
+    cli_environment: SyncDatabases, capsys: pytest.CaptureFixture[str]
+) -> None:
+    history = ChangeHistory(cli_environment.log, "zuora.Workflows/acme", "run-7")
+    history.flag(
+        [
+            ConflictingRow(
+                "1001", "updated_at older than the stored row's, content differs", {"name": "a"}, {"name": "b"}
+            )
+        ]
+    )
+    history.record([ChangedRow("1002", "updated", {"name": "old"}, {"name": "new"})], applied=True)
+
+    assert main(["logs", "--conflicts", "--format", "json"]) == 0
+    (conflict,) = json.loads(capsys.readouterr().out)
+    assert (conflict["EntityType"], conflict["RecordKey"], conflict["Seen"]) == ("zuora.Workflows/acme", "1001", 1)
+    assert json.loads(conflict["IncomingValues"]) == {"name": "b"}
+    assert main(["logs", "--history", "--format", "json"]) == 0
+    (change,) = json.loads(capsys.readouterr().out)
+    assert (change["RecordKey"], change["Change"], change["RunId"]) == ("1002", "updated", "run-7")
+    assert json.loads(change["OldValues"]) == {"name": "old"} and change["AppliedOn"] is not None
+    with pytest.raises(SystemExit):  # one listing at a time
+        main(["logs", "--conflicts", "--history"])

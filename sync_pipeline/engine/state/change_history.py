@@ -175,3 +175,24 @@ _first_seen = sa.insert(conflict_table).values(
     LastSeenOn=sa.bindparam("b_Now"),
     RunId=sa.bindparam("b_RunId"),
 )
+
+
+def listed_conflicts(engine: sa.Engine, limit: int) -> list[dict[str, Any]]:
+    """The flagged conflicts, the most recently seen first, at most `limit`."""
+    table = conflict_table.c
+    query = sa.select(conflict_table).order_by(table.LastSeenOn.desc(), table.EntityType, table.RecordKey)
+    return _listed(engine, query.limit(limit), conflict_table.name)
+
+
+def listed_changes(engine: sa.Engine, limit: int) -> list[dict[str, Any]]:
+    """The kept changes, the newest first, at most `limit`."""
+    query = sa.select(history_table).order_by(history_table.c.ChangedOn.desc(), history_table.c.Id.desc())
+    return _listed(engine, query.limit(limit), history_table.name)
+
+
+def _listed(engine: sa.Engine, query: sa.Select[Any], name: str) -> list[dict[str, Any]]:
+    try:
+        with engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+    except sa.exc.SQLAlchemyError as exc:
+        raise TrackingUnavailable(f"cannot read {name}: {describe_db_error(exc)}") from exc
