@@ -428,3 +428,15 @@ def _handler_for(simulator: ZuoraSimulator) -> type[BaseHTTPRequestHandler]:
             """Quiet: tests read `counts` instead."""
 
     return Handler
+
+
+def zuora_timestamp(moment: dt.datetime) -> str:
+    """A moment as Zuora writes `updatedAt`: ISO-8601 in UTC, milliseconds, `Z`."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def listed_workflow(workflow_id: int, updated_at: dt.datetime, **fields: Any) -> dict[str, Any]:
+    """A workflow as List workflows shows it after a change at `updated_at` setting `fields`: the simulator's
+    own record, for a benchmark that renders its pages once instead of serving them from a simulator."""
+    stamp = zuora_timestamp(updated_at)
+    return {**_new_workflow(workflow_id, zuora_timestamp(FIRST_UPDATE)), **fields, "updatedAt": stamp}
