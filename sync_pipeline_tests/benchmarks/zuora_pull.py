@@ -25,7 +25,13 @@ last); a first run writes every row; the product and the lean pull write no row 
 older pages; the product's and the lean pull's own count of rows written matches the database's.
 
     python -m sync_pipeline_tests.benchmarks.zuora_pull --records 100000 --records 1000000 [--page-size 500]
-        [--impls product,lean,dlt] [--dlt-python .venv-dlt/bin/python] [--py-spy /tmp/profile.txt]
+        [--impls product,lean,dlt] [--cases first,unchanged,older] [--dlt-python .venv-dlt/bin/python]
+        [--before DIR] [--py-spy /tmp/profile.txt]
+
+`--before DIR` runs the product also from the code at DIR (an older commit, `git archive COMMIT | tar
+-x -C DIR`), as `before`, in the same session: before/after figures of a change under the same load.
+`--py-spy FILE` profiles one more first load of the product (every thread, waits included) and
+prints its top costs per thread (`profile_summary`).
 
 Columns of the table:
   proc s       whole command, process start to exit as the launcher sees it (spawn to wait4): interpreter
@@ -80,6 +86,9 @@ from sync_pipeline_tests.benchmarks.zuora_pages import FIRST_WORKFLOW_ID, UPDATE
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 IMPLS = ("product", "lean", "dlt")
+BEFORE = "before"
+"""The product run from another checkout's code (`--before`), beside this one's, for before/after figures."""
+PRODUCTS = ("product", BEFORE)
 CASES = ("first", "unchanged", "older")
 SERVED = {"first": "current", "unchanged": "current", "older": "older"}
 CUSTOMER = "bench"
@@ -87,10 +96,17 @@ APP_DB = f"bench_zuora_app_{os.getpid()}"
 LOG_DB = f"bench_zuora_log_{os.getpid()}"
 LEAN_TABLE = "lean_zuora_workflows"
 DLT_DATASET = "dlt_zuora"
-TABLES = {"product": zuora_product.TARGET_TABLE, "lean": LEAN_TABLE, "dlt": f"{DLT_DATASET}.{zuora_dlt.TABLE}"}
+TABLES = {
+    "product": zuora_product.TARGET_TABLE,
+    BEFORE: zuora_product.TARGET_TABLE,
+    "lean": LEAN_TABLE,
+    "dlt": f"{DLT_DATASET}.{zuora_dlt.TABLE}",
+}
 PRODUCT_TO_LEAN_TARGET = 1.3
 DLT_TO_PRODUCT_TARGET = 6.0
 RSS_GROWTH_TARGET_MB = 30.0
+PROFILE_RATE = 100
+"""py-spy samples per second of each thread (waits included), when the product is profiled."""
 SHAPE_PAGE_LENGTH = 50  # the simulator's largest
 SHAPE_WORKFLOWS = 120
 
@@ -228,7 +244,7 @@ def verify(
 
 def reported_written(impl: str, outcome: dict[str, Any]) -> int | None:
     """The rows the implementation says it wrote: the product's `sent`, the lean pull's rowcount; dlt tells none."""
-    if impl == "product":
+    if impl in PRODUCTS:
         sent = outcome.get("metadata", {}).get("sent")
         return int(sent) if sent is not None else -1
     if impl == "lean":
@@ -238,7 +254,7 @@ def reported_written(impl: str, outcome: dict[str, Any]) -> int | None:
 
 def engine_seconds(impl: str, outcome: dict[str, Any]) -> float:
     """The pull alone, as the implementation timed it (the product: as its run's materialization recorded it)."""
-    if impl == "product":
+    if impl in PRODUCTS:
         return float(outcome.get("metadata", {}).get("duration_seconds", math.nan))
     return float(outcome.get("seconds", math.nan))
 
@@ -255,13 +271,16 @@ class PullBench:
     dagster_home: Path
     dlt_python: Path
     page_size: int
+    before: Path | None = None
+    """Another checkout whose product code runs as `before` (same virtualenv)."""
     measurements: list[Measurement] = field(default_factory=list)
 
     def command(self, impl: str, result_file: Path, pipelines_dir: Path) -> list[str]:
         """The command that runs `impl` once."""
         common = ["--customer", CUSTOMER, "--page-size", str(self.page_size), "--result-file", str(result_file)]
-        if impl == "product":
-            module = [sys.executable, "-m", zuora_product.__name__, "--simulator", self.zuora.host_port]
+        if impl in PRODUCTS:
+            # -P: the module is found on PYTHONPATH (the other checkout, for `before`), not in the working folder.
+            module = [sys.executable, "-P", "-m", zuora_product.__name__, "--simulator", self.zuora.host_port]
             return [*module, *common]
         if impl == "lean":
             return [
@@ -305,6 +324,7 @@ class PullBench:
         env[zuora_product.APP_DB_ENV_VAR] = self.server.sqlalchemy_url(APP_DB)
         env[zuora_product.LOG_DB_ENV_VAR] = self.server.sqlalchemy_url(LOG_DB)
         env["DAGSTER_HOME"] = str(self.dagster_home)
+        env["PYTHONPATH"] = str(self.before if impl == BEFORE and self.before else REPO)
         return env
 
     def empty_target(self, impl: str, pipelines_dir: Path) -> None:
@@ -343,7 +363,9 @@ class PullBench:
         command = self.command(impl, result_file, pipelines_dir)
         if profile is not None:
             py_spy = shutil.which("py-spy", path=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}") or "py-spy"
-            command = [py_spy, "record", "--rate", "200", "--format", "raw", "-o", str(profile), "--", *command]
+            rate = str(PROFILE_RATE)
+            recorder = [py_spy, "record", "--threads", "--idle", "--rate", rate, "--format", "raw", "-o", str(profile)]
+            command = [*recorder, "--", *command]
         cpu_before = self.zuora.stats()["cpu_seconds"]
         since = next_transaction(self.server)
         figures = run_child(command, self.environment(impl), self.workdir / f"{name}.log")
@@ -368,10 +390,10 @@ class PullBench:
             problems=problems,
         )
 
-    def run_records(self, records: int, impls: Sequence[str]) -> None:
-        """Every implementation's three runs on `records` workflows."""
+    def run_records(self, records: int, impls: Sequence[str], cases: Sequence[str] = CASES) -> None:
+        """Every implementation's runs (first, unchanged, older) on `records` workflows."""
         for impl in impls:
-            for case in CASES:
+            for case in cases:
                 measurement = self.run_once(records, impl, case)
                 self.measurements.append(measurement)
                 status = "ok" if not measurement.problems else "FAILED: " + "; ".join(measurement.problems)
@@ -414,7 +436,7 @@ def results_table(bench: PullBench) -> str:
     for m in bench.measurements:
         lean, product = bench.find(m.records, "lean", m.case), bench.find(m.records, "product", m.case)
         p_l = p_l_engine = d_p = ""
-        if m.impl == "product" and lean is not None:
+        if m.impl in PRODUCTS and lean is not None:
             p_l = f"{_ratio(m.process_seconds, lean.process_seconds):.2f}x"
             p_l_engine = f"{_ratio(m.engine_seconds, lean.engine_seconds):.2f}x"
         if m.impl == "dlt" and product is not None:
@@ -563,6 +585,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--page-size", type=int, default=500, help="page_length asked of the server")
     parser.add_argument("--impls", default=",".join(IMPLS), help=f"comma-separated subset of {','.join(IMPLS)}")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="also run the product from the code at DIR (same virtualenv; `git archive COMMIT | tar -x -C DIR`), "
+        "as `before`, ahead of this checkout's: before/after figures from one run",
+    )
     parser.add_argument(
         "--dlt-python", type=Path, default=REPO / ".venv-dlt/bin/python", help="dlt's virtualenv's python"
     )
@@ -581,6 +611,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     impls = [impl.strip() for impl in args.impls.split(",") if impl.strip()]
     if unknown := sorted(set(impls) - set(IMPLS)):
         parser.error(f"--impls: unknown {', '.join(unknown)}; allowed: {', '.join(IMPLS)}")
+    cases = [case.strip() for case in args.cases.split(",") if case.strip()]
+    if set(cases) - set(CASES) or cases[:1] != ["first"]:
+        parser.error(f"--cases: {args.cases!r}: a subset of {', '.join(CASES)}, first among them")
+    if args.before is not None:
+        if not (args.before / zuora_product.__name__.replace(".", "/")).with_suffix(".py").exists():
+            parser.error(f"--before: {args.before} has no {zuora_product.__name__}")
+        impls.insert(0, BEFORE)
     if args.py_spy and not (shutil.which("py-spy") or (VENV_BIN / "py-spy").exists()):
         parser.error("--py-spy needs py-spy: pip install py-spy")
     if "dlt" in impls and not args.dlt_python.exists():
@@ -599,9 +636,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             problems += shape_problems(zuora, client)
             create_databases(server, client, fernet_key, zuora.base_url)
             home = make_dagster_home(workdir / "dagster_home")
-            bench = PullBench(server, zuora, client, fernet_key, workdir, home, args.dlt_python, args.page_size)
+            bench = PullBench(
+                server, zuora, client, fernet_key, workdir, home, args.dlt_python, args.page_size, args.before
+            )
             for records in record_counts:
-                bench.run_records(records, impls)
+                bench.run_records(records, impls, cases)
             if args.py_spy:
                 profiled = bench.run_once(record_counts[0], "product", "first", profile=args.py_spy)
                 print(f"profiled run: proc {profiled.process_seconds:.2f}s", file=sys.stderr)
@@ -612,14 +651,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     dlt_version = _dlt_version(args.dlt_python) if "dlt" in impls else "not run"
     print(
         f"\nZuora workflows pull of sync_pipeline {version}, page size {args.page_size}, dlt {dlt_version}, "
-        f"{os.cpu_count()} CPUs, 1-min load average {load_before:.2f} before / {load_after:.2f} after\n"
+        f"{os.cpu_count()} CPUs, 1-min load average {load_before:.2f} before / {load_after:.2f} after"
+        + (f"; before = the product's code at {args.before}" if args.before else "")
+        + "\n"
     )
     print(results_table(bench))
     print(__doc__[__doc__.index("Columns of the table:") :].rstrip())
     print()
     print("\n".join(target_checks(bench)))
     if args.py_spy:
-        print(f"\nProfile of the product's first load of {record_counts[0]} records:\n{summary(args.py_spy)}")
+        profile = summary(args.py_spy, PROFILE_RATE)
+        print(f"\nProfile of the product's first load of {record_counts[0]} records:\n{profile}")
     failed = [m for m in bench.measurements if m.problems]
     for problem in problems:
         print(f"\nVERIFICATION FAILED: {problem}")
