@@ -25,8 +25,11 @@ last); a first run writes every row; the product and the lean pull write no row 
 older pages; the product's and the lean pull's own count of rows written matches the database's.
 
     python -m sync_pipeline_tests.benchmarks.zuora_pull --records 100000 --records 1000000 [--page-size 500]
-        [--impls product,lean,dlt] [--cases first,unchanged,older] [--dlt-python .venv-dlt/bin/python]
-        [--before DIR] [--py-spy /tmp/profile.txt]
+        [--impls product,lean,dlt] [--cases first,unchanged,older] [--repeat 3]
+        [--dlt-python .venv-dlt/bin/python] [--before DIR] [--py-spy /tmp/profile.txt]
+
+The implementations take turns case by case (and round by round with `--repeat`, the run with the
+median whole-command time kept), so a change in the machine's load falls on all of them alike.
 
 `--before DIR` runs the product also from the code at DIR (an older commit, `git archive COMMIT | tar
 -x -C DIR`), as `before`, in the same session: before/after figures of a change under the same load.
@@ -390,20 +393,24 @@ class PullBench:
             problems=problems,
         )
 
-    def run_records(self, records: int, impls: Sequence[str], cases: Sequence[str] = CASES) -> None:
-        """Every implementation's runs (first, unchanged, older) on `records` workflows."""
-        for impl in impls:
-            for case in cases:
-                measurement = self.run_once(records, impl, case)
-                self.measurements.append(measurement)
-                status = "ok" if not measurement.problems else "FAILED: " + "; ".join(measurement.problems)
-                print(
-                    f"{records:>9} {impl:<7} {case:<9} proc {measurement.process_seconds:7.2f}s engine "
-                    f"{measurement.engine_seconds:7.2f}s peak RSS {measurement.peak_rss_mb:6.1f} MB written "
-                    f"{measurement.written:>8}  {status}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+    def run_records(self, records: int, impls: Sequence[str], cases: Sequence[str] = CASES, repeat: int = 1) -> None:
+        """Every implementation's runs on `records` workflows, case by case, the implementations taking turns
+        (`repeat` rounds, the median kept) so that a change in the machine's load falls on all of them alike."""
+        for case in cases:
+            runs: dict[str, list[Measurement]] = {impl: [] for impl in impls}
+            for _ in range(repeat):
+                for impl in impls:
+                    measurement = self.run_once(records, impl, case)
+                    runs[impl].append(measurement)
+                    status = "ok" if not measurement.problems else "FAILED: " + "; ".join(measurement.problems)
+                    print(
+                        f"{records:>9} {impl:<7} {case:<9} proc {measurement.process_seconds:7.2f}s engine "
+                        f"{measurement.engine_seconds:7.2f}s peak RSS {measurement.peak_rss_mb:6.1f} MB written "
+                        f"{measurement.written:>8}  {status}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            self.measurements += [median_run(runs[impl]) for impl in impls]
 
     def find(self, records: int, impl: str, case: str) -> Measurement | None:
         """The measurement of one cell of the table, if it was run."""
@@ -411,6 +418,14 @@ class PullBench:
             if (m.records, m.impl, m.case) == (records, impl, case):
                 return m
         return None
+
+
+def median_run(runs: Sequence[Measurement]) -> Measurement:
+    """The run with the median whole-command time, with the highest peak RSS of all and every run's problems."""
+    chosen = sorted(runs, key=lambda run: run.process_seconds)[(len(runs) - 1) // 2]
+    chosen.peak_rss_mb = max(run.peak_rss_mb for run in runs)
+    chosen.problems = [problem for run in runs for problem in run.problems]
+    return chosen
 
 
 def with_password(dsn: str) -> str:
@@ -586,6 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--page-size", type=int, default=500, help="page_length asked of the server")
     parser.add_argument("--impls", default=",".join(IMPLS), help=f"comma-separated subset of {','.join(IMPLS)}")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of every run; the median whole command is kept")
     parser.add_argument(
         "--before",
         type=Path,
@@ -640,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server, zuora, client, fernet_key, workdir, home, args.dlt_python, args.page_size, args.before
             )
             for records in record_counts:
-                bench.run_records(records, impls, cases)
+                bench.run_records(records, impls, cases, max(1, args.repeat))
             if args.py_spy:
                 profiled = bench.run_once(record_counts[0], "product", "first", profile=args.py_spy)
                 print(f"profiled run: proc {profiled.process_seconds:.2f}s", file=sys.stderr)
