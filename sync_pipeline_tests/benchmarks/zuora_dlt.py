@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sync_pipeline_tests.benchmarks.process_cpu import cpu_seconds
+
 CLIENT_ID_ENV_VAR = "ZUORA_CLIENT_ID"
 CLIENT_SECRET_ENV_VAR = "ZUORA_CLIENT_SECRET"
 TABLE = "workflows"
@@ -106,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seconds": time.perf_counter() - started,
         "dlt_version": dlt.__version__,
     }
+    outcome["cpu_seconds"] = cpu_seconds()
     args.result_file.write_text(json.dumps(outcome), encoding="utf-8")
     return 0 if outcome["success"] else 1
 

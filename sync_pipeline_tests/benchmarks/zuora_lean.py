@@ -28,6 +28,8 @@ import requests
 from cryptography.fernet import Fernet
 from psycopg import sql
 
+from sync_pipeline_tests.benchmarks.process_cpu import cpu_seconds
+
 SECRET_KEY_ENV_VAR = "ZUORA_SECRET_KEY"
 CUSTOMER_QUERY = 'SELECT "ClientId", "ClientSecretEncrypted", "BaseUrl" FROM "ZUORA_CUSTOMER" WHERE "CustomerId" = %s'
 COLUMNS = ("customer_id", "zuora_id", "name", "status", "updated_at")
@@ -103,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--result-file", type=Path, required=True)
     args = parser.parse_args(argv)
     outcome = pull(args.dsn, args.table, args.customer, args.page_size)
+    outcome["cpu_seconds"] = cpu_seconds()
     args.result_file.write_text(json.dumps(outcome), encoding="utf-8")
     return 0
 

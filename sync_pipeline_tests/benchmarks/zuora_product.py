@@ -24,6 +24,7 @@ import dagster as dg
 import yaml
 
 from sync_pipeline.orchestration.component import SyncComponent
+from sync_pipeline_tests.benchmarks.process_cpu import cpu_seconds
 
 JOB = "zuora_sync_job"
 PARTITIONS = "zuora_customers"
@@ -101,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--result-file", type=Path, required=True)
     args = parser.parse_args(argv)
     outcome = run_customer(args.simulator, args.page_size, args.customer)
+    outcome["cpu_seconds"] = cpu_seconds()
     args.result_file.write_text(json.dumps(outcome), encoding="utf-8")
     return 0 if outcome["success"] else 1
 

@@ -31,8 +31,9 @@ older pages; the product's and the lean pull's own count of rows written matches
 The implementations take turns case by case (and round by round with `--repeat`, the run with the
 median whole-command time kept), so a change in the machine's load falls on all of them alike.
 
-`--before DIR` runs the product also from the code at DIR (an older commit, `git archive COMMIT | tar
--x -C DIR`), as `before`, in the same session: before/after figures of a change under the same load.
+`--before DIR` runs the product also from the code at DIR, as `before`, in the same session:
+before/after figures of a change under the same load. DIR is this checkout with an older engine:
+`git archive HEAD | tar -x -C DIR && git archive COMMIT sync_pipeline | tar -x -C DIR`.
 `--py-spy FILE` profiles one more first load of the product (every thread, waits included) and
 prints its top costs per thread (`profile_summary`).
 
@@ -42,6 +43,8 @@ Columns of the table:
   engine s     the pull alone: for the product the engine's duration_seconds from the run's
                materialization; for the lean pull its connection to the last commit; for dlt
                `pipeline.run` (extract, normalize, load)
+  cpu s        the command's own CPU seconds, user and system, every thread, as it reported them at exit:
+               far less moved by the machine's other load than the wall clocks (the database's CPU is not in it)
   rec/s        records served per whole-command second
   peak RSS MB  wait4's ru_maxrss of the command's process: its largest resident set (floor: the
                launcher's own ~10 MB)
@@ -204,6 +207,7 @@ class Measurement:
     served: int
     written: int
     server_cpu_seconds: float
+    cpu_seconds: float = math.nan
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -390,6 +394,7 @@ class PullBench:
             served=int(counts.get("records_served", 0)),
             written=stored.written,
             server_cpu_seconds=float(counts["cpu_seconds"]) - float(cpu_before),
+            cpu_seconds=float(outcome.get("cpu_seconds", math.nan)),
             problems=problems,
         )
 
@@ -444,8 +449,9 @@ def _ratio(numerator: float, denominator: float) -> float:
 def results_table(bench: PullBench) -> str:
     """One line per run; product lines carry P/L (whole command, engine), dlt lines D/P."""
     header = (
-        f"{'records':>9} {'impl':<7} {'case':<9} {'proc s':>7} {'engine s':>8} {'rec/s':>8} {'peak RSS MB':>11} "
-        f"{'calls':>7} {'written':>8} {'srv cpu s':>9} {'P/L':>6} {'P/L eng':>7} {'D/P':>6}  verified"
+        f"{'records':>9} {'impl':<7} {'case':<9} {'proc s':>7} {'engine s':>8} {'cpu s':>7} {'rec/s':>8} "
+        f"{'peak RSS MB':>11} {'calls':>7} {'written':>8} {'srv cpu s':>9} {'P/L':>6} {'P/L eng':>7} {'D/P':>6}"
+        "  verified"
     )
     lines = [header, "-" * len(header)]
     for m in bench.measurements:
@@ -458,6 +464,7 @@ def results_table(bench: PullBench) -> str:
             d_p = f"{_ratio(m.process_seconds, product.process_seconds):.2f}x"
         lines.append(
             f"{m.records:>9} {m.impl:<7} {m.case:<9} {m.process_seconds:>7.2f} {m.engine_seconds:>8.2f} "
+            f"{m.cpu_seconds:>7.2f} "
             f"{m.records_per_second:>8.0f} {m.peak_rss_mb:>11.1f} {m.token_requests + m.list_calls:>7} "
             f"{m.written:>8} {m.server_cpu_seconds:>9.2f} {p_l:>6} {p_l_engine:>7} {d_p:>6}  "
             + ("ok" if not m.problems else "FAILED")
