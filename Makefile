@@ -44,3 +44,18 @@ BENCH_ARGS ?= --rows 100000 --rows 1000000
 bench: setup
 	$(BIN)/pip install --quiet -r sync_pipeline_tests/benchmarks/requirements.txt
 	$(BIN)/python -m sync_pipeline_tests.benchmarks.run $(BENCH_ARGS)
+
+# `make bench-pull`: the Zuora workflows pull of one customer, the product's (declared in YAML, run as
+# its own process) against a lean hand-written pull and a dlt rest_api pipeline (dlt in its own
+# virtualenv, $(DLT_VENV)), from a static local Zuora into the local PostgreSQL: first load, unchanged
+# and older pages, one table (sync_pipeline_tests/benchmarks/zuora_pull.py). Other sizes or a profile:
+# make bench-pull BENCH_PULL_ARGS="--records 100000 --page-size 500 --py-spy /tmp/profile.txt".
+DLT_VENV ?= .venv-dlt
+BENCH_PULL_ARGS ?= --records 100000 --records 1000000
+
+.PHONY: bench-pull
+bench-pull: setup
+	$(BIN)/pip install --quiet -r sync_pipeline_tests/benchmarks/requirements.txt
+	test -x $(DLT_VENV)/bin/python || python3 -m venv $(DLT_VENV)
+	$(DLT_VENV)/bin/pip install --quiet -r sync_pipeline_tests/benchmarks/requirements-dlt.txt
+	$(BIN)/python -m sync_pipeline_tests.benchmarks.zuora_pull --dlt-python $(DLT_VENV)/bin/python $(BENCH_PULL_ARGS)

@@ -240,8 +240,7 @@ class ZuoraSimulator(BackgroundServer):
             }
 
     def _store(self, state: _TenantState, workflow_id: int, fields: dict[str, Any]) -> None:
-        updated = FIRST_UPDATE + dt.timedelta(seconds=next(self._changes))
-        stamp = updated.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        stamp = zuora_timestamp(FIRST_UPDATE + dt.timedelta(seconds=next(self._changes)))
         current = state.workflows.get(workflow_id) or _new_workflow(workflow_id, stamp)
         state.workflows[workflow_id] = {**current, **fields, "updatedAt": stamp}
 
@@ -514,3 +513,15 @@ class ObservedZuoraSimulator(ZuoraSimulator):
         if hook and tenant and status == HTTPStatus.OK and path.rstrip("/") == WORKFLOWS_PATH:
             hook(tenant, int(answer["pagination"]["page"]))
         return status, answer, headers
+
+
+def zuora_timestamp(moment: dt.datetime) -> str:
+    """A moment as Zuora writes `updatedAt`: ISO-8601 in UTC, milliseconds, `Z`."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def listed_workflow(workflow_id: int, updated_at: dt.datetime, **fields: Any) -> dict[str, Any]:
+    """A workflow as List workflows shows it after a change at `updated_at` setting `fields`: the simulator's
+    own record, for a benchmark that renders its pages once instead of serving them from a simulator."""
+    stamp = zuora_timestamp(updated_at)
+    return {**_new_workflow(workflow_id, zuora_timestamp(FIRST_UPDATE)), **fields, "updatedAt": stamp}

