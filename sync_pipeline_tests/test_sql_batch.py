@@ -23,7 +23,7 @@ from sync_pipeline.engine.sinks.sql_batch import (
     reflect_table,
     table_sink,
 )
-from sync_pipeline.engine.sinks.sql_deletions import MissingRows
+from sync_pipeline.engine.sinks.sql_deletions import MissingRows, SeenKeys
 from sync_pipeline.engine.sinks.sql_rows import SqlSinkUnavailable
 from sync_pipeline.engine.state.tracking import Rejection, TrackingStore
 from sync_pipeline.engine.tables import rejected_table, scheduler_log_table
@@ -167,7 +167,10 @@ def test_a_complete_listing_marks_what_it_left_out_deleted_and_clears_what_came_
         conn.execute(sa.update(table).where(table.c.customer == "a", table.c.id == 3).values(deleted_at=T0))
     missing = MissingRows(table, ["customer", "id"], "deleted_at", {"customer": "a"})
 
-    counts = missing.mark(engine, {("a", 2), ("a", 3)}, T0 + dt.timedelta(days=1))
+    seen = SeenKeys()
+    seen.add([("a", 2), ("a", 3)])
+
+    counts = missing.mark(engine, seen, T0 + dt.timedelta(days=1))
 
     assert (counts.deleted, counts.revived) == (1, 1)
     with engine.connect() as conn:

@@ -27,7 +27,7 @@ from sync_pipeline.engine.db_errors import describe_db_error
 from sync_pipeline.engine.mapping.field_map import FieldMap
 from sync_pipeline.engine.sinks.http_batch import DeliveryCounts, Refusals
 from sync_pipeline.engine.sinks.record_details import DetailFetcher
-from sync_pipeline.engine.sinks.sql_deletions import DeletionCounts, MissingRows
+from sync_pipeline.engine.sinks.sql_deletions import DeletionCounts, MissingRows, SeenKeys
 from sync_pipeline.engine.sinks.sql_rows import Key, RefusedRecord, SqlSinkUnavailable
 from sync_pipeline.engine.sinks.sql_target import RunTransaction, SqlTarget
 from sync_pipeline.engine.sinks.sql_update import SqlUpdateSink
@@ -149,7 +149,7 @@ class SqlBatchSender:
         self._refusals = refusals
         self._counting = counting
         self._target = sink.table.fullname
-        self._seen: set[Key] = set()
+        self._seen = SeenKeys()
         self._refused_any = False
 
     def send(self, batch: Batch) -> None:
@@ -188,7 +188,7 @@ class SqlBatchSender:
         updated = counts.updated
         self._refusals.record(not_written)
         with self._counting:
-            self._seen.update(by_key)
+            self._seen.add(by_key.keys())
             self._refused_any |= bool(refused or not_written)
         call = ApiCall(self._target, len(rows), None, round((time.perf_counter() - started) * 1000))
         self._tracking.record_call(self._entity, call)

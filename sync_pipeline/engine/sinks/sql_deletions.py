@@ -3,23 +3,28 @@
 After a run that read every record of a source that lists them all (state `none`: no mark narrows
 the read), the stored keys of the run's partition (a customer's rows; the whole table without one)
 are compared with the keys the run saw: a stored row not seen gets the time in its deleted column,
-a row marked deleted that was seen again gets it cleared. The comparison is done on the keys the
-database returns, a partition at a time in memory (a customer's workflows, not a million rows), and
-each row is updated by its key (an executemany: a few parameters per execution on every dialect).
+a row marked deleted that was seen again gets it cleared. The keys seen are kept as 64-bit
+fingerprints (`SeenKeys`: 8 bytes a key, 8 MB per million), and the partition's stored keys are
+streamed past them in chunks, so memory stays flat in the number of rows; a fingerprint shared by a
+gone key and a seen one (about one in 10^7 at a million keys) leaves that row unmarked for a run.
+Each row is updated by its key (an executemany: a few parameters per execution on every dialect).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import sqlalchemy as sa
 
 from sync_pipeline.engine.db_errors import describe_db_error
 from sync_pipeline.engine.sinks.sql_rows import Key, SqlSinkUnavailable
 from sync_pipeline.engine.sinks.sql_target import SqlTarget
+from sync_pipeline.engine.state.tracked_ids import contains
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,30 @@ class DeletionCounts:
     def revived(self) -> int:
         """Rows marked deleted that came back."""
         return len(self.back)
+
+
+STORED_KEYS_PER_CHUNK = 10_000
+
+
+class SeenKeys:
+    """The keys a run wrote, as sorted 64-bit fingerprints (Python's hash of the key, in this process)."""
+
+    def __init__(self) -> None:
+        self._added = bytearray()
+        self._sorted: npt.NDArray[np.int64] | None = None
+
+    def add(self, keys: Collection[Key]) -> None:
+        """Keep these keys."""
+        self._added += np.fromiter(map(hash, keys), np.int64, len(keys)).tobytes()
+        self._sorted = None
+
+    def among(self, keys: Sequence[Key]) -> npt.NDArray[np.bool_]:
+        """For each of `keys`, whether it was seen (a fingerprint match)."""
+        if self._sorted is None:
+            self._sorted = np.sort(np.frombuffer(self._added, np.int64))
+        if not len(self._sorted) or not keys:
+            return np.zeros(len(keys), dtype=bool)
+        return contains(self._sorted, np.fromiter(map(hash, keys), np.int64, len(keys)))
 
 
 class MissingRows:
@@ -66,20 +95,27 @@ class MissingRows:
     def mark(
         self,
         target: SqlTarget,
-        seen: set[Key],
+        seen: SeenKeys,
         now: dt.datetime,
         confirm: Callable[[list[Key]], list[bool]] | None = None,
     ) -> DeletionCounts:
         """Mark what `seen` lacks and clear what it brought back, in one transaction; with `confirm`, only
         the keys it confirms gone (one bool per key) are marked. A database error raises
         `SqlSinkUnavailable`."""
+        gone: list[Key] = []
+        back: list[tuple[Key, dt.datetime]] = []
         try:
             with target.begin() as conn:
-                stored = [(tuple(row[:-1]), row[-1]) for row in conn.execute(self._stored)]
-                gone = [key for key, deleted in stored if deleted is None and key not in seen]
+                stored = conn.execute(self._stored.execution_options(stream_results=True))
+                for chunk in stored.partitions(STORED_KEYS_PER_CHUNK):
+                    keys = [tuple(row[:-1]) for row in chunk]
+                    for key, row, was_seen in zip(keys, chunk, seen.among(keys), strict=True):
+                        if row[-1] is None and not was_seen:
+                            gone.append(key)
+                        elif row[-1] is not None and was_seen:
+                            back.append((key, row[-1]))
                 if confirm is not None and gone:
                     gone = [key for key, confirmed in zip(gone, confirm(gone), strict=True) if confirmed]
-                back = [(key, deleted) for key, deleted in stored if deleted is not None and key in seen]
                 if gone:
                     conn.execute(self._set, [self._parameters(key, now) for key in gone])
                 if back:

@@ -51,17 +51,17 @@ class TrackedIds:
         guid_bytes, is_guid = _guid_bytes(entity_ids)
         tracked: set[str] = set()
         if len(self._guids) and guid_bytes:
-            found = _contains(self._guids, np.frombuffer(guid_bytes, _GUID))
+            found = contains(self._guids, np.frombuffer(guid_bytes, _GUID))
             tracked.update(entity_ids[int(i)] for i in np.flatnonzero(is_guid)[found])
         others = _others(entity_ids, is_guid)
         if len(self._fingerprints) and others:
-            found = _contains(self._fingerprints, np.fromiter(map(hash, others), _FINGERPRINT, len(others)))
+            found = contains(self._fingerprints, np.fromiter(map(hash, others), _FINGERPRINT, len(others)))
             if found.any():
                 tracked.update(self._confirm([others[int(i)] for i in np.flatnonzero(found)]))
         return tracked
 
 
-def _contains(sorted_keys: npt.NDArray[np.generic], keys: npt.NDArray[np.generic]) -> npt.NDArray[np.bool_]:
+def contains(sorted_keys: npt.NDArray[np.generic], keys: npt.NDArray[np.generic]) -> npt.NDArray[np.bool_]:
     """For each of `keys`, whether it is in `sorted_keys` (not empty)."""
     positions = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
     return np.asarray(sorted_keys[positions] == keys)
