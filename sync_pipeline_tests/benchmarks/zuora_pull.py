@@ -563,7 +563,7 @@ def _shape(value: object) -> object:
 
 def declaration_problems() -> list[str]:
     """Whether the benchmark's YAML is still the real-database test's, but for the page size."""
-    from sync_pipeline_tests.real_db.test_customer_pull_on_real_databases import DEFS_YAML
+    from sync_pipeline_tests.real_db.customer_pull import DEFS_YAML
 
     tested_page_size = 50
     if zuora_product.PULL_YAML.replace("{page_size}", str(tested_page_size)) != DEFS_YAML:
