@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from sync_pipeline.connectors.zuora.workflows import workflows_table
 from sync_pipeline.demo.run import DEMO_ROWS, DemoPaths, environment, prepare, run_demo, tracking_count
@@ -71,7 +72,7 @@ def test_editing_one_workflow_of_the_demos_zuora_updates_exactly_that_row(
     assert run_demo(workdir, free_port()) == 0
 
     output = capsys.readouterr().out
-    assert "wrote 1 workflow rows in total" in output
+    assert "wrote 1 workflow row in total" in output
     assert re.search(r"^acme\s+120\s+0\s+1\s+119\b", output, flags=re.M)  # workflows, inserted, updated, unchanged
     app = sa.create_engine(DemoPaths(workdir).zuora.app_db_url)
     with app.connect() as conn:
@@ -87,6 +88,8 @@ def test_alert_links_of_the_demo_follow_the_ui_port(tmp_path: Path) -> None:
     prepare(paths, port=free_port(), ui_port=3100)
 
     assert load_settings(paths.settings_file).alerts.ui_base_url == "http://127.0.0.1:3100"
+    zuora = yaml.safe_load(paths.zuora.settings_file.read_text())
+    assert zuora["alerts"]["ui_base_url"] == "http://127.0.0.1:3100"  # the Zuora pull's alerts too
 
 
 @pytest.mark.parametrize(

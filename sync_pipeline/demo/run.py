@@ -70,7 +70,7 @@ def prepare(paths: DemoPaths, port: int, ui_port: int = DEFAULT_UI_PORT) -> bool
     engine = create_sync_engine(paths.database_url("log_db"))
     create_log_tables(engine)  # also adds tables a newer version introduced
     engine.dispose()
-    prepare_zuora(paths.zuora, port)
+    prepare_zuora(paths.zuora, port, ui_port)
     if seeded_before:
         return False
     settings = load_settings(paths.settings_file)
@@ -161,7 +161,10 @@ def run_demo(workdir: Path, port: int = DEFAULT_PORT) -> int:
     with pd.option_context("display.width", 220, "display.max_columns", 20, "display.max_colwidth", 90):
         print(customers.to_string())
     written = int(customers[["inserted", "updated"]].fillna(0).to_numpy().sum())
-    print(f"wrote {written} workflow rows in total (Dagster UI: `make ui`, DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    rows = "row" if written == 1 else "rows"
+    print(
+        f"wrote {written} workflow {rows} in total (Dagster UI: `make ui`, DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
+    )
     tamhr_ok = result.success and (table["check"] == "passed").all()
     return 0 if tamhr_ok and customers_as_expected else 1
 

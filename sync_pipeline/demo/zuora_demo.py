@@ -79,11 +79,14 @@ class ZuoraDemoFiles:
         }
 
 
-def prepare_zuora(files: ZuoraDemoFiles, port: int) -> bool:
-    """Write the demo's Zuora settings (the local Zuora allowed) and, the first time, create the customers
-    and their tenants' workflows; point every demo customer at the local Zuora. True if it created them."""
+def prepare_zuora(files: ZuoraDemoFiles, port: int, ui_port: int) -> bool:
+    """Write the demo's Zuora settings (the local Zuora allowed, alert links to the UI's port) and, the first
+    time, create the customers and their tenants' workflows; point every demo customer at the local Zuora.
+    True if it created them."""
     files.workdir.mkdir(parents=True, exist_ok=True)
-    settings = zuora_settings(f"127.0.0.1:{zuora_port(port)}")
+    settings = zuora_settings(
+        f"127.0.0.1:{zuora_port(port)}", {"alerts": {"ui_base_url": f"http://127.0.0.1:{ui_port}"}}
+    )
     files.settings_file.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
     box = SecretBox(files.secret_key(), "ZUORA_SECRET_KEY")
     base_url = f"http://127.0.0.1:{zuora_port(port)}"
