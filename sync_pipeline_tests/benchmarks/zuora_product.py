@@ -25,6 +25,7 @@ import yaml
 
 from sync_pipeline.orchestration.component import SyncComponent
 from sync_pipeline_tests.benchmarks.process_cpu import cpu_seconds
+from sync_pipeline_tests.real_db.customer_pull import DEFS_YAML
 
 JOB = "zuora_sync_job"
 PARTITIONS = "zuora_customers"
@@ -33,40 +34,9 @@ LOG_DB_ENV_VAR = "SYNC_LOG_DB_URL"
 SECRET_KEY_ENV_VAR = "ZUORA_SECRET_KEY"
 TARGET_TABLE = "app_zuora_workflows"
 
-PULL_YAML = """
-type: sync_pipeline.orchestration.component.SyncComponent
-attributes:
-  name: zuora
-  entities:
-    - name: Workflows
-      source:
-        kind: http_pages
-        pagination: {style: next_link, next_path: pagination.next_page, size_param: page_length, page_size: {page_size},
-                     records_path: data}
-      fields:
-        - {name: id, type: int}
-        - {name: name, length: 200}
-        - {name: status, length: 40, nullable: true}
-        - {name: updatedAt, type: datetime}
-      mapping:
-        zuora_id: {from: id}
-        name: {from: name}
-        status: {from: status}
-        updated_at: {from: updatedAt}
-      state: none
-      sink: {kind: sql_upsert, db: app_db, key_columns: [customer_id, zuora_id], timestamp_column: updated_at,
-             partition_column: customer_id, deleted_column: deleted_at}
-  settings:
-    api: {}
-    customers: {db: app_db, secret_key_env_var: ZUORA_SECRET_KEY, simulator: "{simulator}",
-                retry_delays_seconds: [0, 0]}
-    retries: {max_attempts: 1}
-    databases: {app_db: APP_DB_URL, log_db: SYNC_LOG_DB_URL}
-    entities:
-      Workflows: {key_column: id, endpoint: v1/workflows, target_table: app_zuora_workflows}
-"""
-"""The real-database test's DEFS_YAML (sync_pipeline_tests/real_db/test_customer_pull_on_real_databases.py)
-with its page size a parameter; `test_zuora_pages` holds them equal."""
+DECLARED_PAGE_SIZE = "page_size: 50,"
+PULL_YAML = DEFS_YAML.replace(DECLARED_PAGE_SIZE, "page_size: {page_size},")
+"""The real-database test's declaration (real_db/customer_pull.py) with its page size a parameter."""
 
 
 def pull_attributes(simulator: str, page_size: int) -> dict[str, Any]:
