@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import orjson
 import requests
@@ -254,24 +254,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(serve(receiver, args.host, args.port))
 
 
-class ReceiverProcess:
-    """The receiver as a child process, with a client for its control calls; a context manager."""
+class ServerProcess:
+    """A benchmark server as a child process (`python -m <module> --port N …`), which prints
+    `READY <base url>` once it listens, with a session for its control calls; a context manager."""
 
-    def __init__(self, latency_ms: float = 0.0, api_key: str | None = None, port: int = 0) -> None:
-        self._command = [sys.executable, "-m", __name__, "--port", str(port), "--latency-ms", str(latency_ms)]
-        if api_key is not None:
-            self._command += ["--api-key", api_key]
+    def __init__(self, module: str, name: str, port: int, *options: str) -> None:
+        self._command = [sys.executable, "-m", module, "--port", str(port), *options]
+        self._name = name
         self._process: subprocess.Popen[str] | None = None
         self._session = requests.Session()
         self.base_url = ""
 
-    def __enter__(self) -> ReceiverProcess:
+    def __enter__(self) -> Self:
         self._process = subprocess.Popen(self._command, stdout=subprocess.PIPE, text=True)
         assert self._process.stdout is not None
         line = self._process.stdout.readline()
         if not line.startswith(READY_PREFIX):
             self._process.kill()
-            raise RuntimeError(f"benchmark receiver did not start: {line!r}")
+            raise RuntimeError(f"{self._name} did not start: {line!r}")
         self.base_url = line.removeprefix(READY_PREFIX).strip()
         return self
 
@@ -282,6 +282,14 @@ class ReceiverProcess:
         if self._process is not None:
             self._process.terminate()
             self._process.wait(timeout=10)
+
+
+class ReceiverProcess(ServerProcess):
+    """The receiver as a child process, with a client for its control calls; a context manager."""
+
+    def __init__(self, latency_ms: float = 0.0, api_key: str | None = None, port: int = 0) -> None:
+        key = ["--api-key", api_key] if api_key is not None else []
+        super().__init__(__name__, "benchmark receiver", port, "--latency-ms", str(latency_ms), *key)
 
     @property
     def _root(self) -> str:

@@ -26,18 +26,14 @@ import contextlib
 import datetime as dt
 import math
 import secrets
-import subprocess
-import sys
 import time
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from types import TracebackType
 from typing import Any
 
 import orjson
-import requests
 
 from sync_pipeline.demo.zuora import (
     DEFAULT_PAGE_LENGTH,
@@ -48,6 +44,7 @@ from sync_pipeline.demo.zuora import (
     ZuoraTenant,
     listed_workflow,
 )
+from sync_pipeline_tests.benchmarks.receiver import READY_PREFIX, ServerProcess
 
 FIRST_WORKFLOW_ID = 1001
 """The simulator's first workflow id; the n-th workflow served has id 1000 + n."""
@@ -60,7 +57,6 @@ WINDOW_SECONDS = 60.0
 DATASET_PATH = "/_bench/dataset"
 STATS_PATH = "/_bench/stats"
 RESET_PATH = "/_bench/reset"
-READY_PREFIX = "READY "
 
 
 def served_workflow(workflow_id: int, version: str) -> dict[str, Any]:
@@ -288,37 +284,16 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(args.host, args.port))
 
 
-class StaticZuoraProcess:
+class StaticZuoraProcess(ServerProcess):
     """The server as a child process, with a client for its control calls; a context manager."""
 
     def __init__(self, port: int = 0) -> None:
-        self._command = [sys.executable, "-m", __name__, "--port", str(port)]
-        self._process: subprocess.Popen[str] | None = None
-        self._session = requests.Session()
-        self.base_url = ""
+        super().__init__(__name__, "static Zuora", port)
 
     @property
     def host_port(self) -> str:
         """`127.0.0.1:<port>`: what the customers settings accept as a simulator."""
         return self.base_url.removeprefix("http://")
-
-    def __enter__(self) -> StaticZuoraProcess:
-        self._process = subprocess.Popen(self._command, stdout=subprocess.PIPE, text=True)
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline()
-        if not line.startswith(READY_PREFIX):
-            self._process.kill()
-            raise RuntimeError(f"static Zuora did not start: {line!r}")
-        self.base_url = line.removeprefix(READY_PREFIX).strip()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self._session.close()
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(timeout=10)
 
     def serve(self, client: ZuoraTenant, records: int, page_length: int, version: str) -> dict[str, Any]:
         """Serve `records` workflows of `version`, `page_length` a page, to `client`; what rendering took."""
