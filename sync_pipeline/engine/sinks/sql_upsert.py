@@ -153,7 +153,7 @@ class SqlUpsertSink:
                 continue
             counts.skipped += kept is not None
             candidates[key] = position
-        rows = [dict(records[position]) for position in candidates.values()]
+        rows = [self._columns.row(records[position]) for position in candidates.values()]  # details fill them in
         stored = self._stored.matches(self.target, rows)
         to_write = [n for n in range(len(rows)) if n not in stored or stored[n].newer]
         counts.skipped += len(rows) - len(to_write)
@@ -172,7 +172,7 @@ class SqlUpsertSink:
         refetching = set(refetched)
 
         def upsert(conn: sa.Connection, chosen: Sequence[int]) -> None:
-            written = [self._upsert.parameters(self._columns.row(rows[n])) for n in chosen if n not in refetching]
+            written = [self._upsert.parameters(rows[n]) for n in chosen if n not in refetching]
             filled = [self._fill_parameters(rows[n]) for n in chosen if n in refetching]
             if written:
                 conn.execute(self._upsert.statement, written)
