@@ -3,7 +3,8 @@
 Each batch of valid records is mapped to the receiver's fields, each mapped record hashed, and the
 batch classified against TB_R_SYNC_ROW_HASH: a record never acknowledged is created, one whose hash
 differs is updated by the receiver's id, an unchanged one costs nothing. A record the mapping refuses
-is rejected with its reason, and the others go on.
+is rejected with its reason, and the others go on. A record pointing at a record of an earlier
+entity that the receiver does not hold yet is held back (engine/state/references.py).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 from sync_pipeline.engine.batching import Batch
 from sync_pipeline.engine.mapping.field_map import FieldMap
 from sync_pipeline.engine.mapping.payload import PayloadError
-from sync_pipeline.engine.sinks.http_batch import DeliveryCounts
-from sync_pipeline.engine.sinks.http_records import RecordChange, RecordSender
+from sync_pipeline.engine.sinks.http_records import RecordChange, RecordCounts, RecordSender
+from sync_pipeline.engine.state.references import ReferenceCheck
 from sync_pipeline.engine.state.row_hashes import RowHashStore, row_hash
 from sync_pipeline.engine.state.tracking import Rejection
 
@@ -27,6 +28,9 @@ class ChangeCounts:
     new: int = 0
     changed: int = 0
     unchanged: int = 0
+    held_back: int = 0
+    first_held_back: str | None = None
+    """The first held-back record and why, for the run's log line."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
@@ -40,12 +44,25 @@ class ChangeBatch:
 
 
 def changes_of(
-    batch: Batch, mapping: FieldMap | None, hashes: RowHashStore, entity_type: str, counts: ChangeCounts
+    batch: Batch,
+    mapping: FieldMap | None,
+    hashes: RowHashStore,
+    entity_type: str,
+    counts: ChangeCounts,
+    references: ReferenceCheck | None = None,
 ) -> ChangeBatch:
-    """The creates and updates one batch needs, in its order; unchanged records are only counted."""
+    """The creates and updates one batch needs, in its order; unchanged and held-back records are only counted."""
     refused = list(batch.refused)
     refused_rows = batch.refused_rows
     entity_ids, records = batch.entity_ids, batch.records
+    held = references.held_back(records) if references is not None else {}
+    if held:
+        with counts.lock:
+            counts.held_back += len(held)
+            first = min(held)
+            counts.first_held_back = counts.first_held_back or f"{entity_ids[first]}: {held[first]}"
+        kept = [position for position in range(len(records)) if position not in held]
+        entity_ids, records = [entity_ids[p] for p in kept], [records[p] for p in kept]
     if mapping is not None:
         mapped = mapping.map_batch(records)
         for position, error in mapped.refused.items():
@@ -83,21 +100,29 @@ def changes_of(
 class ChangeSender:
     """A create/update entity's sink step: each batch's refusals recorded, its creates and updates sent."""
 
-    def __init__(self, records: RecordSender, mapping: FieldMap | None, hashes: RowHashStore, entity_type: str) -> None:
+    def __init__(
+        self,
+        records: RecordSender,
+        mapping: FieldMap | None,
+        hashes: RowHashStore,
+        entity_type: str,
+        references: ReferenceCheck | None = None,
+    ) -> None:
         self.changes = ChangeCounts()
         self._records = records
         self._mapping = mapping
         self._hashes = hashes
         self._entity_type = entity_type
+        self._references = references
 
     @property
-    def counts(self) -> DeliveryCounts:
+    def counts(self) -> RecordCounts:
         """What was sent, failed and rejected so far, shared by the batches in flight."""
         return self._records.counts
 
     def send(self, batch: Batch) -> None:
         """Classify the batch (a Log database read), then reject and send what it needs."""
-        planned = changes_of(batch, self._mapping, self._hashes, self._entity_type, self.changes)
+        planned = changes_of(batch, self._mapping, self._hashes, self._entity_type, self.changes, self._references)
         self._records.reject(planned.refused, planned.refused_rows)
         if planned.changes:
             self._records.send(planned.changes)

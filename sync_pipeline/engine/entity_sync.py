@@ -53,6 +53,7 @@ from sync_pipeline.engine.sources.source import Source, SqlTableSource
 from sync_pipeline.engine.sources.sql_table import SinceFilter, SourceRefused, SourceUnavailable
 from sync_pipeline.engine.state.change_history import ChangeHistory
 from sync_pipeline.engine.state.entity_lock import EntityLock, EntityLocked, LockLost
+from sync_pipeline.engine.state.references import ReferenceCheck, ReferencedEntity
 from sync_pipeline.engine.state.row_hashes import RowHashStore
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
 from sync_pipeline.engine.state.since_cursor import CursorStore, CursorWatermark, cursor_value
@@ -79,6 +80,8 @@ class EntitySyncPlan:
     """The table a SQL sink writes, as the settings name it (schema.table)."""
     fixed_columns: Mapping[str, Any] = field(default_factory=dict)
     """Columns a SQL sink sets on every row: the partition column with the run's customer."""
+    references: tuple[ReferencedEntity, ...] = ()
+    """The spec's references, each with the EntityType of the records it points at."""
 
     @property
     def source_name(self) -> str:
@@ -153,6 +156,11 @@ class EntitySyncReport:
     """Records not applied though they differ from their stored row (a sink keeping history); else None."""
     details: DetailCounts | None = None
     """GETs of rows' details (a sink with details; else None)."""
+    created: int | None = None
+    adopted: int | None = None
+    """A per-record sink's creates, and its creates answered 409 and updated instead; None for other sinks."""
+    held_back: int | None = None
+    """Records not sent because the receiver does not hold what they point at yet; None without references."""
     retryable: bool = False
     """It stopped early for a reason that may be gone later (see `is_retryable`)."""
 
@@ -310,6 +318,15 @@ def sync_entity(
     report.retries += reads.retries
     if isinstance(delivery, ChangeSender):  # unchanged records were read, like tracked ones, and not sent
         report.already_tracked = delivery.changes.unchanged
+        report.created, report.updated = delivery.counts.created, delivery.counts.updated
+        report.adopted = delivery.counts.adopted
+        if plan.references:
+            report.held_back = delivery.changes.held_back
+            if delivery.changes.first_held_back:
+                log.warning(
+                    f"{entity}: {report.held_back} record(s) held back until the receiver holds what they point "
+                    f"at, first {delivery.changes.first_held_back}"
+                )
     elif isinstance(delivery, SqlBatchSender):
         report.already_tracked = delivery.counts.unchanged
         counts = delivery.counts
@@ -451,5 +468,8 @@ def entity_delivery(
         id_field=spec.record_sink.id_field,
         before_each_attempt=lock.refresh_if_due,
         sleep=sleep,
+        on_conflict=spec.record_sink.on_conflict,
     )
-    return ChangeSender(records, plan.mapping, RowHashStore(tracking.engine), entity)
+    hashes = RowHashStore(tracking.engine)
+    references = ReferenceCheck(plan.references, hashes) if plan.references else None
+    return ChangeSender(records, plan.mapping, hashes, entity, references)

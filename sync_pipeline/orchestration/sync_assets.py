@@ -19,6 +19,7 @@ from sync_pipeline.engine.http.api import Acknowledgement, BatchPoster, PerRecor
 from sync_pipeline.engine.mapping.field_map import FieldMapError, field_map_from
 from sync_pipeline.engine.sinks.http_batch import RetryPolicy
 from sync_pipeline.engine.state.dead_letters import DeadLetters
+from sync_pipeline.engine.state.references import ReferencedEntity
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
 from sync_pipeline.engine.state.tracking import TrackingStore, TrackingUnavailable
 from sync_pipeline.engine.tables import source_table
@@ -58,6 +59,10 @@ def entity_plan(sync: SyncSpec, spec: EntitySpec, settings: Settings) -> EntityS
         batch_size=settings.batch_size_for(spec.name),
         mapping=mapping,
         target_table=where.target_table,
+        references=tuple(
+            ReferencedEntity(ref.field, sync.entity_type(sync.entity(ref.entity)), spec.field(ref.field).type)
+            for ref in spec.references
+        ),
     )
 
 
@@ -131,6 +136,9 @@ def report_metadata(
         "deleted": report.deleted,
         "inserted": report.inserted,
         "updated": report.updated,
+        "created": report.created,
+        "adopted": report.adopted,
+        "held_back": report.held_back,
         "conflicts": report.conflicts,
     }
     if report.details is not None:

@@ -37,6 +37,7 @@ from sync_pipeline.specs.model import (
     Pagination,
     RecordDetails,
     RecordSinkSpec,
+    Reference,
     SqlSinkSpec,
     StateKind,
 )
@@ -81,6 +82,7 @@ class SinkDeclaration(_Strict):
     kind: Literal["http_batch", "http_records", "sql_upsert", "sql_update"] = "http_batch"
     update_method: Literal["PUT", "PATCH"] = "PUT"
     id_field: Annotated[str, Field(min_length=1)] = "id"
+    on_conflict: Literal["fail", "update"] | None = None
     db: _KEY | None = None
     key_columns: Annotated[list[_NAME], Field(min_length=1)] | None = None
     timestamp_column: _NAME | None = None
@@ -119,7 +121,15 @@ class SinkDeclaration(_Strict):
         extra = [name for name in sql_only if name not in read and getattr(self, name) is not None]
         if extra:
             raise ValueError(f"sink.{extra[0]}: not read by a {self.kind} sink; remove it")
+        if self.on_conflict is not None and self.kind != "http_records":
+            raise ValueError(f"sink.on_conflict: only read by an http_records sink, not {self.kind}; remove it")
         return self
+
+    def record_sink(self) -> RecordSinkSpec | None:
+        """The per-record sink this declares, if it is one."""
+        if self.kind != "http_records":
+            return None
+        return RecordSinkSpec(self.update_method, self.id_field, self.on_conflict or "fail")
 
     def sql_sink(self) -> SqlSinkSpec | None:
         """The SQL sink this declares, if it is one."""
@@ -173,6 +183,13 @@ class SourceDeclaration(_Strict):
     since_param: Annotated[str, Field(min_length=1)] | None = None
 
 
+class ReferenceDeclaration(_Strict):
+    """A field of the entity holding the key of a record of an earlier entity (see `specs.model.Reference`)."""
+
+    field: _NAME
+    entity: _NAME
+
+
 class EntityDeclaration(_Strict):
     """One entity of a declared sync."""
 
@@ -184,6 +201,7 @@ class EntityDeclaration(_Strict):
     mapping: FieldMapSettings | None = None
     state: Literal["never_sent", "row_hash", "since_cursor", "none"] = "never_sent"
     cursor_field: _NAME | None = None
+    references: list[ReferenceDeclaration] = []
     sink: SinkDeclaration = SinkDeclaration()
 
     @model_validator(mode="after")
@@ -201,6 +219,22 @@ class EntityDeclaration(_Strict):
             raise ValueError(
                 f"entities.{self.name}.state: {self.state} cannot go with a {self.sink.kind} sink (allowed: "
                 f"{', '.join(allowed)}); {_STATE_MEANINGS}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _references_are_fields_of_a_per_record_sink(self) -> EntityDeclaration:
+        names = [f.name for f in self.fields]
+        for position, reference in enumerate(self.references):
+            if reference.field not in names:
+                raise ValueError(
+                    f"entities.{self.name}.references[{position}].field: {reference.field!r} is not one of its "
+                    f"fields ({', '.join(names)})"
+                )
+        if self.references and self.sink.kind != "http_records":
+            raise ValueError(
+                f"entities.{self.name}.references: only read by an http_records sink (a record held back until "
+                f"the receiver has the one it points to), not {self.sink.kind}"
             )
         return self
 
@@ -241,7 +275,6 @@ class EntityDeclaration(_Strict):
 
     def entity_spec(self) -> EntitySpec:
         """The entity as the engine and the Dagster wiring read it."""
-        per_record = self.sink.kind == "http_records"
         source = self.source
         return EntitySpec(
             name=self.name,
@@ -250,10 +283,11 @@ class EntityDeclaration(_Strict):
             fields=tuple(ModelField(f.name, f.type, f.nullable, f.length) for f in self.fields),
             mapping=self.mapping,
             state=StateKind(self.state),
-            record_sink=RecordSinkSpec(self.sink.update_method, self.sink.id_field) if per_record else None,
+            record_sink=self.sink.record_sink(),
             sql_sink=self.sink.sql_sink(),
             http_source=HttpSourceSpec(source.pagination.pagination(), source.since_param) if source else None,
             cursor_field=self.cursor_field,
+            references=tuple(Reference(r.field, r.entity) for r in self.references),
         )
 
 
@@ -277,6 +311,25 @@ class SyncDeclaration(_Strict):
     name: str
     namespace: str | None = None
     entities: Annotated[list[EntityDeclaration], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _references_point_back(self) -> SyncDeclaration:
+        earlier: dict[str, str] = {}
+        for entity in self.entities:
+            for position, reference in enumerate(entity.references):
+                where = f"entities.{entity.name}.references[{position}].entity"
+                if reference.entity not in earlier:
+                    raise ValueError(
+                        f"{where}: {reference.entity!r} is not an entity declared before it (earlier: "
+                        f"{', '.join(earlier) or 'none'}); an entity runs after those it points to"
+                    )
+                if earlier[reference.entity] != "http_records":
+                    raise ValueError(
+                        f"{where}: {reference.entity} has a {earlier[reference.entity]} sink; only the records of "
+                        "an http_records sink are known to the receiver by their row hash and id"
+                    )
+            earlier[entity.name] = entity.sink.kind
+        return self
 
     def sync_spec(self) -> SyncSpec:
         """The declared sync; raises `SyncSpecError` for what pydantic cannot see (repeated names)."""

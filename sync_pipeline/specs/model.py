@@ -50,13 +50,30 @@ class StateKind(enum.Enum):
     """Nothing kept: every run reads every record, and the SQL sink's key and last write wins decide."""
 
 
+ConflictAction = Literal["fail", "update"]
+
+
 @dataclass(frozen=True)
 class RecordSinkSpec:
     """Per-record create/update over HTTP: POST new records to the endpoint, `update_method` changed ones
-    to `<endpoint>/<external id>`, the id read from a create's answer at `id_field`."""
+    to `<endpoint>/<external id>`, the id read from a create's answer at `id_field`.
+
+    `on_conflict: update` is for a receiver that takes the id from us (Praxedo's business events): a
+    create answered 409 means the receiver holds the record already (made by hand, or by a run that
+    crashed after the answer), so it is updated at the id sent in the record's `id_field` instead."""
 
     update_method: str = "PUT"
     id_field: str = "id"
+    on_conflict: ConflictAction = "fail"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A record's field that holds the key of another entity of the sync (a contact's account): a record
+    is sent only once the receiver has acknowledged the record it points to, else held back until then."""
+
+    field: str
+    entity: str
 
 
 @dataclass(frozen=True)
@@ -183,6 +200,8 @@ class EntitySpec:
     http_source: HttpSourceSpec | None = None
     cursor_field: str | None = None
     """The field whose high-water mark a since-cursor state keeps."""
+    references: tuple[Reference, ...] = ()
+    """Fields pointing at records of earlier entities, which must reach the receiver first."""
 
     @property
     def databases(self) -> tuple[str, ...]:

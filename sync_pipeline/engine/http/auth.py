@@ -7,8 +7,9 @@ new credential. The fixed schemes here have nothing to refresh.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -68,6 +69,29 @@ class BearerToken:
 
     def refresh(self, refused: Mapping[str, str]) -> bool:
         """A fixed token cannot be renewed: a 401 is the answer."""
+        return False
+
+
+@dataclass(frozen=True)
+class BasicCredentials:
+    """A user name and password sent as HTTP Basic (`Authorization: Basic base64(user:password)`)."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def _encoded(self) -> str:
+        return base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
+
+    def headers(self) -> Mapping[str, str]:
+        """The credentials in the Authorization header."""
+        return {"Authorization": f"Basic {self._encoded()}"}
+
+    def secrets(self) -> tuple[str, ...]:
+        """The password and its encoded header value (an echo of either would show it)."""
+        return (self.password, self._encoded())
+
+    def refresh(self, refused: Mapping[str, str]) -> bool:
+        """A password cannot be renewed by the client: a 401 is the answer."""
         return False
 
 

@@ -10,8 +10,9 @@ any other failure leaves its row hash as it was, so it is sent again next run, a
 Duplicates: a create carries an Idempotency-Key made of the entity, the EntityId and the exact body,
 so a retried create whose answer was lost, or the next run's create of the same content (after a 2xx
 without an id), is the same request to a receiver that honours the header. A receiver that takes the
-id from us (Praxedo's `createEvents`) answers such a create 409 Conflict instead: today a failure
-saying so; treating it as "created already, under our id" is where that sync's adoption goes.
+id from us (Praxedo's `createEvents`) answers such a create 409 Conflict instead. With `on_conflict:
+update` that means "created already, under our id" (by hand, or by a run killed between the answer and
+the row hash write): the record is adopted, updated at the id it carries, and never created twice.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
@@ -49,6 +50,7 @@ from sync_pipeline.engine.sinks.http_batch import (
 from sync_pipeline.engine.state.row_hashes import upsert_row_hashes
 from sync_pipeline.engine.state.tracking import DeliveredButUntracked, Rejection, TrackingStore, utc_now
 from sync_pipeline.engine.tables import ROW_HASH_TABLE_NAME
+from sync_pipeline.specs.model import ConflictAction
 
 UpdateMethod = Literal["PUT", "PATCH"]
 CONFLICT = 409
@@ -81,6 +83,8 @@ class RecordCounts(DeliveryCounts):
 
     created: int = 0
     updated: int = 0
+    adopted: int = 0
+    """Creates answered 409 that were updated instead: records the receiver held without our state."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ class RecordSender:
         before_each_attempt: Callable[[], None] = lambda: None,
         sleep: Callable[[float], None] = time.sleep,
         acknowledgement: Acknowledgement = ACKNOWLEDGED_BY_DEFAULT,
+        on_conflict: ConflictAction = "fail",
     ) -> None:
         if update_method not in get_args(UpdateMethod):
             raise ValueError(f"update_method: {update_method!r} is not allowed (PUT or PATCH)")
@@ -134,6 +139,7 @@ class RecordSender:
         self._id_path = id_field.split(".")
         self._id_field = id_field
         self._acknowledgement = acknowledgement
+        self._on_conflict = on_conflict
 
     def send(self, changes: Sequence[RecordChange]) -> None:
         """Send each change with its own call, in order; an unreachable endpoint stops the batch and the entity."""
@@ -156,6 +162,19 @@ class RecordSender:
             return True
         outcome = self._call_with_retries(change, body)
         call = outcome.call
+        if call.http_status == CONFLICT and change.is_new and self._on_conflict == "update":
+            adopted = self._chosen_id(change)
+            if adopted is None:
+                error = f"HTTP 409 Conflict to create, and no id at {self._id_field!r} in the record to update it at"
+                self._count_failed(1, error)
+                self._log.error(f"{self.entity_type}: record {change.entity_id}: {error}; left for the next run")
+                return False
+            change = replace(change, external_id=adopted)
+            outcome = self._call_with_retries(change, body)
+            call = outcome.call
+            if call.ok:
+                with self._counting:
+                    self.counts.adopted += 1
         if call.ok:
             self._keep(change, outcome)
             return True
@@ -242,6 +261,14 @@ class RecordSender:
             found: object = json.loads(response.body)
         except ValueError:
             return None
+        return self._id_in(found)
+
+    def _chosen_id(self, change: RecordChange) -> str | None:
+        """The id a record carries for a receiver that takes it from us, at `id_field`; None if absent."""
+        return self._id_in(change.record)
+
+    def _id_in(self, found: object) -> str | None:
+        """The value at `id_field` (dots into nested objects) as text; None when absent or not an id."""
         for part in self._id_path:
             found = found.get(part) if isinstance(found, Mapping) else None
         if isinstance(found, bool) or not isinstance(found, str | int) or found == "":

@@ -65,15 +65,7 @@ class RowHashStore:
 
     def classify(self, entity_type: str, rows: Sequence[tuple[str, str]]) -> RowChanges:
         """Split a batch of (EntityId, row hash) into new, changed (with the external id) and unchanged."""
-        stored: dict[str, tuple[str, str | None]] = {}
-        try:
-            with self.engine.connect() as conn:
-                for chunk in chunks([entity_id for entity_id, _ in rows], self._ids_per_lookup):
-                    params = {"entity_type": entity_type, "entity_ids": list(chunk)}
-                    for entity_id, stored_hash, external_id in conn.execute(self._lookup, params):
-                        stored[entity_id] = (stored_hash, external_id)
-        except sa.exc.SQLAlchemyError as exc:
-            raise TrackingUnavailable(f"cannot read {_table.name}: {describe_db_error(exc)}") from exc
+        stored = self._stored(entity_type, [entity_id for entity_id, _ in rows])
         changes = RowChanges()
         for entity_id, hash_now in rows:
             found = stored.get(entity_id)
@@ -84,6 +76,24 @@ class RowHashStore:
             else:
                 changes.changed[entity_id] = found[1]
         return changes
+
+    def acknowledged(self, entity_type: str, entity_ids: Sequence[str]) -> set[str]:
+        """Those of `entity_ids` the receiver has acknowledged for `entity_type` (a row hash is kept)."""
+        return set(self._stored(entity_type, entity_ids))
+
+    def _stored(self, entity_type: str, entity_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """The stored (row hash, external id) of each of `entity_ids` that has one, chunked within the
+        dialect's parameter limits."""
+        stored: dict[str, tuple[str, str | None]] = {}
+        try:
+            with self.engine.connect() as conn:
+                for chunk in chunks(list(entity_ids), self._ids_per_lookup):
+                    params = {"entity_type": entity_type, "entity_ids": list(chunk)}
+                    for entity_id, stored_hash, external_id in conn.execute(self._lookup, params):
+                        stored[entity_id] = (stored_hash, external_id)
+        except sa.exc.SQLAlchemyError as exc:
+            raise TrackingUnavailable(f"cannot read {_table.name}: {describe_db_error(exc)}") from exc
+        return stored
 
     def record_sent(self, entity_type: str, rows: Sequence[tuple[str, str, str | None]]) -> None:
         """Keep (EntityId, row hash, external id) of acknowledged records; an external id of None keeps
