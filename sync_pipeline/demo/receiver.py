@@ -264,6 +264,20 @@ def _cursor_id(token: str) -> int:
     raise ValueError(f"cursor {token[:40]!r} is not one this API gave")
 
 
+def send_json(
+    handler: BaseHTTPRequestHandler, status: int, payload: Any, headers: Mapping[str, str] | None = None
+) -> None:
+    """Answer a request of any local server here with `status`, `headers` and `payload` as JSON."""
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class BackgroundServer:
     """An HTTP server on 127.0.0.1, served from a daemon thread while its `with` block runs."""
 

@@ -26,7 +26,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from sync_pipeline.demo.receiver import BackgroundServer
+from sync_pipeline.demo.receiver import BackgroundServer, send_json
 
 TOKEN_PATH = "/oauth/token"
 API_PREFIX = "/v1"
@@ -434,6 +434,7 @@ def _export(workflow: dict[str, Any]) -> dict[str, Any]:
 def _handler_for(simulator: ZuoraSimulator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as Zuora
+        disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall per answer
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -451,17 +452,8 @@ def _handler_for(simulator: ZuoraSimulator) -> type[BaseHTTPRequestHandler]:
             self._answer(*simulator.answer_api(parts.path, query, self.headers.get("Authorization", ""), headers))
 
         def _answer(self, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
             track_id = self.headers.get("Zuora-Track-Id")
-            if track_id:
-                self.send_header("Zuora-Track-Id", track_id)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, payload, {**headers, **({"Zuora-Track-Id": track_id} if track_id else {})})
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: tests read `counts` instead."""

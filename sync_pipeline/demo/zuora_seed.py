@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
-import yaml
 
 from sync_pipeline.connectors.zuora.customers import SecretBox, customers_metadata, customers_table
 from sync_pipeline.connectors.zuora.workflows import workflows_metadata
+from sync_pipeline.demo.packaged import merged, packaged_definitions, packaged_settings
 from sync_pipeline.demo.zuora import ZuoraSimulator, ZuoraTenant
-from sync_pipeline.orchestration.component import SyncComponent
-
-ZUORA_DEFS = Path(__file__).resolve().parents[1] / "defs" / "zuora"
-"""The packaged instance of the Zuora pull: defs.yaml and its settings.yaml."""
 
 
 def create_application_tables(engine: sa.Engine) -> None:
@@ -55,22 +50,9 @@ def simulator_address(zuora: ZuoraSimulator) -> str:
 def zuora_settings(address: str, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The packaged settings with the local Zuora at `address` (host:port) allowed as the customers' Zuora,
     `changes` laid over them (see `merged`)."""
-    raw: dict[str, Any] = yaml.safe_load((ZUORA_DEFS / "settings.yaml").read_text(encoding="utf-8"))
-    return merged(merged(raw, {"customers": {"simulator": address}}), changes or {})
-
-
-def merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    """`base` with `changes` laid over it, nested mappings merged key by key."""
-    result = dict(base)
-    for key, value in changes.items():
-        both_mappings = isinstance(value, Mapping) and isinstance(result.get(key), Mapping)
-        result[key] = merged(result[key], value) if both_mappings else value
-    return result
+    return merged(packaged_settings("zuora", {"customers": {"simulator": address}}), changes or {})
 
 
 def zuora_definitions(settings: Mapping[str, Any]) -> dg.Definitions:
     """The packaged Zuora pull's definitions under these settings."""
-    attributes = yaml.safe_load((ZUORA_DEFS / "defs.yaml").read_text(encoding="utf-8"))["attributes"]
-    attributes = {**attributes, "settings": dict(settings)}
-    del attributes["settings_file"]
-    return dg.build_defs_for_component(SyncComponent.resolve_from_dict(attributes))
+    return packaged_definitions("zuora", settings)

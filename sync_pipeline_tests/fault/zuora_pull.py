@@ -22,12 +22,12 @@ from cryptography.fernet import Fernet
 
 from sync_pipeline.connectors.zuora.customers import SecretBox, customers_table
 from sync_pipeline.connectors.zuora.workflows import workflows_table
+from sync_pipeline.demo.packaged import merged
 from sync_pipeline.demo.seed import create_log_tables
 from sync_pipeline.demo.zuora import ObservedZuoraSimulator, ZuoraTenant
 from sync_pipeline.demo.zuora_seed import (
     create_application_tables,
     customer_row,
-    merged,
     simulator_address,
     zuora_definitions,
     zuora_settings,

@@ -12,7 +12,7 @@ import dagster as dg
 import sqlalchemy as sa
 import yaml
 
-from sync_pipeline.demo.zuora_seed import merged
+from sync_pipeline.demo.packaged import merged
 from sync_pipeline.engine.tables import DateTime2
 from sync_pipeline.orchestration.component import SyncComponent
 
