@@ -38,6 +38,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _ui(args: argparse.Namespace) -> int:
     """`dg dev` on workspace.yaml (so the code location is called `sync_pipeline`, as in production),
     started from DAGSTER_HOME so the instance's own dagster.yaml is the one in force."""
+    from sync_pipeline.demo.field_service_demo import running_praxedo
     from sync_pipeline.demo.run import DemoPaths, environment, prepare, running_receiver
     from sync_pipeline.demo.zuora_demo import running_zuora
 
@@ -57,8 +58,15 @@ def _ui(args: argparse.Namespace) -> int:
     home = Path(env["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     command = [str(bin_dir / "dg"), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(args.ui_port)]
-    with running_receiver(args.port), running_zuora(paths.zuora, args.port):
-        print(f"Dagster UI: http://127.0.0.1:{args.ui_port} (Ctrl-C stops it, the demo receiver and Zuora)", flush=True)
+    with (
+        running_receiver(args.port),
+        running_zuora(paths.zuora, args.port),
+        running_praxedo(paths.field_service, args.port),
+    ):
+        print(
+            f"Dagster UI: http://127.0.0.1:{args.ui_port} (Ctrl-C stops it, the demo receiver, Zuora and Praxedo)",
+            flush=True,
+        )
         process = subprocess.Popen(command, env=env, cwd=home)
         try:
             return process.wait()

@@ -97,12 +97,21 @@ class BearerAuth(_Strict):
     kind: Literal["bearer"]
 
 
+class BasicAuth(_Strict):
+    """HTTP Basic: the user `username`, its password the secret (`api.api_key_env_var`)."""
+
+    kind: Literal["basic"]
+    username: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^:\s]+$")]
+
+
 class ApiSettings(_Strict):
     """Where the third-party API is and how it is called."""
 
+    protocol: Literal["rest", "praxedo"] = "rest"
+    """rest: records POSTed and PUT as JSON; praxedo: as Praxedo's manager operations (connectors/praxedo)."""
     base_url: str | None = None
     """Required, unless the sync runs per customer: each customer's own base URL is used then."""
-    auth: Annotated[ApiKeyHeaderAuth | BearerAuth, Field(discriminator="kind")] = ApiKeyHeaderAuth()
+    auth: Annotated[ApiKeyHeaderAuth | BearerAuth | BasicAuth, Field(discriminator="kind")] = ApiKeyHeaderAuth()
     api_key_header: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$")] = "X-API-Key"
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     call_deadline_seconds: Annotated[float, Field(gt=0, le=3600)] | None = None
@@ -125,6 +134,17 @@ class ApiSettings(_Strict):
             raise ValueError(
                 f"api.api_key_header: only read when api.auth.kind is api_key_header, not {self.auth.kind}; remove it"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _praxedo_speaks_basic(self) -> ApiSettings:
+        if self.protocol == "praxedo" and self.auth.kind != "basic":
+            raise ValueError(
+                f"api.auth.kind: {self.auth.kind} is not how this product calls Praxedo; use basic (its "
+                "web-service user and password)"
+            )
+        if self.auth.kind == "basic" and self.protocol != "praxedo":
+            raise ValueError("api.auth.kind: basic is only read with api.protocol praxedo")
         return self
 
     @property
@@ -368,6 +388,11 @@ class Settings(_Strict):
         calling = [spec.name for spec in sync_of(info).entities if spec.calls_the_api]
         if calling and self.api is None:
             raise ValueError(f"api: is required: {', '.join(calling)} read from or send to the API")
+        batched = [spec.name for spec in sync_of(info).entities if spec.calls_the_api and spec.record_sink is None]
+        if self.api is not None and self.api.protocol == "praxedo" and batched:
+            raise ValueError(
+                f"api.protocol: praxedo records go one call each; {', '.join(batched)} must have an http_records sink"
+            )
         if self.api is not None and self.api.base_url is None and self.customers is None:
             raise ValueError("api.base_url: is required (unless the sync runs per customer: customers:)")
         if self.customers is not None and self.customers.db not in self.databases:

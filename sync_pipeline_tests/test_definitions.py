@@ -51,7 +51,12 @@ def test_five_assets_in_the_sync_group_each_depending_on_the_one_before() -> Non
 
     assert sorted(specs) == sorted(dg.AssetKey(name) for name in ASSET_CHAIN)
     others = {spec.key.to_user_string(): spec.group_name for spec in every if spec.key not in specs}
-    assert others == {"zuora_workflows": "zuora_sync"}  # the Zuora pull, a group of its own
+    assert others == {  # the Zuora pull and the field-service syncs, each a group of its own
+        "zuora_workflows": "zuora_sync",
+        "field_service_accounts": "field_service_sync",
+        "field_service_contacts": "field_service_sync",
+        "field_service_work_orders": "field_service_sync",
+    }
     upstream_of = {key.path[-1]: [dep.asset_key.path[-1] for dep in spec.deps] for key, spec in specs.items()}
     assert upstream_of == {
         "users": [],

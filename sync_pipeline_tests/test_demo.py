@@ -13,6 +13,7 @@ import sqlalchemy as sa
 import yaml
 
 from sync_pipeline.connectors.zuora.workflows import workflows_table
+from sync_pipeline.demo.field_service_demo import DEMO_DATA
 from sync_pipeline.demo.run import DEMO_ROWS, DemoPaths, environment, prepare, run_demo, tracking_count
 from sync_pipeline.demo.zuora_demo import DEMO_TENANTS
 from sync_pipeline.settings import load_settings
@@ -52,9 +53,13 @@ def test_the_demo_sends_every_seeded_record_once_and_a_second_run_sends_none(
     assert f"wrote {sum(DEMO_TENANTS.values())} workflow rows in total" in first_output
     assert "wrote 0 workflow rows in total" in second_output
     assert re.search(r"^umbrella .* no token from http://127\.0\.0\.1:\d+/oauth/token", first_output, flags=re.M)
+    chr_records = DEMO_DATA.accounts * (1 + DEMO_DATA.contacts + DEMO_DATA.work_orders)
+    assert f"sent {chr_records} records to Praxedo in total" in first_output
+    assert re.search(r"^contacts\s+81\s+80\s+0\s+0\s+0\s+1\b", first_output, flags=re.M)  # CON-LATE-1 held back
+    assert "sent 0 records to Praxedo in total" in second_output
 
 
-def test_editing_one_workflow_of_the_demos_zuora_updates_exactly_that_row(
+def test_editing_one_workflow_of_the_demos_zuora_and_one_chr_account_updates_exactly_those(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for name in environment(DemoPaths(tmp_path)):
@@ -67,6 +72,10 @@ def test_editing_one_workflow_of_the_demos_zuora_updates_exactly_that_row(
     workflows = json.loads(kept.read_text())
     workflows[4] = {**workflows[4], "name": "Edited in the demo", "updatedAt": "2027-01-01T00:00:00.000Z"}
     kept.write_text(json.dumps(workflows))
+    chr_db = sa.create_engine(DemoPaths(workdir).field_service.chr_db_url)
+    with chr_db.begin() as conn:
+        conn.execute(sa.text("UPDATE CHR_ACCOUNT SET Phone = '+33 4 72 99 99 99' WHERE AccountId = 'ACC-00003'"))
+    chr_db.dispose()
     capsys.readouterr()
 
     assert run_demo(workdir, free_port()) == 0
@@ -74,6 +83,10 @@ def test_editing_one_workflow_of_the_demos_zuora_updates_exactly_that_row(
     output = capsys.readouterr().out
     assert "wrote 1 workflow row in total" in output
     assert re.search(r"^acme\s+120\s+0\s+1\s+119\b", output, flags=re.M)  # workflows, inserted, updated, unchanged
+    assert "sent 1 record to Praxedo in total" in output
+    assert re.search(r"^accounts\s+40\s+0\s+1\s+0\s+39\b", output, flags=re.M)  # records, created, updated, …
+    held = json.loads((workdir / "praxedo.json").read_text())["CustomerManager"]
+    assert [a["phone"] for a in held if a["id"] == "ACC-00003"] == ["+33 4 72 99 99 99"]
     app = sa.create_engine(DemoPaths(workdir).zuora.app_db_url)
     with app.connect() as conn:
         edited = (workflows_table.c.customer_id == "acme") & (workflows_table.c.zuora_id == workflows[4]["id"])
@@ -90,6 +103,8 @@ def test_alert_links_of_the_demo_follow_the_ui_port(tmp_path: Path) -> None:
     assert load_settings(paths.settings_file).alerts.ui_base_url == "http://127.0.0.1:3100"
     zuora = yaml.safe_load(paths.zuora.settings_file.read_text())
     assert zuora["alerts"]["ui_base_url"] == "http://127.0.0.1:3100"  # the Zuora pull's alerts too
+    field_service = yaml.safe_load(paths.field_service.settings_file.read_text())
+    assert field_service["alerts"]["ui_base_url"] == "http://127.0.0.1:3100"  # and the field-service syncs'
 
 
 @pytest.mark.parametrize(

@@ -69,22 +69,30 @@ def both_syncs(tamhr_settings: Settings, urls: dict[str, str], apis: dict[str, R
     )
 
 
-def test_the_tamhr_component_instance_builds_what_the_tamhr_factory_builds_beside_the_zuora_pull(
+def test_the_tamhr_component_instance_builds_what_the_tamhr_factory_builds_beside_zuora_and_field_service(
     settings: Settings,
 ) -> None:
     loaded = sync_pipeline.definitions.defs.get_repository_def()
     built = build_definitions(settings).get_repository_def()
 
-    zuora_jobs = {"zuora_sync_job", "zuora_sync_dry_run", "zuora_retention"}
-    assert set(loaded.job_names) == set(built.job_names) | zuora_jobs
+    others = {"zuora_sync_job", "zuora_sync_dry_run", "zuora_retention"}
+    others |= {"field_service_sync_job", "field_service_sync_dry_run"}
+    assert set(loaded.job_names) == set(built.job_names) | others
     assert {s.name for s in loaded.schedule_defs} == {
         TAMHR_SYNC.schedule_name,
         "zuora_sync_nightly",
         "zuora_retention_schedule",
+        "field_service_sync_nightly",
     }
-    assert {s.name for s in loaded.sensor_defs} == {TAMHR_SYNC.sensor_name, "zuora_sync_alerts", "zuora_customers"}
+    assert {s.name for s in loaded.sensor_defs} == {
+        TAMHR_SYNC.sensor_name,
+        "zuora_sync_alerts",
+        "zuora_customers",
+        "field_service_sync_alerts",
+    }
     tamhr_assets = {dg.AssetKey(spec.asset_name) for spec in TAMHR_SYNC.entities}
-    assert set(loaded.assets_defs_by_key) == tamhr_assets | {dg.AssetKey("zuora_workflows")}
+    field_service = {dg.AssetKey(f"field_service_{name}") for name in ("accounts", "contacts", "work_orders")}
+    assert set(loaded.assets_defs_by_key) == tamhr_assets | {dg.AssetKey("zuora_workflows")} | field_service
 
 
 def test_dg_lists_the_sync_component_and_checks_its_instances() -> None:

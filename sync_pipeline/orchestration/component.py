@@ -27,10 +27,10 @@ from sync_pipeline.specs.sync import SyncSpec, SyncSpecError
 EXAMPLE_SETTINGS = Path(__file__).parent.parent / "settings.example.yaml"
 
 
-def settings_env_var(sync: SyncSpec) -> str:
+def settings_env_var(sync_name: str) -> str:
     """The variable that, when set, names a sync's settings file instead of its instance's `settings_file`:
     `SYNC_PIPELINE_ZUORA_SETTINGS` for the sync `zuora`."""
-    return f"SYNC_PIPELINE_{sync.name.upper()}_SETTINGS"
+    return f"SYNC_PIPELINE_{sync_name.upper()}_SETTINGS"
 
 
 class SyncScaffolder(dg.Scaffolder[Any]):
@@ -96,7 +96,7 @@ class SyncComponent(dg.Component, dg.Model, dg.Resolvable):
     def settings_path(self, sync: SyncSpec, where: Path) -> Path | None:
         """The settings file: the one `SYNC_PIPELINE_<NAME>_SETTINGS` names, else `settings_file` (relative
         to this instance's folder), else None (the packaged TAMHR default, or $SYNC_PIPELINE_SETTINGS)."""
-        override = os.environ.get(settings_env_var(sync))
+        override = os.environ.get(settings_env_var(sync.name))
         if override:
             return Path(override)
         return None if self.settings_file is None else Path(where, self.settings_file)
@@ -134,6 +134,16 @@ COMPONENT_TYPE = f"{SyncComponent.__module__}.{SyncComponent.__qualname__}"
 def declared_sync(name: str, defs_folder: Path = DEFS_FOLDER) -> tuple[SyncSpec, Settings]:
     """The sync called `name` among the SyncComponent instances under `defs_folder`, with its settings, as the
     code location loads them (for commands run beside it, such as `sync-pipeline requeue`)."""
+    instance, sync, folder = _declared_instance(name, defs_folder)
+    return sync, instance.sync_settings(folder, sync)
+
+
+def declared_spec(name: str, defs_folder: Path = DEFS_FOLDER) -> SyncSpec:
+    """The sync called `name` as declared under `defs_folder`, its settings not read (they may not exist yet)."""
+    return _declared_instance(name, defs_folder)[1]
+
+
+def _declared_instance(name: str, defs_folder: Path) -> tuple[SyncComponent, SyncSpec, Path]:
     found: list[str] = []
     for defs_yaml in sorted(defs_folder.rglob("defs.yaml")):
         for document in yaml.safe_load_all(defs_yaml.read_text(encoding="utf-8")):
@@ -142,7 +152,7 @@ def declared_sync(name: str, defs_folder: Path = DEFS_FOLDER) -> tuple[SyncSpec,
             instance = SyncComponent.resolve_from_dict(document.get("attributes") or {})
             sync = instance.sync_spec(defs_yaml.parent)
             if sync.name == name:
-                return sync, instance.sync_settings(defs_yaml.parent, sync)
+                return instance, sync, defs_yaml.parent
             found.append(sync.name)
     known = ", ".join(found) or "none"
     raise SettingsError(f"sync {name!r} is not declared under {defs_folder}; declared: {known}")

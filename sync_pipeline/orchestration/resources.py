@@ -7,7 +7,8 @@ import dagster as dg
 from sync_pipeline.resources.api_client import HttpSyncApiClient
 from sync_pipeline.resources.customers import CustomerDirectory
 from sync_pipeline.resources.database import SyncDatabase
-from sync_pipeline.settings import Settings
+from sync_pipeline.resources.praxedo_client import PraxedoApiClient
+from sync_pipeline.settings import BasicAuth, Settings
 from sync_pipeline.specs.sync import SyncSpec
 
 CUSTOMERS = "customers"
@@ -33,13 +34,25 @@ def build_resources(sync: SyncSpec, settings: Settings) -> dict[str, dg.Configur
     api = settings.api
     if api is None:  # a sync between databases
         return dict(databases)
+    auth = api.auth
+    if isinstance(auth, BasicAuth):  # Praxedo's web-service user: settings allow basic with no other protocol
+        praxedo = PraxedoApiClient(
+            username=auth.username,
+            password=dg.EnvVar(api.api_key_env_var),
+            password_env_var=api.api_key_env_var,
+            rate_limit_max_wait_seconds=settings.retries.max_delay_seconds,
+            timeout_seconds=api.timeout_seconds,
+            call_deadline_seconds=api.deadline_seconds,
+            verify_tls=api.verify_tls,
+        )
+        return {**databases, sync.resource_key("sync_api"): praxedo}
     return {
         **databases,
         sync.resource_key("sync_api"): HttpSyncApiClient(
             api_key=dg.EnvVar(api.api_key_env_var),
             api_key_env_var=api.api_key_env_var,
             api_key_header=api.api_key_header,
-            auth_kind=api.auth.kind,
+            auth_kind=auth.kind,
             rate_limit_max_wait_seconds=settings.retries.max_delay_seconds,
             timeout_seconds=api.timeout_seconds,
             call_deadline_seconds=api.deadline_seconds,

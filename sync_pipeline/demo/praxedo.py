@@ -1,0 +1,204 @@
+"""A local Praxedo on 127.0.0.1: its customer, contact and business-event managers, for the demo and the tests.
+
+It answers the JSON rendering of Praxedo's operations that `connectors/praxedo` speaks (`POST
+<base>/<Manager>/<operation>`, see `connectors/praxedo/operations.py`) as the real service behaves:
+HTTP Basic on every call (401 otherwise), records under the id the client chose, a create of an id it
+holds refused with ID_ALREADY_USED (never a second copy), an update of an unknown id refused with
+UNKNOWN_ID, required fields checked (INVALID_FIELD naming the field), contacts and events pointing at
+a customer it does not hold refused (UNKNOWN_REFERENCE), a business event NEW when created and its status Praxedo's own
+after. Tests choose records to refuse, calls to
+fail (5xx, SOAP faults) and a password change mid-run, and read what it holds and every result.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from sync_pipeline.connectors.praxedo.operations import MANAGERS, Manager, ResultCode
+from sync_pipeline.demo.receiver import BackgroundServer, send_json
+
+SERVICES_PATH = "/eTech/services/cxf/v6"
+"""Where the managers are, below the host (as on Praxedo's hosts)."""
+REQUIRED = {
+    "CustomerManager": ("id", "name"),
+    "ContactManager": ("id", "customerId", "lastName"),
+    "BusinessEventManager": ("id", "customerId", "title"),
+}
+"""The fields each manager's records must carry."""
+NEW_EVENT_STATUS = "NEW"
+"""A business event's status when created; it moves in Praxedo (scheduling, the technician), never by an update."""
+POINTS_AT_A_CUSTOMER = ("ContactManager", "BusinessEventManager")
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    """One entity's outcome of one operation, as answered."""
+
+    manager: str
+    operation: str
+    record_id: str
+    result_code: int
+
+
+@dataclass
+class _State:
+    held: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {name: {} for name in MANAGERS})
+    results: list[OperationResult] = field(default_factory=list)
+    refused: dict[tuple[str, str], str] = field(default_factory=dict)
+    failing: list[int] = field(default_factory=list)
+    unauthorized: int = 0
+
+
+class PraxedoSimulator(BackgroundServer):
+    """Praxedo in a background thread; `base_url` is its services URL, managers below it."""
+
+    def __init__(self, username: str, password: str, port: int = 0) -> None:
+        self._username = username
+        self._password = password
+        self._state = _State()
+        self._lock = threading.Lock()
+        super().__init__(_handler_for(self), port, name="praxedo")
+
+    @property
+    def base_url(self) -> str:
+        """The services URL; an entity's endpoint is a manager's name below it."""
+        return self.address(f"{SERVICES_PATH}/")
+
+    def held(self, manager: str) -> dict[str, dict[str, Any]]:
+        """What the manager holds, by id (a copy)."""
+        with self._lock:
+            return {record_id: dict(record) for record_id, record in self._state.held[manager].items()}
+
+    def results(self, manager: str | None = None) -> list[OperationResult]:
+        """Every entity result answered so far (of one manager, if named), in order."""
+        with self._lock:
+            return [r for r in self._state.results if manager is None or r.manager == manager]
+
+    def operations(self) -> Counter[str]:
+        """How many entity results each operation gave."""
+        return Counter(r.operation for r in self.results())
+
+    @property
+    def unauthorized(self) -> int:
+        """Calls answered 401."""
+        return self._state.unauthorized
+
+    def put(self, manager: str, record: dict[str, Any]) -> None:
+        """Hold a record as if made in Praxedo by hand (or by a run whose answer was lost)."""
+        with self._lock:
+            self._state.held[manager][str(record["id"])] = dict(record)
+
+    def refuse(self, manager: str, record_ids: Iterable[str], message: str = "refused by validation") -> None:
+        """Refuse these records' creates and updates with INVALID_FIELD and `message`."""
+        with self._lock:
+            for record_id in record_ids:
+                self._state.refused[(manager, record_id)] = message
+
+    def fail_next_calls(self, *statuses: int) -> None:
+        """Answer the next calls with these HTTP statuses (500 as a SOAP fault), one each, in order."""
+        with self._lock:
+            self._state.failing.extend(statuses)
+
+    def change_password(self, password: str) -> None:
+        """The web-service user's password changed: the old one is answered 401 from now on."""
+        self._password = password
+
+    def answer(self, path: str, authorization: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """The HTTP status and JSON answer of one call."""
+        if not self._authorized(authorization):
+            with self._lock:
+                self._state.unauthorized += 1
+            return HTTPStatus.UNAUTHORIZED, {"message": "authentication required"}
+        with self._lock:
+            if self._state.failing:
+                status = self._state.failing.pop(0)
+                return status, {"fault": {"faultcode": "soap:Server", "faultstring": "service unavailable"}}
+        manager_name, _, operation = path.removeprefix(SERVICES_PATH + "/").partition("/")
+        manager = MANAGERS.get(manager_name)
+        if manager is None or operation not in (manager.create, manager.update):
+            return HTTPStatus.NOT_FOUND, {"fault": {"faultcode": "soap:Client", "faultstring": f"no {path}"}}
+        try:
+            request = json.loads(body)
+        except ValueError:
+            return HTTPStatus.BAD_REQUEST, {"fault": {"faultcode": "soap:Client", "faultstring": "unreadable request"}}
+        with self._lock:
+            if operation == manager.create:
+                records = request.get(manager.items)
+                if not isinstance(records, list):
+                    return HTTPStatus.BAD_REQUEST, {"fault": {"faultstring": f"{manager.items}: a list is required"}}
+                return HTTPStatus.OK, {
+                    "resultCode": 0,
+                    "entities": [self._create(manager_name, manager, record) for record in records],
+                }
+            return HTTPStatus.OK, self._update(manager_name, manager, request.get(manager.item))
+
+    def _authorized(self, authorization: str) -> bool:
+        scheme, _, encoded = authorization.partition(" ")
+        try:
+            given = base64.b64decode(encoded, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return scheme == "Basic" and given == f"{self._username}:{self._password}"
+
+    def _create(self, manager_name: str, manager: Manager, record: Any) -> dict[str, Any]:
+        code, message = self._check(manager_name, record)
+        record_id = str(record.get("id")) if isinstance(record, dict) else ""
+        if code == ResultCode.OK and record_id in self._state.held[manager_name]:
+            code, message = ResultCode.ID_ALREADY_USED, f"id {record_id} is already used"
+        if code == ResultCode.OK:
+            status = {"status": NEW_EVENT_STATUS} if manager_name == "BusinessEventManager" else {}
+            self._state.held[manager_name][record_id] = {**record, **status}
+        self._state.results.append(OperationResult(manager_name, manager.create, record_id, code))
+        return {"id": record_id, "resultCode": int(code), "message": message}
+
+    def _update(self, manager_name: str, manager: Manager, record: Any) -> dict[str, Any]:
+        code, message = self._check(manager_name, record)
+        record_id = str(record.get("id")) if isinstance(record, dict) else ""
+        if code == ResultCode.OK and record_id not in self._state.held[manager_name]:
+            code, message = ResultCode.UNKNOWN_ID, f"no record {record_id}"
+        if code == ResultCode.OK:
+            held = self._state.held[manager_name]
+            status = {"status": held[record_id]["status"]} if "status" in held[record_id] else {}
+            held[record_id] = {**record, **status}
+        self._state.results.append(OperationResult(manager_name, manager.update, record_id, code))
+        return {"resultCode": int(code), "message": message}
+
+    def _check(self, manager_name: str, record: Any) -> tuple[ResultCode, str]:
+        if not isinstance(record, dict):
+            return ResultCode.INVALID_FIELD, "a record must be an object"
+        for name in REQUIRED[manager_name]:
+            if record.get(name) in (None, ""):
+                return ResultCode.INVALID_FIELD, f"{name}: required"
+        refused = self._state.refused.get((manager_name, str(record["id"])))
+        if refused is not None:
+            return ResultCode.INVALID_FIELD, refused
+        customer = record.get("customerId")
+        if manager_name in POINTS_AT_A_CUSTOMER and str(customer) not in self._state.held["CustomerManager"]:
+            return ResultCode.UNKNOWN_REFERENCE, f"customerId {customer}: no such customer"
+        return ResultCode.OK, ""
+
+
+def _handler_for(simulator: PraxedoSimulator) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall per answer
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status, payload = simulator.answer(self.path, self.headers.get("Authorization", ""), body)
+            challenge = {"WWW-Authenticate": 'Basic realm="Praxedo"'} if status == HTTPStatus.UNAUTHORIZED else {}
+            send_json(self, status, payload, challenge)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: tests read the simulator's results instead."""
+
+    return Handler

@@ -1,0 +1,160 @@
+"""The packaged CHR -> Praxedo field-service syncs (defs/field_service) against the local Praxedo, CHR read
+from its database: create, update, adoption of what Praxedo holds already, records held back until their
+account is in Praxedo, refusals and faults, on SQLite, PostgreSQL and MariaDB.
+
+Each test runs the real job on an ephemeral instance; CHR's and the Log database are two new databases of
+one server (two files for SQLite).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from sync_pipeline.demo.field_service_seed import ChrData, account_id
+from sync_pipeline.demo.praxedo import OperationResult
+from sync_pipeline.engine.tables import rejected_table, scheduler_log_table
+from sync_pipeline_tests.field_service import PASSWORD, FieldService, field_service
+from sync_pipeline_tests.real_db.conftest import SERVERS, fresh_databases, table_rows
+
+DATA = ChrData(accounts=6, contacts=2, work_orders=3, dangling_contacts=1)
+"""6 accounts, 13 contacts (one of an account CHR does not have yet), 18 work orders."""
+
+
+@pytest.fixture(params=["sqlite", *sorted(SERVERS)])
+def sync(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FieldService]:
+    if request.param == "sqlite":
+        urls = {name: f"sqlite:///{tmp_path / name}.db" for name in ("chr", "log")}
+        with field_service(urls, monkeypatch, DATA) as started:
+            yield started
+        return
+    with (
+        fresh_databases(request.param, ("chr_db", "log_db")) as urls,
+        field_service({"chr": urls["chr_db"], "log": urls["log_db"]}, monkeypatch, DATA) as started,
+    ):
+        yield started
+
+
+def _codes(results: list[OperationResult]) -> list[tuple[str, int]]:
+    return [(result.operation, result.result_code) for result in results]
+
+
+def test_every_record_is_created_under_its_chr_id_and_a_second_run_sends_nothing(sync: FieldService) -> None:
+    first = sync.run()
+
+    assert first.success
+    figures = sync.figures(first)
+    assert [figures[e]["created"] for e in ("accounts", "contacts", "work_orders")] == [6, 12, 18]
+    customers = sync.praxedo.held("CustomerManager")
+    assert sorted(customers) == [account_id(n) for n in range(1, 7)]
+    assert customers[account_id(2)]["address"] == {
+        "street": "2 rue de la Gare",
+        "zipCode": "9000",
+        "city": "Gent",
+        "country": "BE",
+    }
+    events = sync.praxedo.held("BusinessEventManager")
+    assert events["WO-00001-2"]["customerId"] == account_id(1) and events["WO-00001-2"]["priority"] == "LOW"
+    assert events["WO-00001-2"]["requestedDate"] == "2026-12-03T08:00:00"
+    answered = len(sync.praxedo.results())
+
+    second = sync.run()
+
+    assert second.success
+    assert len(sync.praxedo.results()) == answered  # nothing changed in CHR: no call at all
+    assert [sync.figures(second)[e]["unchanged"] for e in ("accounts", "contacts", "work_orders")] == [6, 12, 18]
+
+
+def test_one_edited_account_sends_exactly_one_update(sync: FieldService) -> None:
+    sync.run()
+    answered = len(sync.praxedo.results())
+    sync.edit("CHR_ACCOUNT", "AccountId", account_id(3), Phone="+33 4 72 99 99 99")
+
+    result = sync.run()
+
+    new = sync.praxedo.results()[answered:]
+    assert [(r.operation, r.record_id, r.result_code) for r in new] == [("updateCustomer", account_id(3), 0)]
+    assert sync.praxedo.held("CustomerManager")[account_id(3)]["phone"] == "+33 4 72 99 99 99"
+    assert sync.figures(result)["accounts"]["updated"] == 1
+
+
+def test_a_record_praxedo_holds_without_our_state_is_updated_never_created_twice(sync: FieldService) -> None:
+    sync.praxedo.put("CustomerManager", {"id": account_id(4), "name": "typed in by hand"})
+
+    result = sync.run()
+
+    assert result.success
+    mine = [r for r in sync.praxedo.results("CustomerManager") if r.record_id == account_id(4)]
+    assert _codes(mine) == [("createCustomers", 12), ("updateCustomer", 0)]  # id taken: adopted and updated
+    assert sync.praxedo.held("CustomerManager")[account_id(4)]["name"] == "Customer 4 SARL"
+    accounts = sync.figures(result)["accounts"]
+    assert (accounts["created"], accounts["adopted"], accounts["updated"]) == (5, 1, 1)
+    assert len(sync.praxedo.held("CustomerManager")) == 6  # one copy each
+
+    again = sync.run()
+    assert sync.figures(again)["accounts"]["unchanged"] == 6  # adopted: its row hash kept, nothing sent again
+
+
+def test_a_contact_whose_account_is_not_in_praxedo_is_held_back_with_no_call_then_sent(sync: FieldService) -> None:
+    late_account = account_id(DATA.accounts + 1)
+
+    first = sync.run()
+
+    contacts = sync.figures(first)["contacts"]
+    assert (contacts["held_back"], contacts["created"]) == (1, 12)
+    assert "CON-LATE-1" not in sync.praxedo.held("ContactManager")
+    assert all(r.result_code != 31 for r in sync.praxedo.results())  # never sent with a dangling reference
+
+    chr_accounts = sa.Table("CHR_ACCOUNT", sa.MetaData(), autoload_with=sync.chr)
+    with sync.chr.begin() as conn:  # the account is entered in CHR later
+        conn.execute(sa.insert(chr_accounts).values(AccountId=late_account, Name="Late SARL"))
+
+    second = sync.run()
+
+    assert sync.figures(second)["accounts"]["created"] == 1
+    assert (sync.figures(second)["contacts"]["held_back"], sync.figures(second)["contacts"]["created"]) == (0, 1)
+    assert sync.praxedo.held("ContactManager")["CON-LATE-1"]["customerId"] == late_account
+
+
+def test_an_account_praxedo_refuses_is_kept_with_its_reason_and_holds_back_its_contacts_and_orders(
+    sync: FieldService,
+) -> None:
+    refused = account_id(5)
+    sync.praxedo.refuse("CustomerManager", [refused], "phone: not a valid phone number")
+
+    result = sync.run()
+
+    figures = sync.figures(result)
+    assert sorted(figures) == ["accounts", "contacts", "work_orders"]  # one refusal never blocks the others
+    assert not result.success  # ... and the run says it is incomplete, so it alerts
+    assert (figures["accounts"]["created"], figures["accounts"]["rejected"]) == (5, 1)
+    assert (figures["contacts"]["held_back"], figures["work_orders"]["held_back"]) == (3, 3)
+    (rejection,) = [row for row in table_rows(sync.log, rejected_table) if row["EntityId"] == refused]
+    assert rejection["EntityType"] == "field_service.Accounts"
+    assert "phone: not a valid phone number" in rejection["ResponseExcerpt"]
+    assert all(r.result_code != 31 for r in sync.praxedo.results())
+
+
+def test_a_burst_of_faults_is_retried_and_a_changed_password_stops_the_entity_without_showing_it(
+    sync: FieldService,
+) -> None:
+    sync.praxedo.fail_next_calls(503, 500)  # one account's create: two faults, then two attempts each...
+
+    result = sync.run()
+
+    accounts = sync.figures(result)["accounts"]
+    assert accounts["created"] == 5 and accounts["failed"] == 1 and accounts["retries"] >= 1
+    assert accounts["created"] + accounts["failed"] == 6
+
+    sync.praxedo.change_password("rotated-by-the-praxedo-admin")
+    stopped = sync.run()
+
+    assert sync.praxedo.unauthorized >= 1
+    assert sync.figures(stopped)["accounts"]["created"] == 0
+    logged = " ".join(
+        f"{row['AdditionalInformation']} {row['ExceptionMessage']}" for row in table_rows(sync.log, scheduler_log_table)
+    )
+    assert "HTTP 401" in logged and PASSWORD not in logged

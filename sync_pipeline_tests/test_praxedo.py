@@ -1,0 +1,159 @@
+"""The Praxedo connector: engine creates and updates rendered as Praxedo's operations and read back as HTTP
+statuses, against the local Praxedo; and what the field-service declaration and settings refuse at load."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+import pytest
+import yaml
+
+from sync_pipeline.demo.field_service_seed import PRAXEDO_USER, SYNC, field_service_settings
+from sync_pipeline.demo.praxedo import PraxedoSimulator
+from sync_pipeline.engine.http.api import ApiCallFailed
+from sync_pipeline.orchestration.component import DEFS_FOLDER, SyncComponent
+from sync_pipeline.resources.praxedo_client import PraxedoApiClient
+from sync_pipeline.settings import SettingsError
+
+PASSWORD = "pw-4e1b-DO-NOT-LOG"
+
+
+@pytest.fixture
+def praxedo() -> Iterator[PraxedoSimulator]:
+    with PraxedoSimulator(PRAXEDO_USER, PASSWORD) as simulator:
+        yield simulator
+
+
+def client(password: str = PASSWORD) -> PraxedoApiClient:
+    return PraxedoApiClient(username=PRAXEDO_USER, password=password, timeout_seconds=5.0)
+
+
+def body(record: dict[str, Any]) -> bytes:
+    return json.dumps(record).encode()
+
+
+def test_a_create_is_the_managers_create_operation_and_its_result_comes_back_as_a_status(
+    praxedo: PraxedoSimulator,
+) -> None:
+    customers = f"{praxedo.base_url}CustomerManager"
+
+    created = client().request("POST", customers, body({"id": "ACC-1", "name": "Acme"}))
+    taken = client().request("POST", customers, body({"id": "ACC-1", "name": "Acme again"}))
+    refused = client().request("POST", customers, body({"id": "ACC-2"}))
+
+    assert (created.status_code, json.loads(created.body)["id"]) == (200, "ACC-1")
+    assert taken.status_code == 409 and "already used" in json.loads(taken.body)["message"]
+    assert refused.status_code == 422 and json.loads(refused.body)["message"] == "name: required"
+    assert [(r.operation, r.record_id, r.result_code) for r in praxedo.results()] == [
+        ("createCustomers", "ACC-1", 0),
+        ("createCustomers", "ACC-1", 12),
+        ("createCustomers", "ACC-2", 30),
+    ]
+    assert praxedo.held("CustomerManager") == {"ACC-1": {"id": "ACC-1", "name": "Acme"}}
+
+
+def test_an_update_is_the_managers_update_operation_at_the_id_and_an_unknown_id_is_a_404(
+    praxedo: PraxedoSimulator,
+) -> None:
+    events = f"{praxedo.base_url}BusinessEventManager"
+    praxedo.put("CustomerManager", {"id": "ACC-1", "name": "Acme"})
+    client().request("POST", events, body({"id": "WO-1", "customerId": "ACC-1", "title": "Boiler"}))
+
+    updated = client().request("PUT", f"{events}/WO-1", body({"id": "WO-1", "customerId": "ACC-1", "title": "Pump"}))
+    unknown = client().request("PUT", f"{events}/WO-9", body({"id": "WO-9", "customerId": "ACC-1", "title": "Pump"}))
+    dangling = client().request("POST", events, body({"id": "WO-2", "customerId": "ACC-404", "title": "Pump"}))
+
+    assert (updated.status_code, unknown.status_code, dangling.status_code) == (200, 404, 422)
+    assert praxedo.held("BusinessEventManager")["WO-1"] == {
+        "id": "WO-1",
+        "customerId": "ACC-1",
+        "title": "Pump",
+        "status": "NEW",  # Praxedo's own status: an update from CHR does not move it
+    }
+    assert [r.operation for r in praxedo.results()] == ["createEvents", "updateEvent", "updateEvent", "createEvents"]
+
+
+def test_a_wrong_password_is_answered_401_and_faults_pass_through_for_the_retry_loop(praxedo: PraxedoSimulator) -> None:
+    customers = f"{praxedo.base_url}CustomerManager"
+    praxedo.fail_next_calls(503)
+
+    assert client("not-the-password").request("POST", customers, body({"id": "A", "name": "A"})).status_code == 401
+    fault = client().request("POST", customers, body({"id": "A", "name": "A"}))
+    assert fault.status_code == 503 and "service unavailable" in fault.body
+    assert client().request("POST", customers, body({"id": "A", "name": "A"})).status_code == 200
+    assert praxedo.unauthorized == 1
+
+
+def test_a_call_that_is_no_praxedo_create_or_update_is_refused_naming_the_managers() -> None:
+    with pytest.raises(ApiCallFailed, match="must end in one of BusinessEventManager, CustomerManager"):
+        client().request("POST", "https://eu1.praxedo.com/eTech/services/cxf/v6/WorkOrders", b"{}")
+    with pytest.raises(ApiCallFailed, match="created one by one"):
+        client().post_batch("https://eu1.praxedo.com/eTech/services/cxf/v6/CustomerManager", b"[]", "key")
+
+
+def packaged(entities_change: dict[str, Any] | None = None, **settings: Any) -> dict[str, Any]:
+    attributes = yaml.safe_load((DEFS_FOLDER / SYNC / "defs.yaml").read_text(encoding="utf-8"))["attributes"]
+    del attributes["settings_file"]
+    attributes["settings"] = field_service_settings("https://eu1.praxedo.com/eTech/services/cxf/v6/", settings)
+    for name, change in (entities_change or {}).items():
+        entity = next(e for e in attributes["entities"] if e["name"] == name)
+        entity.update(change)
+    return attributes
+
+
+def test_the_packaged_field_service_syncs_build_three_chained_assets_and_a_praxedo_client() -> None:
+    defs = dg.build_defs_for_component(SyncComponent.resolve_from_dict(packaged()))
+
+    graph = defs.resolve_asset_graph()
+    contacts, orders = dg.AssetKey("field_service_contacts"), dg.AssetKey("field_service_work_orders")
+    assert graph.get(contacts).parent_keys == {dg.AssetKey("field_service_accounts")}
+    assert graph.get(orders).parent_keys == {contacts}
+    resource = (defs.resources or {})["field_service_sync_api"]
+    assert isinstance(resource, PraxedoApiClient)
+    assert resource.username == PRAXEDO_USER and resource.password == dg.EnvVar("PRAXEDO_PASSWORD")
+
+
+def test_praxedo_is_called_with_its_web_service_user_not_a_token() -> None:
+    attributes = packaged()
+    attributes["settings"]["api"]["auth"] = {"kind": "bearer"}
+
+    with pytest.raises(
+        SettingsError, match=r"api\.auth\.kind: bearer is not how this product calls Praxedo; use basic"
+    ):
+        dg.build_defs_for_component(SyncComponent.resolve_from_dict(attributes))
+
+
+@pytest.mark.parametrize(
+    ("entities", "settings", "message"),
+    [
+        ({}, {"api": {"protocol": "rest"}}, "basic is only read with api.protocol praxedo"),
+        (
+            {"Contacts": {"references": [{"field": "Account", "entity": "Accounts"}]}},
+            {},
+            r"references\[0\].field: 'Account' is not one of its fields",
+        ),
+        (
+            {"Contacts": {"references": [{"field": "AccountId", "entity": "WorkOrders"}]}},
+            {},
+            r"'WorkOrders' is not an entity declared before it \(earlier: Accounts\)",
+        ),
+        (
+            {"Accounts": {"state": "never_sent", "sink": {"kind": "http_batch"}}},
+            {},
+            "Accounts has a http_batch sink; only the records of an http_records sink",
+        ),
+        (
+            {"Accounts": {"sink": {"kind": "http_batch", "on_conflict": "update"}, "state": "never_sent"}},
+            {},
+            "sink.on_conflict: only read by an http_records sink",
+        ),
+    ],
+)
+def test_what_the_field_service_declaration_and_settings_refuse_at_load(
+    entities: dict[str, Any], settings: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message):
+        dg.build_defs_for_component(SyncComponent.resolve_from_dict(packaged(entities, **settings)))
