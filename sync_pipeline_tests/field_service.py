@@ -21,8 +21,10 @@ from sync_pipeline.demo.field_service_seed import (
 )
 from sync_pipeline.demo.praxedo import PraxedoSimulator
 from sync_pipeline.demo.seed import create_log_tables
+from sync_pipeline.engine.tables import log_metadata
 from sync_pipeline.orchestration.component import declared_spec
 from sync_pipeline.resources.database import create_sync_engine
+from sync_pipeline_tests.real_db.conftest import table_rows
 
 PASSWORD = "praxedo-pw-7d1c-DO-NOT-LOG"
 JOB = f"{SYNC}_sync_job"
@@ -52,6 +54,20 @@ class FieldService:
             }
             for event in result.get_asset_materialization_events()
         }
+
+    def outputs(self) -> dict[str, str]:
+        """Everything the runs left to read: each run's event log, every Log table and CHR's tables."""
+        outputs = {
+            f"event log of run {run.run_id}": "\n".join(repr(entry) for entry in self.instance.all_logs(run.run_id))
+            for run in self.instance.get_runs()
+        }
+        for table in log_metadata.sorted_tables:
+            outputs[f"Log table {table.name}"] = repr(table_rows(self.log, table))
+        for name in sa.inspect(self.chr).get_table_names():
+            outputs[f"CHR table {name}"] = repr(
+                table_rows(self.chr, sa.Table(name, sa.MetaData(), autoload_with=self.chr))
+            )
+        return outputs
 
     def edit(self, table: str, key_column: str, key: str, **values: Any) -> None:
         """Change a CHR row, as a CHR user would."""

@@ -54,8 +54,10 @@ class _State:
     held: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {name: {} for name in MANAGERS})
     results: list[OperationResult] = field(default_factory=list)
     refused: dict[tuple[str, str], str] = field(default_factory=dict)
-    failing: list[int] = field(default_factory=list)
+    failing: list[tuple[int, bool]] = field(default_factory=list)
     unauthorized: int = 0
+    rotation: tuple[int, str] | None = None
+    """Calls still answered with the current password, and the one that replaces it after them."""
 
 
 class PraxedoSimulator(BackgroundServer):
@@ -103,25 +105,44 @@ class PraxedoSimulator(BackgroundServer):
             for record_id in record_ids:
                 self._state.refused[(manager, record_id)] = message
 
-    def fail_next_calls(self, *statuses: int) -> None:
-        """Answer the next calls with these HTTP statuses (500 as a SOAP fault), one each, in order."""
+    def stop_refusing(self, manager: str, record_ids: Iterable[str]) -> None:
+        """Accept these records again (their data, or Praxedo's rules, were fixed)."""
         with self._lock:
-            self._state.failing.extend(statuses)
+            for record_id in record_ids:
+                self._state.refused.pop((manager, record_id), None)
 
-    def change_password(self, password: str) -> None:
-        """The web-service user's password changed: the old one is answered 401 from now on."""
-        self._password = password
+    def fail_next_calls(self, *statuses: int, echo_credentials: bool = False) -> None:
+        """Answer the next calls with these HTTP statuses, as SOAP faults, one each, in order; with
+        `echo_credentials` the fault quotes the request's Authorization header, as a careless gateway does."""
+        with self._lock:
+            self._state.failing.extend((status, echo_credentials) for status in statuses)
+
+    def change_password(self, password: str, after_calls: int = 0) -> None:
+        """The web-service user's password changed (after `after_calls` more calls, as an admin rotating it
+        while a run is under way): the old one is answered 401 from then on."""
+        with self._lock:
+            if after_calls:
+                self._state.rotation = (after_calls, password)
+            else:
+                self._password = password
 
     def answer(self, path: str, authorization: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """The HTTP status and JSON answer of one call."""
+        with self._lock:
+            if self._state.rotation is not None:
+                calls, password = self._state.rotation
+                self._state.rotation = (calls - 1, password) if calls else None
+                if not calls:
+                    self._password = password
         if not self._authorized(authorization):
             with self._lock:
                 self._state.unauthorized += 1
             return HTTPStatus.UNAUTHORIZED, {"message": "authentication required"}
         with self._lock:
             if self._state.failing:
-                status = self._state.failing.pop(0)
-                return status, {"fault": {"faultcode": "soap:Server", "faultstring": "service unavailable"}}
+                status, echo = self._state.failing.pop(0)
+                fault = {"faultcode": "soap:Server", "faultstring": "service unavailable"}
+                return status, {"fault": {**fault, **({"request": {"Authorization": authorization}} if echo else {})}}
         manager_name, _, operation = path.removeprefix(SERVICES_PATH + "/").partition("/")
         manager = MANAGERS.get(manager_name)
         if manager is None or operation not in (manager.create, manager.update):

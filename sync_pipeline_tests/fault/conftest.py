@@ -2,7 +2,8 @@
 
 Every test here is marked `fault`. Each records what it saw in a session ledger, and the run ends
 with one summary line: scenarios run, records lost (must be 0), the most duplicates one hard kill
-caused, and secrets found in any output (must be 0).
+caused, records created twice at a receiver that takes the id from us (must be 0), and secrets found
+in any output (must be 0).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class FaultLedger:
     scenarios: list[str] = field(default_factory=list)
     records_lost: int = 0
     duplicates_per_kill: list[int] = field(default_factory=list)
+    duplicate_creates: int = 0
+    """Records a receiver that takes the id from us (Praxedo) was made to create a second time."""
     secrets_found: int = 0
 
     def search_for_secrets(self, outputs: Mapping[str, str], secrets: Iterable[str]) -> list[str]:
@@ -60,7 +63,7 @@ class FaultLedger:
         return (
             f"fault suite: {len(self.scenarios)} scenarios run, {self.records_lost} records lost, "
             f"max duplicates per hard kill {worst} ({len(self.duplicates_per_kill)} kills), "
-            f"{self.secrets_found} secrets found"
+            f"{self.duplicate_creates} duplicate creates, {self.secrets_found} secrets found"
         )
 
 

@@ -55,6 +55,9 @@ from sync_pipeline.specs.model import ConflictAction
 UpdateMethod = Literal["PUT", "PATCH"]
 CONFLICT = 409
 """A create refused because the receiver holds the record already (a client-chosen id sent twice)."""
+CREDENTIALS_REFUSED = frozenset({401})
+"""Answers that refuse the caller, not the record (after any refresh the auth could make); a 403 may be about
+one record (a permission on it) and fails that record alone."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,11 @@ class RecordSender:
         if call.ok:
             self._keep(change, outcome)
             return True
+        if call.http_status in CREDENTIALS_REFUSED:  # every other call would be refused too: stop the entity
+            raise EndpointUnreachable(
+                f"the receiver refused the credentials (HTTP {call.http_status}) at record {change.entity_id}; the "
+                "rest is left for a run with a credential it accepts"
+            )
         if call.http_status in REJECTING_STATUSES:
             reason = f"rejected by the API: HTTP {call.http_status} to {change.action}"
             self.reject([Rejection(change.entity_id, call.http_status, reason, outcome.excerpt)])
