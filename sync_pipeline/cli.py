@@ -123,6 +123,14 @@ def _logs(args: argparse.Namespace) -> int:
     from sync_pipeline.settings import SettingsError, load_settings
     from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_SYNC
 
+    if args.sync != TAMHR_SYNC.name:
+        return _sync_logs(args)
+    unknown = sorted(set(args.entity or []) - set(ENTITIES_BY_NAME))
+    if unknown:
+        sys.stderr.write(
+            f"sync-pipeline logs: --entity {unknown[0]} is not a TAMHR entity: {', '.join(ENTITIES_BY_NAME)}\n"
+        )
+        return 2
     entities = referenced_entities(args.entity or [])
     pending = args.status == PENDING
     listings = {
@@ -161,18 +169,60 @@ def _logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sync_logs(args: argparse.Namespace) -> int:
+    """`sync-pipeline logs --sync NAME` for a sync other than TAMHR: its SchedulerLog rows, by entity."""
+    from sync_pipeline.engine.audit.log_queries import PENDING, LogQuery, log_rows
+    from sync_pipeline.engine.db_errors import describe_db_error
+    from sync_pipeline.log_viewer import LogViewerError, environment_engines, log_frame, render
+    from sync_pipeline.orchestration.component import declared_sync
+    from sync_pipeline.settings import LOG_DB, SettingsError
+
+    try:
+        sync, settings = declared_sync(args.sync, Path(args.defs))
+        names = [spec.name for spec in sync.entities]
+        unknown = sorted(set(args.entity or []) - set(names))
+        if unknown:
+            raise LogViewerError(f"--entity {unknown[0]} is not an entity of {sync.name}: {', '.join(names)}")
+        if args.status == PENDING:
+            raise LogViewerError(f"--status Pending counts the TAMHR push's untracked records; not for {sync.name}")
+        chosen = [sync.entity_type(sync.entity(name)) for name in args.entity or names]
+        query = LogQuery(chosen, [args.status] if args.status else [], args.since, args.until, args.limit)
+        with environment_engines([LOG_DB], env_vars={LOG_DB: settings.databases[LOG_DB]}) as engines:
+            frame = log_frame(log_rows(engines[LOG_DB], query))
+    except (LogViewerError, SettingsError) as exc:
+        sys.stderr.write(f"sync-pipeline logs: {exc}\n")
+        return 2
+    except sa.exc.SQLAlchemyError as exc:
+        sys.stderr.write(f"sync-pipeline logs: cannot read the Log database: {describe_db_error(exc)}\n")
+        return 1
+    sys.stdout.write(render(frame, args.format))
+    return 0
+
+
 def _add_logs_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from sync_pipeline.engine.audit.log_queries import DEFAULT_LIMIT, STATUSES
     from sync_pipeline.log_viewer import FORMATS
-    from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
+    from sync_pipeline.orchestration.component import DEFS_FOLDER
+    from sync_pipeline.specs.tamhr import TAMHR_SYNC
 
     logs = commands.add_parser(
         "logs",
-        help="list this job's SchedulerLog rows (newest first), or count records still pending per entity",
+        help="list a sync's SchedulerLog rows (newest first), or count records still pending per entity",
         description="Databases come from SYNC_LOG_DB_URL (and SYNC_DEFAULT_DB_URL / SYNC_ESS_DB_URL for Pending), "
-        "settings from SYNC_PIPELINE_SETTINGS. Timestamps are UTC.",
+        "settings from SYNC_PIPELINE_SETTINGS; another sync's (--sync) from the variables its settings name. "
+        "Timestamps are UTC.",
     )
-    logs.add_argument("--entity", action="append", choices=list(ENTITIES_BY_NAME), help="repeatable; default all")
+    logs.add_argument(
+        "--sync",
+        default=TAMHR_SYNC.name,
+        help=f"the sync whose rows are listed, e.g. field_service (default {TAMHR_SYNC.name})",
+    )
+    logs.add_argument(
+        "--defs", default=str(DEFS_FOLDER), help="the defs folder --sync is found in (default: the package's)"
+    )
+    logs.add_argument(
+        "--entity", action="append", help="an entity of the sync (Users, Accounts, ...); repeatable; default all"
+    )
     logs.add_argument(
         "--status", choices=STATUSES, help="Success or Failure rows, or Pending: untracked records per entity"
     )

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 import yaml
 
-from sync_pipeline.demo.field_service_seed import PRAXEDO_USER, SYNC, field_service_settings
+from sync_pipeline.cli import main
+from sync_pipeline.demo.field_service_seed import PRAXEDO_USER, SYNC, ChrData, field_service_settings
 from sync_pipeline.demo.praxedo import PraxedoSimulator
 from sync_pipeline.engine.http.api import ApiCallFailed
 from sync_pipeline.orchestration.component import DEFS_FOLDER, SyncComponent
 from sync_pipeline.resources.praxedo_client import PraxedoApiClient
 from sync_pipeline.settings import SettingsError
+from sync_pipeline_tests.field_service import field_service
 
 PASSWORD = "pw-4e1b-DO-NOT-LOG"
 
@@ -157,3 +160,23 @@ def test_what_the_field_service_declaration_and_settings_refuse_at_load(
 ) -> None:
     with pytest.raises(SettingsError, match=message):
         dg.build_defs_for_component(SyncComponent.resolve_from_dict(packaged(entities, **settings)))
+
+
+def test_the_logs_command_lists_a_field_service_entitys_failed_calls_with_praxedos_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    urls = {name: f"sqlite:///{tmp_path / name}.db" for name in ("chr", "log")}
+    with field_service(urls, monkeypatch, ChrData(accounts=3, contacts=1, work_orders=0)) as sync:
+        sync.praxedo.refuse("ContactManager", ["CON-00002-1"], "lastName: too long for Praxedo")
+        sync.run()
+    capsys.readouterr()
+
+    code = main(["logs", "--sync", SYNC, "--entity", "Contacts", "--status", "Failure", "--format", "json"])
+
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    (row,) = json.loads(printed.out)
+    assert row["entity"] == "field_service.Contacts" and row["http_response_code"] == 422
+    assert "lastName: too long for Praxedo" in row["exception_message"]
+    assert main(["logs", "--sync", SYNC, "--entity", "Users"]) == 2
+    assert "Users is not an entity of field_service: Accounts, Contacts, WorkOrders" in capsys.readouterr().err
