@@ -21,6 +21,7 @@ import dagster as dg
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from sync_pipeline.connectors.praxedo.operations import MANAGERS
 from sync_pipeline.specs.sync import SyncSpec
 from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS, TAMHR_SYNC
 
@@ -389,10 +390,21 @@ class Settings(_Strict):
         if calling and self.api is None:
             raise ValueError(f"api: is required: {', '.join(calling)} read from or send to the API")
         batched = [spec.name for spec in sync_of(info).entities if spec.calls_the_api and spec.record_sink is None]
-        if self.api is not None and self.api.protocol == "praxedo" and batched:
-            raise ValueError(
-                f"api.protocol: praxedo records go one call each; {', '.join(batched)} must have an http_records sink"
-            )
+        if self.api is not None and self.api.protocol == "praxedo":
+            if batched:
+                raise ValueError(
+                    f"api.protocol: praxedo records go one call each; {', '.join(batched)} must have an http_records "
+                    "sink"
+                )
+            if self.api.base_url is not None and urlsplit(self.api.base_url).query:
+                raise ValueError("api.base_url: a Praxedo services URL has no query string")
+            for name, entity in self.entities.items():
+                manager = (entity.endpoint or "").rstrip("/").rsplit("/", 1)[-1]
+                if entity.endpoint is not None and manager not in MANAGERS:
+                    raise ValueError(
+                        f"entities.{name}.endpoint: {entity.endpoint!r} names no Praxedo manager; one of "
+                        f"{', '.join(MANAGERS)}"
+                    )
         if self.api is not None and self.api.base_url is None and self.customers is None:
             raise ValueError("api.base_url: is required (unless the sync runs per customer: customers:)")
         if self.customers is not None and self.customers.db not in self.databases:

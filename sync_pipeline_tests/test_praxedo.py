@@ -149,6 +149,21 @@ def test_praxedo_is_called_with_its_web_service_user_not_a_token() -> None:
             "Accounts has a http_batch sink; only the records of an http_records sink",
         ),
         (
+            {"Contacts": {"state": "since_cursor", "cursor_field": "LastName"}},
+            {},
+            "references: needs state row_hash .* a held-back record behind the mark would not be read again",
+        ),
+        (
+            {"Accounts": {"sink": {"kind": "http_records", "id_field": "praxedoId", "on_conflict": "update"}}},
+            {},
+            "sink.id_field: 'praxedoId' is not in the record sent",
+        ),
+        (
+            {},
+            {"entities": {"Accounts": {"endpoint": "Customers"}}},
+            "entities.Accounts.endpoint: 'Customers' names no Praxedo manager",
+        ),
+        (
             {"Accounts": {"sink": {"kind": "http_batch", "on_conflict": "update"}, "state": "never_sent"}},
             {},
             "sink.on_conflict: only read by an http_records sink",

@@ -300,11 +300,6 @@ def test_bearer_auth_in_the_settings_reaches_the_resource() -> None:
         pytest.param(
             {"kind": "digest"}, ["api.auth", "'digest'", "'api_key_header', 'bearer', 'basic'"], id="unknown kind"
         ),
-        pytest.param(
-            {"kind": "basic", "username": "chr-sync"},
-            ["api.auth.kind: basic is only read with api.protocol praxedo"],
-            id="basic without praxedo",
-        ),
         pytest.param({"kind": "bearer"}, ["api.api_key_header", "bearer", "remove it"], id="key header with bearer"),
     ],
 )

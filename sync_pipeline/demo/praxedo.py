@@ -5,9 +5,9 @@ It answers the JSON rendering of Praxedo's operations that `connectors/praxedo` 
 HTTP Basic on every call (401 otherwise), records under the id the client chose, a create of an id it
 holds refused with ID_ALREADY_USED (never a second copy), an update of an unknown id refused with
 UNKNOWN_ID, required fields checked (INVALID_FIELD naming the field), contacts and events pointing at
-a customer it does not hold refused (UNKNOWN_REFERENCE), a business event NEW when created and its status Praxedo's own
-after. Tests choose records to refuse, calls to
-fail (5xx, SOAP faults) and a password change mid-run, and read what it holds and every result.
+a customer it does not hold refused (UNKNOWN_REFERENCE), a business event NEW when created and its
+status Praxedo's own after. Tests choose records to refuse, calls to fail (5xx, SOAP faults, one
+quoting the credentials back) and a password change mid-run, and read what it holds and every result.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ class PraxedoSimulator(BackgroundServer):
     @property
     def unauthorized(self) -> int:
         """Calls answered 401."""
-        return self._state.unauthorized
+        with self._lock:
+            return self._state.unauthorized
 
     def put(self, manager: str, record: dict[str, Any]) -> None:
         """Hold a record as if made in Praxedo by hand (or by a run whose answer was lost)."""

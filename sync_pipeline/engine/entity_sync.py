@@ -36,6 +36,7 @@ from sync_pipeline.engine.mapping.payload import RecordBuilder
 from sync_pipeline.engine.progress import ProgressReporter, count_candidates
 from sync_pipeline.engine.sinks.http_batch import (
     BatchSender,
+    CredentialsRefused,
     DeliveryCounts,
     EndpointUnreachable,
     Refusals,
@@ -342,7 +343,7 @@ def sync_entity(
 def is_retryable(stop: Exception) -> bool:
     """Whether what stopped an entity may be gone later (a source, database or endpoint down or busy, a lock
     held), rather than something to fix first (a refusal, a missing table, a wrong declaration)."""
-    return not isinstance(stop, SourceRefused | SinkUnavailable)
+    return not isinstance(stop, SourceRefused | SinkUnavailable | CredentialsRefused)
 
 
 def _stopped(report: EntitySyncReport, because: str | None, started: float, log: logging.Logger) -> EntitySyncReport:

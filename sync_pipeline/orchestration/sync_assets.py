@@ -30,7 +30,7 @@ from sync_pipeline.orchestration.run_outcome import COMPLETE, OUTCOME, fail_run_
 from sync_pipeline.resources.api_client import SyncApiClient
 from sync_pipeline.resources.database import DatabaseUrlError, SyncDatabase
 from sync_pipeline.settings import AcknowledgementSettings, Settings
-from sync_pipeline.specs.model import EntitySpec, StateKind
+from sync_pipeline.specs.model import EntitySpec, Reference, StateKind
 from sync_pipeline.specs.sync import SyncSpec
 
 CHECK_NAME = "all_records_delivered"
@@ -59,11 +59,16 @@ def entity_plan(sync: SyncSpec, spec: EntitySpec, settings: Settings) -> EntityS
         batch_size=settings.batch_size_for(spec.name),
         mapping=mapping,
         target_table=where.target_table,
-        references=tuple(
-            ReferencedEntity(ref.field, sync.entity_type(sync.entity(ref.entity)), spec.field(ref.field).type)
-            for ref in spec.references
-        ),
+        references=tuple(_referenced(sync, ref, settings) for ref in spec.references),
     )
+
+
+def _referenced(sync: SyncSpec, reference: Reference, settings: Settings) -> ReferencedEntity:
+    """A reference bound to the EntityType it points at, its value read as that entity's key is (a GUID's case
+    and form canonical, as its row hashes keep it)."""
+    target = sync.entity(reference.entity)
+    key_type = target.field(settings.entities[target.name].key_column).type
+    return ReferencedEntity(reference.field, sync.entity_type(target), key_type)
 
 
 def delivery_policy(settings: Settings) -> DeliveryPolicy:

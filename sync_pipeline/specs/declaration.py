@@ -236,6 +236,24 @@ class EntityDeclaration(_Strict):
                 f"entities.{self.name}.references: only read by an http_records sink (a record held back until "
                 f"the receiver has the one it points to), not {self.sink.kind}"
             )
+        if self.references and self.state != "row_hash":
+            raise ValueError(
+                f"entities.{self.name}.references: needs state row_hash (every record read each run); with "
+                f"{self.state} a held-back record behind the mark would not be read again"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _an_adopting_sink_sends_the_id(self) -> EntityDeclaration:
+        if self.sink.on_conflict != "update":
+            return self
+        top = self.sink.id_field.split(".")[0]
+        sent = {name.split(".")[0] for name in self.mapping.root} if self.mapping else {f.name for f in self.fields}
+        if top not in sent:
+            raise ValueError(
+                f"entities.{self.name}.sink.id_field: {self.sink.id_field!r} is not in the record sent, so a create "
+                f"answered 409 could not be updated at it (on_conflict: update); sent: {', '.join(sorted(sent))}"
+            )
         return self
 
     @model_validator(mode="after")

@@ -8,13 +8,15 @@ one server (two files for SQLite).
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from sync_pipeline.demo.field_service_seed import ChrData, account_id
+from sync_pipeline.demo.field_service_seed import PRAXEDO_USER, ChrData, account_id
 from sync_pipeline.demo.praxedo import OperationResult
 from sync_pipeline.engine.tables import rejected_table, scheduler_log_table
 from sync_pipeline_tests.field_service import PASSWORD, FieldService, field_service
@@ -97,6 +99,16 @@ def test_a_record_praxedo_holds_without_our_state_is_updated_never_created_twice
     again = sync.run()
     assert sync.figures(again)["accounts"]["unchanged"] == 6  # adopted: its row hash kept, nothing sent again
 
+    sync.edit("CHR_ACCOUNT", "AccountId", account_id(4), Name="Customer 4 SAS")  # later edited in CHR
+    edited = sync.run()
+
+    assert sync.figures(edited)["accounts"]["updated"] == 1  # updated at the id it was adopted under
+    assert sync.praxedo.held("CustomerManager")[account_id(4)]["name"] == "Customer 4 SAS"
+    rows = table_rows(sync.log, scheduler_log_table)
+    assert [row for row in rows if row["Status"] == "Failure"] == []  # the 409 found the record: no failure
+    conflicts = [row for row in rows if json.loads(row["AdditionalInformation"])["HttpResponseCode"] == 409]
+    assert len(conflicts) == 1  # one row per call still: the 409, then the update beside it
+
 
 def test_a_contact_whose_account_is_not_in_praxedo_is_held_back_with_no_call_then_sent(sync: FieldService) -> None:
     late_account = account_id(DATA.accounts + 1)
@@ -150,11 +162,14 @@ def test_a_burst_of_faults_is_retried_and_a_changed_password_stops_the_entity_wi
     assert accounts["created"] + accounts["failed"] == 6
 
     sync.praxedo.change_password("rotated-by-the-praxedo-admin")
+    sync.praxedo.fail_next_calls(500, echo_credentials=True)  # a fault quoting our Basic header back, then 401s
     stopped = sync.run()
 
     assert sync.praxedo.unauthorized >= 1
     assert sync.figures(stopped)["accounts"]["created"] == 0
+    basic = base64.b64encode(f"{PRAXEDO_USER}:{PASSWORD}".encode()).decode()
     logged = " ".join(
         f"{row['AdditionalInformation']} {row['ExceptionMessage']}" for row in table_rows(sync.log, scheduler_log_table)
     )
-    assert "HTTP 401" in logged and PASSWORD not in logged
+    assert "HTTP 401" in logged and "service unavailable" in logged
+    assert PASSWORD not in logged and basic not in logged

@@ -124,5 +124,6 @@ def operation_result(answer: ApiResponse, record_id: Any, operation: str) -> Api
         code, message = int(result["resultCode"]), str(result.get("message") or "")
     except (ValueError, KeyError, IndexError, TypeError):
         return ApiResponse(502, f"{operation}: Praxedo's answer holds no result code: {answer.body_excerpt}")
-    body = json.dumps({"id": record_id, "resultCode": code, "message": message})
+    given = result.get("id")  # Praxedo's id for the record, if it says; else the one we chose
+    body = json.dumps({"id": given if given not in (None, "") else record_id, "resultCode": code, "message": message})
     return ApiResponse(status_of(code), body, content_type="application/json")

@@ -41,7 +41,11 @@ ACKNOWLEDGED_BY_DEFAULT = Acknowledgement()
 
 
 class EndpointUnreachable(Exception):
-    """The endpoint could not be reached on any attempt, or refused the caller's credentials: the entity stops."""
+    """The endpoint could not be reached on any attempt: the entity stops."""
+
+
+class CredentialsRefused(EndpointUnreachable):
+    """The receiver refused the caller's credentials: the entity stops, and trying again soon will not help."""
 
 
 @dataclass

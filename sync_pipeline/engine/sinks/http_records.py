@@ -43,6 +43,7 @@ from sync_pipeline.engine.mapping.payload import PayloadError, encode_batch, exp
 from sync_pipeline.engine.sinks.http_batch import (
     ACKNOWLEDGED_BY_DEFAULT,
     AuditedCalls,
+    CredentialsRefused,
     DeliveryCounts,
     EndpointUnreachable,
     Refusals,
@@ -55,6 +56,7 @@ from sync_pipeline.specs.model import ConflictAction
 UpdateMethod = Literal["PUT", "PATCH"]
 CONFLICT = 409
 """A create refused because the receiver holds the record already (a client-chosen id sent twice)."""
+NOT_FOUND = 404
 CREDENTIALS_REFUSED = frozenset({401})
 """Answers that refuse the caller, not the record (after any refresh the auth could make); a 403 may be about
 one record (a permission on it) and fails that record alone."""
@@ -97,6 +99,9 @@ class _Outcome:
     call: ApiCall
     external_id: str | None = None
     excerpt: str = ""
+    conflict: bool = False
+    """A create answered 409 by a receiver that takes the id from us (`on_conflict: update`): the record is
+    there already, to be updated; the call itself went as it should, so it is no failure."""
 
 
 class RecordSender:
@@ -131,6 +136,7 @@ class RecordSender:
         self.counts = RecordCounts()
         self._counting = threading.Lock()  # records may be sent from several threads at once
         self._refusals = Refusals(tracking, entity_type, self.counts, self._counting, log)
+        self._tracking = tracking
         self._calls = AuditedCalls(
             tracking, entity_type, retry, self.counts, self._counting, before_each_attempt, sleep
         )
@@ -164,32 +170,39 @@ class RecordSender:
             self.reject([Rejection(change.entity_id, None, f"not sent: {explain_unencodable(change.record)}")])
             return True
         outcome = self._call_with_retries(change, body)
-        call = outcome.call
-        if call.http_status == CONFLICT and change.is_new and self._on_conflict == "update":
-            adopted = self._chosen_id(change)
-            if adopted is None:
+        conflicted: ApiCall | None = None
+        if outcome.conflict:
+            conflicted, adopted = outcome.call, self._id_in(change.record)
+            if adopted is None:  # the declaration is checked for it at load; a record may still lack it
                 error = f"HTTP 409 Conflict to create, and no id at {self._id_field!r} in the record to update it at"
-                self._count_failed(1, error)
-                self._log.error(f"{self.entity_type}: record {change.entity_id}: {error}; left for the next run")
-                return False
+                refused = replace(conflicted, error=error)
+                self._tracking.record_call(self.entity_type, refused)
+                return self._failed(change, refused)
             change = replace(change, external_id=adopted)
             outcome = self._call_with_retries(change, body)
-            call = outcome.call
-            if call.ok:
-                with self._counting:
-                    self.counts.adopted += 1
+            if outcome.call.ok:
+                outcome = replace(outcome, external_id=adopted)
+            else:
+                self._tracking.record_call(self.entity_type, conflicted)
+        call = outcome.call
         if call.ok:
-            self._keep(change, outcome)
+            self._keep(change, outcome, conflicted)
             return True
         if call.http_status in CREDENTIALS_REFUSED:  # every other call would be refused too: stop the entity
-            raise EndpointUnreachable(
+            raise CredentialsRefused(
                 f"the receiver refused the credentials (HTTP {call.http_status}) at record {change.entity_id}; the "
                 "rest is left for a run with a credential it accepts"
             )
-        if call.http_status in REJECTING_STATUSES:
+        if call.http_status in REJECTING_STATUSES or (conflicted is not None and call.http_status == NOT_FOUND):
             reason = f"rejected by the API: HTTP {call.http_status} to {change.action}"
+            if conflicted is not None:
+                reason = f"rejected by the API: HTTP 409 to create, then HTTP {call.http_status} to update at that id"
             self.reject([Rejection(change.entity_id, call.http_status, reason, outcome.excerpt)])
             return True
+        return self._failed(change, call)
+
+    def _failed(self, change: RecordChange, call: ApiCall) -> bool:
+        """A record left for the next run: counted and logged with why; always False."""
         self._count_failed(1, call.error or "")
         self._log.error(
             f"{self.entity_type}: record {change.entity_id} failed after {call.attempt} attempt(s), "
@@ -197,13 +210,16 @@ class RecordSender:
         )
         return False
 
-    def _keep(self, change: RecordChange, outcome: _Outcome) -> None:
-        """The row hash and external id upserted with the call's SchedulerLog row, in one transaction."""
+    def _keep(self, change: RecordChange, outcome: _Outcome, conflicted: ApiCall | None = None) -> None:
+        """The row hash and external id upserted with the call's SchedulerLog row (and the 409 before it, for an
+        adopted record), in one transaction."""
         try:
             with self._log_db.begin() as conn:
                 upsert_row_hashes(
                     conn, self.entity_type, [(change.entity_id, change.row_hash, outcome.external_id)], utc_now()
                 )
+                if conflicted is not None:
+                    self._scheduler_log.write(conn, self.entity_type, conflicted)
                 self._scheduler_log.write(conn, self.entity_type, outcome.call)
         except sa.exc.SQLAlchemyError as exc:
             raise DeliveredButUntracked(
@@ -213,6 +229,7 @@ class RecordSender:
             ) from exc
         with self._counting:
             self.counts.sent += 1
+            self.counts.adopted += conflicted is not None
             if change.is_new:
                 self.counts.created += 1
             else:
@@ -244,6 +261,8 @@ class RecordSender:
             prefix = "endpoint unreachable" if attempt.unreachable else "no response"
             return _Outcome(call(None, f"{prefix}: {attempt.failure}"))
         status, excerpt = response.status_code, response.body_excerpt
+        if status == CONFLICT and change.is_new and self._on_conflict == "update":
+            return _Outcome(call(status, None), excerpt=excerpt, conflict=True)
         if not response.is_2xx:
             error = f"HTTP {status}: {excerpt}"
             if status == CONFLICT and change.is_new:
@@ -270,10 +289,6 @@ class RecordSender:
         except ValueError:
             return None
         return self._id_in(found)
-
-    def _chosen_id(self, change: RecordChange) -> str | None:
-        """The id a record carries for a receiver that takes it from us, at `id_field`; None if absent."""
-        return self._id_in(change.record)
 
     def _id_in(self, found: object) -> str | None:
         """The value at `id_field` (dots into nested objects) as text; None when absent or not an id."""

@@ -46,12 +46,12 @@ class ReferenceCheck:
                 try:
                     keys[position] = canonical_entity_id(value, reference.key_type)
                 except InvalidEntityId as exc:
-                    held[position] = f"held back: {reference.field}: {exc}"
+                    held[position] = f"{reference.field}: {exc}"
             known = self._hashes.acknowledged(reference.entity_type, sorted(set(keys.values())))
             for position, key in keys.items():
                 if key not in known:
                     held[position] = (
-                        f"held back: {reference.field} {key} is a {reference.entity_type} the receiver does not "
-                        "hold yet; sent on a run after it is"
+                        f"{reference.field} {key} is a {reference.entity_type} the receiver does not hold yet; sent "
+                        "on a run after it is"
                     )
         return held
