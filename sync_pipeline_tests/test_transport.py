@@ -14,7 +14,7 @@ import requests
 import urllib3
 
 from sync_pipeline.engine.http.api import ApiCallFailed, ApiUnreachable
-from sync_pipeline.engine.http.auth import ApiKeyHeader, BearerToken
+from sync_pipeline.engine.http.auth import ApiKeyHeader, BasicCredentials, BearerToken
 from sync_pipeline.engine.http.rate_limit import RateLimiter
 from sync_pipeline.engine.http.transport import Transport, failure_kind
 from sync_pipeline.orchestration.resources import build_resources
@@ -140,6 +140,19 @@ def test_a_bearer_token_is_never_logged_nor_handed_on_when_the_api_echoes_it(
     assert response.body == '{"Authorization": "Bearer [redacted]"}'
     assert TOKEN not in f"{raised.value!r} {caplog.text}"
     assert caplog.records, "the libraries did log the calls"
+
+
+def test_a_password_with_a_quote_and_a_backslash_is_cut_out_of_an_answer_that_json_escapes_it(
+    scripted: ScriptedApi,
+) -> None:
+    password = 'pa"ss\\word-DO-NOT-LOG'
+    echoed = json.dumps({"fault": {"password": password}})
+    scripted.answers += [Answer(500, body=echoed)]
+
+    response = Transport(BasicCredentials("chr-sync", password)).request("POST", scripted.url("/CustomerManager"))
+
+    assert json.loads(echoed)["fault"]["password"] == password and password not in echoed, "escaped in the body"
+    assert response.body == '{"fault": {"password": "[redacted]"}}'
 
 
 # A 401 with an auth that can refresh: refreshed once, sent once more.

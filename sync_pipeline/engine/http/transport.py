@@ -194,12 +194,22 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _secrets_pattern(secrets: tuple[str, ...]) -> re.Pattern[str]:
-    """Any of the secrets as written or with any of its characters JSON-escaped (`\\uXXXX` in either case, `\\/`)."""
+    """Any of the secrets as written or with any of its characters JSON-escaped (`\\uXXXX` in either case, and the
+    short escapes of `/`, `"` and a backslash: a password may hold either of the last two)."""
     return re.compile("|".join(_escaped_forms(secret) for secret in sorted(secrets, key=len, reverse=True)))
 
 
 def _escaped_forms(secret: str) -> str:
-    return "".join(
-        f"(?:{re.escape(char)}|\\\\u(?i:{ord(char):04x}){'|' + re.escape(chr(92) + '/') if char == '/' else ''})"
-        for char in secret
-    )
+    return "".join(f"(?:{'|'.join(_char_forms(char))})" for char in secret)
+
+
+def _char_forms(char: str) -> list[str]:
+    """The patterns of one character of a secret as JSON may write it."""
+    forms = [re.escape(char), f"\\\\u(?i:{ord(char):04x})"]
+    if char in _SHORT_ESCAPED:
+        forms.append(re.escape("\\" + char))
+    return forms
+
+
+_SHORT_ESCAPED = '/"\\'
+"""The characters of a secret JSON may write as a backslash and themselves."""
