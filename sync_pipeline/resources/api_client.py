@@ -33,24 +33,10 @@ class SyncApiClient(dg.ConfigurableResource, ABC):
         `ApiUnreachable`/`ApiCallFailed` when no HTTP answer came back."""
 
 
-class HttpSyncApiClient(SyncApiClient):
-    """The real client: one transport (keep-alive session, auth, rate limit) per run."""
+class TransportApiClient(SyncApiClient, ABC):
+    """A real client: one transport (keep-alive session, auth, deadline, rate limit) per run, its auth the
+    subclass's."""
 
-    api_key: str = Field(
-        description=(
-            "The API's secret, sent in `api_key_header` or as a bearer token (`auth_kind`). Always "
-            "`{env: SYNC_API_KEY}` (read from the environment when the run starts); leave it so in the "
-            "launchpad, never paste the key itself."
-        ),
-    )
-    api_key_env_var: str = Field(
-        default="SYNC_API_KEY", description="The environment variable `api_key` comes from, for error messages."
-    )
-    api_key_header: str = "X-API-Key"
-    auth_kind: Literal["api_key_header", "bearer"] = Field(
-        default="api_key_header",
-        description="How the secret is sent: in `api_key_header`, or as `Authorization: Bearer <secret>`.",
-    )
     timeout_seconds: float = 30.0
     call_deadline_seconds: float | None = Field(
         default=None,
@@ -74,14 +60,14 @@ class HttpSyncApiClient(SyncApiClient):
         if self._client is not None:
             self._client.close()
 
-    def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
-        """POST the batch through the transport with its `Idempotency-Key`."""
-        return self.request("POST", url, body, idempotency_key)
-
-    def request(self, method: str, url: str, body: bytes | None, idempotency_key: str | None = None) -> ApiResponse:
-        """The call through the same transport as the batches: session, auth, deadline, rate limit, redaction."""
+    def transport_client(self) -> TransportClient:
+        """The run's client (made on first use outside a run, as in tests)."""
         client = self._client = self._client or TransportClient(self._new_transport())
-        return client.request(method, url, body, idempotency_key)
+        return client
+
+    @abstractmethod
+    def _auth(self) -> Auth:
+        """The auth every request carries; raises ValueError naming the variable of a secret that cannot work."""
 
     def _new_transport(self) -> Transport:
         return Transport(
@@ -91,6 +77,34 @@ class HttpSyncApiClient(SyncApiClient):
             verify_tls=self.verify_tls,
             rate_limit=RateLimiter(self.rate_limit_max_wait_seconds),
         )
+
+
+class HttpSyncApiClient(TransportApiClient):
+    """The REST client: batches and records as JSON, the secret in a header or as a bearer token."""
+
+    api_key: str = Field(
+        description=(
+            "The API's secret, sent in `api_key_header` or as a bearer token (`auth_kind`). Always "
+            "`{env: SYNC_API_KEY}` (read from the environment when the run starts); leave it so in the "
+            "launchpad, never paste the key itself."
+        ),
+    )
+    api_key_env_var: str = Field(
+        default="SYNC_API_KEY", description="The environment variable `api_key` comes from, for error messages."
+    )
+    api_key_header: str = "X-API-Key"
+    auth_kind: Literal["api_key_header", "bearer"] = Field(
+        default="api_key_header",
+        description="How the secret is sent: in `api_key_header`, or as `Authorization: Bearer <secret>`.",
+    )
+
+    def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
+        """POST the batch through the transport with its `Idempotency-Key`."""
+        return self.request("POST", url, body, idempotency_key)
+
+    def request(self, method: str, url: str, body: bytes | None, idempotency_key: str | None = None) -> ApiResponse:
+        """The call through the same transport as the batches: session, auth, deadline, rate limit, redaction."""
+        return self.transport_client().request(method, url, body, idempotency_key)
 
     def _auth(self) -> Auth:
         if not is_header_value(self.api_key):

@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import json
 
-import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
 from sync_pipeline.connectors.praxedo.operations import operation_call, operation_result
 from sync_pipeline.engine.http.api import ApiCallFailed, ApiResponse
-from sync_pipeline.engine.http.auth import BasicCredentials, is_header_value
-from sync_pipeline.engine.http.client import TransportClient
-from sync_pipeline.engine.http.rate_limit import RateLimiter
-from sync_pipeline.engine.http.transport import DEFAULT_RATE_LIMIT_WAIT, Transport
-from sync_pipeline.resources.api_client import SyncApiClient
+from sync_pipeline.engine.http.auth import Auth, BasicCredentials, is_header_value
+from sync_pipeline.resources.api_client import TransportApiClient
 
 
-class PraxedoApiClient(SyncApiClient):
+class PraxedoApiClient(TransportApiClient):
     """Creates and updates Praxedo records through its managers' operations, one transport per run."""
 
     username: str = Field(description="The Praxedo web-service user (not a secret).")
@@ -36,22 +32,6 @@ class PraxedoApiClient(SyncApiClient):
         ),
     )
     password_env_var: str = Field(default="PRAXEDO_PASSWORD", description="Where `password` comes from.")
-    timeout_seconds: float = 30.0
-    call_deadline_seconds: float | None = None
-    verify_tls: bool = True
-    rate_limit_max_wait_seconds: float = DEFAULT_RATE_LIMIT_WAIT
-    _client: TransportClient | None = PrivateAttr(default=None)
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """Open the transport every call of the run reuses; warn loudly when TLS is not verified."""
-        if not self.verify_tls and context.log is not None:
-            context.log.warning("api.verify_tls is false: Praxedo's TLS certificate is NOT verified")
-        self._client = TransportClient(self._new_transport())
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        """Close the transport's pooled connections."""
-        if self._client is not None:
-            self._client.close()
 
     def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
         """Not Praxedo's way: its records go one call each (settings refuse a batch sink for it at load)."""
@@ -61,22 +41,15 @@ class PraxedoApiClient(SyncApiClient):
         """A create (POST to the manager) or an update (PUT or PATCH to the manager and an id) as the
         manager's operation; its result read back as an HTTP status (see the module's docstring)."""
         call = operation_call(method, url, body)
-        client = self._client = self._client or TransportClient(self._new_transport())
-        answer = client.request("POST", call.url, json.dumps(call.request).encode())
+        answer = self.transport_client().request("POST", call.url, json.dumps(call.request).encode())
         if answer.status_code != 200:
             return answer
         return operation_result(answer, call.record_id, call.operation)
 
-    def _new_transport(self) -> Transport:
+    def _auth(self) -> Auth:
         if not is_header_value(self.password):
             raise ValueError(
                 "password: not usable in an HTTP header (whitespace around it, a line break or another control "
                 f"character); check the {self.password_env_var} environment variable"
             )
-        return Transport(
-            BasicCredentials(self.username, self.password),
-            timeout_seconds=self.timeout_seconds,
-            call_deadline_seconds=self.call_deadline_seconds,
-            verify_tls=self.verify_tls,
-            rate_limit=RateLimiter(self.rate_limit_max_wait_seconds),
-        )
+        return BasicCredentials(self.username, self.password)
