@@ -9,11 +9,15 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from sync_pipeline.engine.tables import log_metadata
+
+if TYPE_CHECKING:  # pandas is imported only by the commands that render tables
+    import pandas as pd
 
 DIALECTS = ("mssql", "postgresql", "mysql", "sqlite")
 
@@ -104,7 +108,7 @@ def _timestamp(value: str) -> dt.datetime:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from sync_pipeline.engine.audit.log_queries import PENDING, LogQuery, log_rows, pending_counts, referenced_entities
+    from sync_pipeline.engine.audit.log_queries import PENDING, referenced_entities
     from sync_pipeline.engine.db_errors import describe_db_error
     from sync_pipeline.engine.state.change_history import listed_changes, listed_conflicts
     from sync_pipeline.engine.state.dead_letters import DeadLetters
@@ -113,25 +117,14 @@ def _logs(args: argparse.Namespace) -> int:
         LogViewerError,
         dead_letter_frame,
         environment_engines,
-        log_frame,
-        needed_databases,
-        pending_frame,
         records_frame,
         render,
     )
-    from sync_pipeline.orchestration.sync_assets import entity_plan
-    from sync_pipeline.settings import SettingsError, load_settings
+    from sync_pipeline.settings import SettingsError
     from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_SYNC
 
-    if args.sync != TAMHR_SYNC.name:
-        return _sync_logs(args)
-    unknown = sorted(set(args.entity or []) - set(ENTITIES_BY_NAME))
-    if unknown:
-        sys.stderr.write(
-            f"sync-pipeline logs: --entity {unknown[0]} is not a TAMHR entity: {', '.join(ENTITIES_BY_NAME)}\n"
-        )
-        return 2
-    entities = referenced_entities(args.entity or [])
+    tamhr = args.sync == TAMHR_SYNC.name
+    entities = referenced_entities([name for name in args.entity or [] if name in ENTITIES_BY_NAME])
     pending = args.status == PENDING
     listings = {
         "dead_letters": lambda engine: dead_letter_frame(DeadLetters(engine).listed()),
@@ -149,16 +142,15 @@ def _logs(args: argparse.Namespace) -> int:
         sys.stdout.write(render(frame, args.format))
         return 0
     try:
-        if pending and (args.since or args.until):
+        unknown = sorted(set(args.entity or []) - set(ENTITIES_BY_NAME))
+        if not tamhr:
+            frame = _sync_log_frame(args)
+        elif unknown:
+            raise LogViewerError(f"--entity {unknown[0]} is not a TAMHR entity: {', '.join(ENTITIES_BY_NAME)}")
+        elif pending and (args.since or args.until):
             raise LogViewerError("--since/--until do not apply to Pending: it counts what the sources hold now")
-        with environment_engines(needed_databases(entities, pending)) as engines:
-            if pending:
-                settings = load_settings()
-                plans = [entity_plan(TAMHR_SYNC, ENTITIES_BY_NAME[name], settings) for name in entities]
-                frame = pending_frame(pending_counts(plans, engines, settings.scheduler_log.columns()))
-            else:
-                query = LogQuery(entities, [args.status] if args.status else [], args.since, args.until, args.limit)
-                frame = log_frame(log_rows(engines["log_db"], query))
+        else:
+            frame = _tamhr_frame(args, entities, pending)
     except (LogViewerError, SettingsError) as exc:
         sys.stderr.write(f"sync-pipeline logs: {exc}\n")
         return 2
@@ -169,34 +161,41 @@ def _logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sync_logs(args: argparse.Namespace) -> int:
-    """`sync-pipeline logs --sync NAME` for a sync other than TAMHR: its SchedulerLog rows, by entity."""
+def _tamhr_frame(args: argparse.Namespace, entities: list[str], pending: bool) -> pd.DataFrame:
+    """The TAMHR push's SchedulerLog rows, or its pending counts, as the listing shows them."""
+    from sync_pipeline.engine.audit.log_queries import LogQuery, log_rows, pending_counts
+    from sync_pipeline.log_viewer import environment_engines, log_frame, needed_databases, pending_frame
+    from sync_pipeline.orchestration.sync_assets import entity_plan
+    from sync_pipeline.settings import load_settings
+    from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_SYNC
+
+    with environment_engines(needed_databases(entities, pending)) as engines:
+        if pending:
+            settings = load_settings()
+            plans = [entity_plan(TAMHR_SYNC, ENTITIES_BY_NAME[name], settings) for name in entities]
+            return pending_frame(pending_counts(plans, engines, settings.scheduler_log.columns()))
+        query = LogQuery(entities, [args.status] if args.status else [], args.since, args.until, args.limit)
+        return log_frame(log_rows(engines["log_db"], query))
+
+
+def _sync_log_frame(args: argparse.Namespace) -> pd.DataFrame:
+    """`--sync NAME` for a sync other than TAMHR: its SchedulerLog rows, by its declared entity names."""
     from sync_pipeline.engine.audit.log_queries import PENDING, LogQuery, log_rows
-    from sync_pipeline.engine.db_errors import describe_db_error
-    from sync_pipeline.log_viewer import LogViewerError, environment_engines, log_frame, render
+    from sync_pipeline.log_viewer import LogViewerError, environment_engines, log_frame
     from sync_pipeline.orchestration.component import declared_sync
-    from sync_pipeline.settings import LOG_DB, SettingsError
+    from sync_pipeline.settings import LOG_DB
 
-    try:
-        sync, settings = declared_sync(args.sync, Path(args.defs))
-        names = [spec.name for spec in sync.entities]
-        unknown = sorted(set(args.entity or []) - set(names))
-        if unknown:
-            raise LogViewerError(f"--entity {unknown[0]} is not an entity of {sync.name}: {', '.join(names)}")
-        if args.status == PENDING:
-            raise LogViewerError(f"--status Pending counts the TAMHR push's untracked records; not for {sync.name}")
-        chosen = [sync.entity_type(sync.entity(name)) for name in args.entity or names]
-        query = LogQuery(chosen, [args.status] if args.status else [], args.since, args.until, args.limit)
-        with environment_engines([LOG_DB], env_vars={LOG_DB: settings.databases[LOG_DB]}) as engines:
-            frame = log_frame(log_rows(engines[LOG_DB], query))
-    except (LogViewerError, SettingsError) as exc:
-        sys.stderr.write(f"sync-pipeline logs: {exc}\n")
-        return 2
-    except sa.exc.SQLAlchemyError as exc:
-        sys.stderr.write(f"sync-pipeline logs: cannot read the Log database: {describe_db_error(exc)}\n")
-        return 1
-    sys.stdout.write(render(frame, args.format))
-    return 0
+    sync, settings = declared_sync(args.sync, Path(args.defs))
+    names = [spec.name for spec in sync.entities]
+    unknown = sorted(set(args.entity or []) - set(names))
+    if unknown:
+        raise LogViewerError(f"--entity {unknown[0]} is not an entity of {sync.name}: {', '.join(names)}")
+    if args.status == PENDING:
+        raise LogViewerError(f"--status Pending counts the TAMHR push's untracked records; not for {sync.name}")
+    chosen = [sync.entity_type(sync.entity(name)) for name in args.entity or names]
+    query = LogQuery(chosen, [args.status] if args.status else [], args.since, args.until, args.limit)
+    with environment_engines([LOG_DB], env_vars={LOG_DB: settings.databases[LOG_DB]}) as engines:
+        return log_frame(log_rows(engines[LOG_DB], query))
 
 
 def _add_logs_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
