@@ -262,6 +262,8 @@ class AlertSettings(_Strict):
     """Calls answered 429 (rate limited) in `failed_call_window_minutes` above which an alert is raised."""
     max_queued_runs: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     """Queued runs of the sync's job above which an alert is raised (a per-customer sync queues one per customer)."""
+    record_failures: Annotated[int, Field(ge=1, le=1000)] = 3
+    """Runs in a row a record was refused (TB_R_SYNC_REJECTED's count) from which an alert names it."""
     ui_base_url: str = "http://127.0.0.1:3000"
 
     _ui_base_url = field_validator("ui_base_url")(check_http_url)

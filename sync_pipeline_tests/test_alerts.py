@@ -489,6 +489,7 @@ def test_alert_settings_have_the_documented_defaults() -> None:
         "max_run_minutes": 30,
         "max_throttled_calls": 100,
         "max_queued_runs": 1000,
+        "record_failures": 3,
         "ui_base_url": "http://127.0.0.1:3000",
     }
     assert AlertSettings(ui_base_url="https://dagster.corp/").run_url("abc") == "https://dagster.corp/runs/abc"

@@ -16,10 +16,13 @@ from sync_pipeline.cli import main
 from sync_pipeline.demo.field_service_seed import PRAXEDO_USER, SYNC, ChrData, field_service_settings
 from sync_pipeline.demo.praxedo import PraxedoSimulator
 from sync_pipeline.engine.http.api import ApiCallFailed
-from sync_pipeline.orchestration.component import DEFS_FOLDER, SyncComponent
+from sync_pipeline.orchestration.alerts import ALERT_WEBHOOK_KEY, RECORDS_FAILING, AlertWebhook, build_alert_sensor
+from sync_pipeline.orchestration.component import DEFS_FOLDER, SyncComponent, declared_spec
+from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.resources.praxedo_client import PraxedoApiClient
-from sync_pipeline.settings import SettingsError
+from sync_pipeline.settings import AlertSettings, SettingsError
 from sync_pipeline_tests.field_service import field_service
+from sync_pipeline_tests.test_alerts import WebhookReceiver
 
 PASSWORD = "pw-4e1b-DO-NOT-LOG"
 
@@ -195,3 +198,48 @@ def test_the_logs_command_lists_a_field_service_entitys_failed_calls_with_praxed
     assert "lastName: too long for Praxedo" in row["exception_message"]
     assert main(["logs", "--sync", SYNC, "--entity", "Users"]) == 2
     assert "Users is not an entity of field_service: Accounts, Contacts, WorkOrders" in capsys.readouterr().err
+
+
+def test_a_record_refused_three_runs_in_a_row_raises_an_alert_naming_it_that_clears_once_it_goes_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    urls = {name: f"sqlite:///{tmp_path / name}.db" for name in ("chr", "log")}
+    with (
+        WebhookReceiver() as webhook,
+        field_service(urls, monkeypatch, ChrData(accounts=3, contacts=1, work_orders=1)) as sync,
+    ):
+        settings = AlertSettings(record_failures=3, ui_base_url="http://127.0.0.1:3000")
+        sensor = build_alert_sensor(settings, declared_spec(SYNC))
+        resources = {
+            "field_service_log_db": SyncDatabase(url=urls["log"]),
+            ALERT_WEBHOOK_KEY: AlertWebhook(url=webhook.url),
+        }
+        cursor: str | None = None
+
+        def tick() -> list[dict[str, Any]]:
+            nonlocal cursor
+            before = len(webhook.bodies)
+            with dg.build_sensor_context(instance=sync.instance, cursor=cursor, resources=resources) as context:
+                cursor = sensor.evaluate_tick(context).cursor
+            return [
+                body["sync_alert"]
+                for body in webhook.bodies[before:]
+                if body["sync_alert"]["condition"] == RECORDS_FAILING
+            ]
+
+        sync.praxedo.refuse("ContactManager", ["CON-00002-1"], "email: domain does not accept mail")
+        for _ in range(2):
+            sync.run()
+        assert tick() == []  # refused twice: not yet
+
+        sync.run()
+        (started,) = tick()
+        assert started["state"] == "started" and started["entity"] == "field_service.Contacts"
+        assert "CON-00002-1 (3x)" in started["summary"]
+        assert "email: domain does not accept mail" in started["first_error"]
+        assert tick() == []  # announced once, not every evaluation
+
+        sync.praxedo.stop_refusing("ContactManager", ["CON-00002-1"])
+        sync.run()
+        (resolved,) = tick()
+        assert resolved["state"] == "resolved" and resolved["entity"] == "field_service.Contacts"

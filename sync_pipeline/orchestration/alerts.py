@@ -28,6 +28,7 @@ from sync_pipeline.engine.audit.scheduler_log import FAILURE, SUCCESS
 from sync_pipeline.engine.db_errors import describe_db_error
 from sync_pipeline.engine.state.dead_letters import DeadLetters
 from sync_pipeline.engine.state.tracking import TrackingUnavailable
+from sync_pipeline.engine.tables import rejected_table
 from sync_pipeline.orchestration.sync_assets import CHECK_NAME, DRY_RUN_TAG
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import AlertSettings
@@ -50,6 +51,9 @@ RUN_FAILED = "run_failed"
 DEAD_LETTERED = "dead_lettered"
 THROTTLED = "throttled"
 RUNS_QUEUED = "runs_queued"
+RECORDS_FAILING = "records_failing"
+MAX_NAMED_RECORDS = 10
+"""Records an alert about refused records names; the count says how many more."""
 TOO_MANY_REQUESTS = 429
 
 STARTED = "started"
@@ -467,6 +471,50 @@ def dead_letter_alerts(log_engine: sa.Engine, names: Sequence[str]) -> list[Aler
     ]
 
 
+def failing_record_alerts(log_engine: sa.Engine, names: Sequence[str], threshold: int) -> list[Alert]:
+    """(f) Records of per-record entities refused `threshold` runs or more and still not through
+    (TB_R_SYNC_REJECTED), one alert per entity naming them with their latest reasons; it clears once each
+    went through."""
+    rejected = rejected_table.c
+    query = (
+        sa.select(
+            rejected.EntityType, rejected.EntityId, rejected.RejectionCount, rejected.Reason, rejected.ResponseExcerpt
+        )
+        .where(rejected.EntityType.in_(list(names)), rejected.RejectionCount >= threshold)
+        .order_by(rejected.EntityType, rejected.LastRejectedOn.desc(), rejected.EntityId)
+        .limit(MAX_FAILED_ROWS)
+    )
+    try:
+        with log_engine.connect() as conn:
+            rows = conn.execute(query).all()
+    except sa.exc.SQLAlchemyError as exc:
+        raise TrackingUnavailable(f"{rejected_table.name}: {describe_db_error(exc)}") from exc
+    by_entity: dict[str, list[Any]] = {}
+    for row in rows:
+        by_entity.setdefault(row.EntityType, []).append(row)
+    alerts = []
+    for entity, records in by_entity.items():
+        named = ", ".join(f"{r.EntityId} ({r.RejectionCount}x)" for r in records[:MAX_NAMED_RECORDS])
+        more = f" and {len(records) - MAX_NAMED_RECORDS} more" if len(records) > MAX_NAMED_RECORDS else ""
+        alerts.append(
+            Alert(
+                key=f"{RECORDS_FAILING}:{entity}",
+                condition=RECORDS_FAILING,
+                entity=entity,
+                summary=f"{len(records)} record(s) of {entity} refused {threshold} runs or more: {named}{more}",
+                counts={"records": len(records), "most_refusals": max(r.RejectionCount for r in records)},
+                first_error=_refusal_text(records[0])[:MAX_ERROR_TEXT],
+            )
+        )
+    return alerts
+
+
+def _refusal_text(row: Any) -> str:
+    """A refused record as an alert quotes it: its id, the reason, and the receiver's answer (redacted when kept)."""
+    answer = f": {row.ResponseExcerpt}" if row.ResponseExcerpt else ""
+    return f"{row.EntityId}: {row.Reason}{answer}"
+
+
 def throttled_alerts(
     log_engine: sa.Engine, now: dt.datetime, settings: AlertSettings, names: Sequence[str]
 ) -> list[Alert]:
@@ -603,7 +651,8 @@ def build_alert_sensor(
             f"{settings.consecutive_failures} runs in a row, more than {settings.failed_call_ratio:.0%} of API calls "
             f"fail in {settings.failed_call_window_minutes} minutes, a run passes {settings.max_run_minutes} minutes, "
             f"a run fails, more than {settings.max_throttled_calls} calls are rate limited or more than "
-            f"{settings.max_queued_runs} runs are queued, or a customer is dead-lettered; and again when each clears."
+            f"{settings.max_queued_runs} runs are queued, a customer is dead-lettered, or a record sent on its own "
+            f"call is refused {settings.record_failures} runs or more; and again when each clears."
         ),
     )
     def sync_alerts(context: dg.SensorEvaluationContext) -> dg.SensorResult:
@@ -643,11 +692,15 @@ def build_alert_sensor(
             )
             if customers_partitions:
                 current.update({alert.key: alert for alert in dead_letter_alerts(log_engine, names)})
+            per_record = [sync.entity_type(spec) for spec in specs if spec.record_sink is not None]
+            if per_record:  # their refusals leave TB_R_SYNC_REJECTED once they go through: the alert can clear
+                failing = failing_record_alerts(log_engine, per_record, settings.record_failures)
+                current.update({alert.key: alert for alert in failing})
         except (sa.exc.SQLAlchemyError, TrackingUnavailable) as exc:
             # Unknown is not cleared: keep what was announced until the Log database can be read again.
             what = str(exc) if isinstance(exc, TrackingUnavailable) else f"SchedulerLog: {describe_db_error(exc)}"
             context.log.error(f"alerts: cannot read {what} (on {log_db.describe()})")
-            held = (FAILED_CALLS, DEAD_LETTERED, THROTTLED)
+            held = (FAILED_CALLS, DEAD_LETTERED, THROTTLED, RECORDS_FAILING)
             current.update({k: a for k, a in previous.active.items() if a.condition in held})
 
         def clearing_run(alert: Alert) -> str | None:

@@ -3,8 +3,9 @@
 Each change is one call through the one retry loop of every HTTP call (engine/http/retry.py): the
 same transient statuses, Retry-After and bounds, one SchedulerLog row per attempt. A 2xx that
 `Acknowledgement` accepts keeps the record's row hash and external id (a create's is read from its
-answer at `id_field`) in TB_R_SYNC_ROW_HASH, in the same transaction as the call's SchedulerLog row,
-so a crash cannot leave one without the other. A 400/413/422 rejects that record (TB_R_SYNC_REJECTED);
+answer at `id_field`) in TB_R_SYNC_ROW_HASH, in the same transaction as the call's SchedulerLog row
+(and the removal of its TB_R_SYNC_REJECTED row, if an earlier run's was refused), so a crash cannot
+leave one without the other. A 400/413/422 rejects that record (TB_R_SYNC_REJECTED);
 any other failure leaves its row hash as it was, so it is sent again next run, and the others go on.
 
 Duplicates: a create carries an Idempotency-Key made of the entity, the EntityId and the exact body,
@@ -49,7 +50,13 @@ from sync_pipeline.engine.sinks.http_batch import (
     Refusals,
 )
 from sync_pipeline.engine.state.row_hashes import upsert_row_hashes
-from sync_pipeline.engine.state.tracking import DeliveredButUntracked, Rejection, TrackingStore, utc_now
+from sync_pipeline.engine.state.tracking import (
+    DeliveredButUntracked,
+    Rejection,
+    TrackingStore,
+    clear_rejection,
+    utc_now,
+)
 from sync_pipeline.engine.tables import ROW_HASH_TABLE_NAME
 from sync_pipeline.specs.model import ConflictAction
 
@@ -221,6 +228,7 @@ class RecordSender:
                 if conflicted is not None:
                     self._scheduler_log.write(conn, self.entity_type, conflicted)
                 self._scheduler_log.write(conn, self.entity_type, outcome.call)
+                clear_rejection(conn, self.entity_type, change.entity_id)
         except sa.exc.SQLAlchemyError as exc:
             raise DeliveredButUntracked(
                 f"record {change.entity_id} was acknowledged but its row hash could not be written to "

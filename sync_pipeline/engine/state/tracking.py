@@ -165,6 +165,14 @@ class TrackingStore:
             raise TrackingUnavailable(f"cannot write {rejected_table.name}: {describe_db_error(exc)}") from exc
 
 
+def clear_rejection(conn: sa.Connection, entity: str, entity_id: str) -> None:
+    """A refused record went through at last: its TB_R_SYNC_REJECTED row goes, inside the caller's transaction,
+    so what is left there is what is refused now (and what the record-failure alert names)."""
+    conn.execute(
+        sa.delete(rejected_table).where(rejected_table.c.EntityType == entity, rejected_table.c.EntityId == entity_id)
+    )
+
+
 _rejected_among = sa.select(rejected_table.c.EntityId).where(
     rejected_table.c.EntityType == sa.bindparam("entity_type"),
     rejected_table.c.EntityId.in_(sa.bindparam("entity_ids", expanding=True)),
