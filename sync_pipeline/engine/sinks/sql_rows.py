@@ -243,14 +243,16 @@ def write_isolating_refusals(
 
 
 def is_refusal(exc: sa.exc.SQLAlchemyError) -> bool:
-    """Whether the database refused the data (a constraint, a value it cannot store), not the statement or
-    the connection: SQLAlchemy's IntegrityError or DataError, or SQLSTATE class 22 or 23 whatever the
-    driver called it (pymysql raises a failed CHECK, SQLSTATE 23000, as OperationalError)."""
+    """Whether the database refused the data (a constraint, a value it cannot store, two records it takes
+    for one key in one statement), not the statement or the connection: SQLAlchemy's IntegrityError or
+    DataError, or SQLSTATE class 21, 22 or 23 whatever the driver called it (pymysql raises a failed CHECK,
+    SQLSTATE 23000, as OperationalError; psycopg an ON CONFLICT meeting one row twice, 21000, as
+    ProgrammingError). Written one record at a time, such records go in, or are refused, alone."""
     if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
         return True
     orig = getattr(exc, "orig", None)
     sqlstate = getattr(orig, "sqlstate", None) or next(iter(getattr(orig, "args", ())), None)  # pyodbc: args[0]
-    return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
+    return isinstance(sqlstate, str) and sqlstate[:2] in ("21", "22", "23")
 
 
 def failed_column(exc: sa.exc.SQLAlchemyError, table: sa.Table) -> str | None:
