@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from psycopg.adapt import PyFormat
 
 from sync_pipeline.engine.sinks.sql_target import RunTransaction
 from sync_pipeline.engine.sinks.sql_upsert import SqlUpsertSink, UpsertCounts
@@ -150,3 +151,27 @@ def test_postgresql_writes_two_keys_it_takes_for_one_each_in_turn_last_write_win
 
     assert counts.refused == [] and counts.inserted + counts.updated == 2
     assert stored == ["newer, padded"]
+
+
+def test_postgresql_gets_a_batchs_columns_as_binary_arrays_that_keep_every_value(
+    postgresql_target: tuple[sa.Engine, list[tuple[str, int]]],
+) -> None:
+    engine, _ = postgresql_target
+    formats: list[str] = []
+
+    def dumper_format(conn: sa.Connection, cursor: Any, *_: Any) -> None:
+        formats.append(cursor.adapters.get_dumper(list, PyFormat.AUTO).format.name)
+
+    names = ['say "hi"', "back\\slash", "NULL", "", "{braces, comma}", "Ünïcode ✓"]
+    sa.event.listen(engine, "before_cursor_execute", dumper_format)
+    counts = workflow_sink(engine).write(
+        [workflow(n, T0 + dt.timedelta(microseconds=n), name=name, version=None) for n, name in enumerate(names)]
+    )
+
+    assert counts.inserted == len(names) and set(formats) == {"BINARY"}
+    stored = stored_workflows(engine)
+    assert [stored[(TENANT, n)]["name"] for n in range(len(names))] == names
+    assert [stored[(TENANT, n)]["updated_at"] for n in range(len(names))] == [
+        T0 + dt.timedelta(microseconds=n) for n in range(len(names))
+    ]
+    assert {row["version"] for row in stored.values()} == {None}
