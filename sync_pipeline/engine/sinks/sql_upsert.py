@@ -152,14 +152,15 @@ class SqlUpsertSink:
 
         Any other database error raises `SqlSinkUnavailable`; writing the batch again is harmless."""
         counts = UpsertCounts()
-        rows = self._candidates(records, counts)
-        if self._counting is not None and self._write_at_once(self._counting, rows, counts):
+        chosen = self._candidates(records, counts)
+        if self._counting is not None and self._write_at_once(self._counting, chosen, counts):
             return counts
-        self._write_after_lookup(rows, counts)
+        self._write_after_lookup([self._columns.row(record) for record in chosen], counts)  # details fill them in
         return counts
 
-    def _candidates(self, records: Sequence[Mapping[str, Any]], counts: UpsertCounts) -> list[dict[str, Any]]:
-        """The written columns of each key's newest record; the refused and the older copies counted."""
+    def _candidates(self, records: Sequence[Mapping[str, Any]], counts: UpsertCounts) -> list[Mapping[str, Any]]:
+        """Each key's newest record (all written columns there, checked); the refused and the older copies
+        counted."""
         candidates: dict[Any, int] = {}  # key -> position of its newest record in `records`
         if self.details is not None:  # filled by the fetch: checked as if it had failed
             records = [{**self._detail_placeholders, **record} for record in records]
@@ -175,11 +176,12 @@ class SqlUpsertSink:
                 continue
             counts.skipped += kept is not None
             candidates[key] = position
-        return [self._columns.row(records[position]) for position in candidates.values()]  # details fill them in
+        return [records[position] for position in candidates.values()]
 
     def _write_at_once(self, upsert: ArrayUpsert, rows: Sequence[Mapping[str, Any]], counts: UpsertCounts) -> bool:
-        """Write the rows by the one statement that counts them; False, nothing written, if the database
-        refused one of them: the caller writes the batch again the way that isolates it."""
+        """Write the rows (their written columns) by the one statement that counts them; False, nothing
+        written, if the database refused one of them: the caller writes the batch again the way that
+        isolates it."""
         try:
             with self.target.begin() as conn:
                 written = upsert.execute(conn, rows)
@@ -315,7 +317,8 @@ class ArrayUpsert:
     names: Sequence[str]
 
     def execute(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> WrittenRows:
-        """Write the rows, up to `IDS_PER_ARRAY` per statement (a batch is one); count what was written."""
+        """Write the rows' written columns (a row may hold others), up to `IDS_PER_ARRAY` rows per statement
+        (a batch is one); count what was written."""
         inserted = written = 0
         for start in range(0, len(rows), IDS_PER_ARRAY):
             chunk = rows[start : start + IDS_PER_ARRAY]
