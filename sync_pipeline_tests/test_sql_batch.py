@@ -86,6 +86,8 @@ def test_iso_text_becomes_the_columns_own_types_and_an_offset_is_turned_into_utc
     ).c
     assert column_value(columns["at"], "2026-11-01T10:00:00+02:00") == dt.datetime(2026, 11, 1, 8, 0)
     assert column_value(columns["at"], "2026-11-01T08:00:00") == dt.datetime(2026, 11, 1, 8, 0)
+    utc = "2026-11-01T08:00:00.250000+00:00"  # how the record builder writes a UTC timestamp
+    assert column_value(columns["at"], utc) == dt.datetime(2026, 11, 1, 8, 0, 0, 250_000)
     assert column_value(columns["on"], "2026-11-01") == dt.date(2026, 11, 1)
     ref = uuid.uuid4()
     assert column_value(columns["ref"], str(ref)) == ref
@@ -93,8 +95,9 @@ def test_iso_text_becomes_the_columns_own_types_and_an_offset_is_turned_into_utc
     number = sa.Table("n", sa.MetaData(), sa.Column("id", sa.Integer)).c["id"]
     assert column_value(number, "1042") == 1042  # an integer key comes as its EntityId text
     assert column_value(number, 7) == 7
-    with pytest.raises(ValueError):
-        column_value(columns["at"], "yesterday")
+    for text in ("yesterday", "yesterday+00:00", "the day before yesterday+00:00"):
+        with pytest.raises(ValueError):
+            column_value(columns["at"], text)
 
 
 def test_an_upsert_batch_writes_the_newer_records_and_quarantines_the_one_the_table_refuses(

@@ -80,6 +80,46 @@ def reject(databases: SyncDatabases, entity: str, entity_ids: list[str]) -> None
     store.record_rejected(entity, [Rejection(eid, 422, "bad email") for eid in entity_ids])
 
 
+def logged_statuses(databases: SyncDatabases) -> list[str]:
+    """The Status of every SchedulerLog row written so far."""
+    with databases.log.connect() as conn:
+        return list(conn.execute(sa.select(scheduler_log_table.c.Status)).scalars())
+
+
+def test_successful_reads_are_logged_with_the_next_write_in_one_commit_and_a_failed_one_at_once(
+    databases: SyncDatabases, settings: Settings
+) -> None:
+    store = TrackingStore(databases.log, SchedulerLogWriter(settings.scheduler_log.columns()))
+    commits: list[None] = []
+    sa.event.listen(databases.log, "commit", lambda conn: commits.append(None))
+    read = ApiCall(USERS_URL, 0, 200, duration_ms=3)
+
+    for _ in range(3):
+        store.record_call("Users", read, deferred=True)
+    assert (logged_statuses(databases), len(commits)) == ([], 0), "three pages read: nothing written yet"
+
+    store.record_call("Users", ApiCall(USERS_URL, 0, 503, 4, "HTTP 503: busy"))
+    assert sorted(logged_statuses(databases)) == ["Failure"] + ["Success"] * 3 and len(commits) == 1
+
+    store.record_call("Users", read, deferred=True)
+    store.record_call("Users", ApiCall("orders", 3000, None, 40))  # the batch those pages went into, written
+    store.record_call("Users", read, deferred=True)
+    store.flush_calls()  # the entity's end
+    store.flush_calls()
+    assert len(logged_statuses(databases)) == 7 and len(commits) == 3
+
+
+def test_reads_never_wait_more_than_a_hundred_to_be_logged(databases: SyncDatabases, settings: Settings) -> None:
+    store = TrackingStore(databases.log, SchedulerLogWriter(settings.scheduler_log.columns()))
+
+    for _ in range(99):
+        store.record_call("Users", ApiCall(USERS_URL, 0, 200, 3), deferred=True)
+    assert logged_statuses(databases) == []
+    store.record_call("Users", ApiCall(USERS_URL, 0, 200, 3), deferred=True)
+
+    assert logged_statuses(databases) == ["Success"] * 100
+
+
 def test_rows_are_listed_newest_first_with_failure_details_from_additional_information(
     databases: SyncDatabases, settings: Settings
 ) -> None:

@@ -311,6 +311,11 @@ def sync_entity(
     ) as exc:
         report.stopped_because = str(exc)
         report.retryable = is_retryable(exc)
+    try:
+        tracking.flush_calls()  # the reads logged since the last write, however the entity ended
+    except TrackingUnavailable as exc:
+        if report.stopped_because is None:
+            report.stopped_because, report.retryable = str(exc), is_retryable(exc)
     report.absorb(scan, delivery.counts)
     if report.stopped_because and isinstance(delivery, SqlBatchSender) and (undone := delivery.roll_back()):
         report.stopped_because += f"; {undone}"

@@ -86,22 +86,41 @@ def create_sync_engine(url: str, env_var: str | None = None) -> sa.Engine:
 
     Row values stay out of error messages (`hide_parameters`), dropped connections are noticed
     before use, and on SQL Server pyodbc's `fast_executemany` makes tracking inserts one bulk
-    executemany (one row's parameters per execution, so the 2100-parameter limit is never near).
-    With `env_var`, a bad URL or a failed connection is reported naming the variable and the
-    database (see `name_connection_errors`).
+    executemany (one row's parameters per execution, so the 2100-parameter limit is never near);
+    on PostgreSQL with psycopg, lists go as binary arrays (`binary_arrays`). With `env_var`, a bad URL
+    or a failed connection is reported naming the variable and the database (see `name_connection_errors`).
     """
     parsed = checked_url(url, env_var) if env_var else sa.make_url(url)
     options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
     if parsed.get_backend_name() == "mssql":
         options["fast_executemany"] = True
     if env_var is None:
-        return sa.create_engine(parsed, **options)
-    try:
         engine = sa.create_engine(parsed, **options)
-    except Exception as exc:  # an unknown dialect, a driver not installed, a bad driver option
-        raise DatabaseUrlError(f"{env_var} ({masked_url(url)}): {_safe(exc, parsed)}") from None
-    name_connection_errors(engine, env_var, masked_url(url))
+    else:
+        try:
+            engine = sa.create_engine(parsed, **options)
+        except Exception as exc:  # an unknown dialect, a driver not installed, a bad driver option
+            raise DatabaseUrlError(f"{env_var} ({masked_url(url)}): {_safe(exc, parsed)}") from None
+        name_connection_errors(engine, env_var, masked_url(url))
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        binary_arrays(engine)
     return engine
+
+
+def binary_arrays(engine: sa.Engine) -> None:
+    """Make psycopg send every list parameter of the engine's connections in binary, not as array text.
+
+    The SQL sinks send a batch as one array per column (the upsert, the stored-rows lookup): psycopg
+    writes a text array element by element in Python, about ten times slower than the binary form for
+    timestamps and texts (22 ms against 2.5 ms for a 3,000-row batch of five columns). The values are
+    the same either way; psycopg uses the dumper registered last for a `%s` parameter.
+    """
+    from psycopg.adapt import PyFormat  # only the engines of psycopg URLs get here: an optional driver
+
+    @sa.event.listens_for(engine, "connect")
+    def prefer_binary_lists(dbapi_connection: Any, record: Any) -> None:
+        adapters = dbapi_connection.adapters
+        adapters.register_dumper(list, adapters.get_dumper(list, PyFormat.BINARY))
 
 
 def name_connection_errors(engine: sa.Engine, env_var: str, shown_url: str) -> None:

@@ -3,15 +3,29 @@ size limits (this folder's conftest fails any statement SQL Server would refuse)
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from psycopg.adapt import PyFormat
 
+from sync_pipeline.engine.sinks.sql_target import RunTransaction
+from sync_pipeline.engine.sinks.sql_upsert import SqlUpsertSink, UpsertCounts
+from sync_pipeline.engine.tables import DateTime2
 from sync_pipeline.resources.database import create_sync_engine
 from sync_pipeline_tests.real_db.conftest import SERVERS, fresh_databases
-from sync_pipeline_tests.sql_sink_scenarios import SCENARIOS, target_metadata, workflow, workflow_sink
+from sync_pipeline_tests.sql_sink_scenarios import (
+    SCENARIOS,
+    T0,
+    TENANT,
+    stored_workflows,
+    target_metadata,
+    workflow,
+    workflow_sink,
+    workflows,
+)
 
 pytestmark = pytest.mark.real_db
 
@@ -33,21 +47,131 @@ def test_the_sql_sinks_behave_on_the_real_server_as_on_sqlite(
     scenario(target)
 
 
-def test_postgresql_matches_a_batch_of_3000_with_stored_rows_in_one_statement_of_three_arrays() -> None:
-    lookups: list[int] = []
+@pytest.fixture
+def postgresql_target() -> Iterator[tuple[sa.Engine, list[tuple[str, int]]]]:
+    """A fresh PostgreSQL database with empty target tables, and what the driver is sent: each statement's
+    SQL and its number of parameters."""
+    sent: list[tuple[str, int]] = []
 
-    def count_lookups(conn: sa.Connection, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            lookups.append(len(parameters))
+    def keep(conn: sa.Connection, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement.lstrip().split(None, 1)[0].upper(), len(parameters)))
 
     with fresh_databases("postgresql", ["target_db"]) as urls:
         engine = create_sync_engine(urls["target_db"])
         target_metadata.create_all(engine)
-        sa.event.listen(engine, "before_cursor_execute", count_lookups)
+        sa.event.listen(engine, "before_cursor_execute", keep)
+        yield engine, sent
+        engine.dispose()
+
+
+def test_postgresql_upserts_a_batch_of_3000_in_one_statement_of_five_arrays_without_reading_it_first(
+    postgresql_target: tuple[sa.Engine, list[tuple[str, int]]],
+) -> None:
+    engine, sent = postgresql_target
+    sink = workflow_sink(engine)
+    assert sink.write([workflow(n) for n in range(0, 3000, 2)]) == UpsertCounts(inserted=1500)
+    sent.clear()
+
+    later = T0 + dt.timedelta(minutes=1)
+    counts = sink.write([workflow(n, later if n % 4 == 0 else T0, version=2) for n in range(3000)])
+
+    assert counts == UpsertCounts(inserted=1500, updated=750, skipped=750)
+    assert sent == [("INSERT", 5)], "tenants, workflow ids, timestamps, names, versions: one array each"
+    stored = stored_workflows(engine)
+    assert sum(row["version"] == 2 for row in stored.values()) == 750 + 1500
+
+
+def test_postgresql_counts_a_key_again_in_a_later_batch_of_one_run_transaction_as_an_update(
+    postgresql_target: tuple[sa.Engine, list[tuple[str, int]]],
+) -> None:
+    engine, _ = postgresql_target
+    run = RunTransaction(engine)
+    sink = workflow_sink(run)
+    assert sink.write([workflow(n) for n in range(10)]) == UpsertCounts(inserted=10)
+
+    later = T0 + dt.timedelta(seconds=1)
+    counts = sink.write([workflow(n, later if n < 8 else T0, name=f"again {n}") for n in range(5, 15)])
+    run.commit()
+
+    assert counts == UpsertCounts(inserted=5, updated=3, skipped=2)
+    names = {key[1]: row["name"] for key, row in stored_workflows(engine).items()}
+    assert [names[n] for n in (4, 5, 7, 8, 14)] == ["Invoice run 4", "again 5", "again 7", "Invoice run 8", "again 14"]
+
+
+def test_postgresql_with_history_reads_the_stored_rows_once_and_writes_the_batch_in_one_statement(
+    postgresql_target: tuple[sa.Engine, list[tuple[str, int]]],
+) -> None:
+    engine, sent = postgresql_target
+    sink = SqlUpsertSink(engine, workflows, ["tenant", "workflow_id"], "updated_at", history=True)
+    sink.write([workflow(n) for n in range(3000)])
+    sent.clear()
+
+    counts = sink.write([workflow(n, T0 + dt.timedelta(seconds=1), name=f"renamed {n}") for n in range(3000)])
+
+    assert (counts.updated, len(counts.changes)) == (3000, 3000)
+    assert counts.changes[0].old == {"name": "Invoice run 0", "updated_at": T0}
+    assert sent == [("SELECT", 3), ("INSERT", 5)]
+
+
+def test_postgresql_refuses_a_number_too_long_for_its_text_column_rather_than_cutting_it(
+    postgresql_target: tuple[sa.Engine, list[tuple[str, int]]],
+) -> None:
+    engine, _ = postgresql_target
+
+    counts = workflow_sink(engine).write([workflow(1, name=10**100), workflow(2)])
+
+    assert counts.inserted == 1
+    assert [(r.key, "too long" in r.reason) for r in counts.refused] == [((TENANT, 1), True)]
+    assert sorted(stored_workflows(engine)) == [(TENANT, 2)]
+
+
+def test_postgresql_writes_two_keys_it_takes_for_one_each_in_turn_last_write_wins() -> None:
+    padded = sa.Table(
+        "padded_code",
+        sa.MetaData(),
+        sa.Column("code", sa.CHAR(4), primary_key=True),
+        sa.Column("updated_at", DateTime2),
+        sa.Column("label", sa.Unicode(20), nullable=False),
+    )
+    with fresh_databases("postgresql", ["target_db"]) as urls:
+        engine = create_sync_engine(urls["target_db"])
+        padded.metadata.create_all(engine)
+        sink = SqlUpsertSink(engine, padded, ["code"], "updated_at")
         try:
-            counts = workflow_sink(engine).write([workflow(n) for n in range(3000)])
+            counts = sink.write(
+                [
+                    {"code": "AB", "updated_at": T0, "label": "first"},
+                    {"code": "AB  ", "updated_at": T0 + dt.timedelta(seconds=1), "label": "newer, padded"},
+                ]
+            )
+            with engine.connect() as conn:
+                stored = conn.execute(sa.select(padded.c.label)).scalars().all()
         finally:
             engine.dispose()
 
-    assert counts.inserted == 3000
-    assert lookups == [3], "tenants, workflow ids and timestamps: one array each"
+    assert counts.refused == [] and counts.inserted + counts.updated == 2
+    assert stored == ["newer, padded"]
+
+
+def test_postgresql_gets_a_batchs_columns_as_binary_arrays_that_keep_every_value(
+    postgresql_target: tuple[sa.Engine, list[tuple[str, int]]],
+) -> None:
+    engine, _ = postgresql_target
+    formats: list[str] = []
+
+    def dumper_format(conn: sa.Connection, cursor: Any, *_: Any) -> None:
+        formats.append(cursor.adapters.get_dumper(list, PyFormat.AUTO).format.name)
+
+    names = ['say "hi"', "back\\slash", "NULL", "", "{braces, comma}", "Ünïcode ✓"]
+    sa.event.listen(engine, "before_cursor_execute", dumper_format)
+    counts = workflow_sink(engine).write(
+        [workflow(n, T0 + dt.timedelta(microseconds=n), name=name, version=None) for n, name in enumerate(names)]
+    )
+
+    assert counts.inserted == len(names) and set(formats) == {"BINARY"}
+    stored = stored_workflows(engine)
+    assert [stored[(TENANT, n)]["name"] for n in range(len(names))] == names
+    assert [stored[(TENANT, n)]["updated_at"] for n in range(len(names))] == [
+        T0 + dt.timedelta(microseconds=n) for n in range(len(names))
+    ]
+    assert {row["version"] for row in stored.values()} == {None}

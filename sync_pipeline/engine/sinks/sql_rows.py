@@ -70,39 +70,45 @@ class TableColumns:
         self.key_names = frozenset(key_columns)
         self.updated = [column for column in self.written if column.name not in self.key_names]
         """The written columns but the key: what an update sets."""
+        self._key_order = tuple(key_columns)
+        self._written_names = tuple(column.name for column in self.written)
+        self._table_names = frozenset(table.c.keys())
+        self._checks = [
+            (column.name, column.name in self.key_names, column.nullable, getattr(column.type, "length", None))
+            for column in self.written
+        ]
+        """Per written column what `refusal` checks, read off the table once rather than per record."""
 
     def key_of(self, record: Mapping[str, Any]) -> Key:
         """The record's key values (None where one is missing)."""
-        return tuple(record.get(column.name) for column in self.keys)
+        return tuple(map(record.get, self._key_order))
 
     def refusal(self, record: Mapping[str, Any], not_null: Mapping[str, str] | None = None) -> RefusedRecord | None:
         """Why the record cannot be written as it is, or None: checked here so the column can be named.
 
         `not_null` adds columns a sink needs filled, each with the reason (e.g. the timestamp to order by).
         """
-        key = self.key_of(record)
-        for name in record:
-            if name not in self.table.c:
-                return RefusedRecord(key, name, f"not a column of {self.table.name}")
-        for column in self.written:
-            if column.name not in record:
-                return RefusedRecord(key, column.name, "missing from the record")
-            value = record[column.name]
+        if not self._table_names.issuperset(record):
+            unknown = next(name for name in record if name not in self._table_names)
+            return RefusedRecord(self.key_of(record), unknown, f"not a column of {self.table.name}")
+        for name, is_key, nullable, length in self._checks:
+            if name not in record:
+                return RefusedRecord(self.key_of(record), name, "missing from the record")
+            value = record[name]
             if value is None:
-                if column.name in self.key_names:
-                    return RefusedRecord(key, column.name, "NULL in a key column")
-                if not_null and column.name in not_null:
-                    return RefusedRecord(key, column.name, not_null[column.name])
-                if not column.nullable:
-                    return RefusedRecord(key, column.name, "NULL in a NOT NULL column")
-            length = getattr(column.type, "length", None)
-            if isinstance(value, str) and length is not None and len(value) > length:
-                return RefusedRecord(key, column.name, f"{len(value)} characters, the column holds {length}")
+                if is_key:
+                    return RefusedRecord(self.key_of(record), name, "NULL in a key column")
+                if not_null and name in not_null:
+                    return RefusedRecord(self.key_of(record), name, not_null[name])
+                if not nullable:
+                    return RefusedRecord(self.key_of(record), name, "NULL in a NOT NULL column")
+            elif length is not None and isinstance(value, str) and len(value) > length:
+                return RefusedRecord(self.key_of(record), name, f"{len(value)} characters, the column holds {length}")
         return None
 
     def row(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """The written columns' values of a record (its other table columns are left alone)."""
-        return {column.name: record[column.name] for column in self.written}
+        return {name: record[name] for name in self._written_names}
 
 
 @dataclass(frozen=True)
@@ -243,14 +249,16 @@ def write_isolating_refusals(
 
 
 def is_refusal(exc: sa.exc.SQLAlchemyError) -> bool:
-    """Whether the database refused the data (a constraint, a value it cannot store), not the statement or
-    the connection: SQLAlchemy's IntegrityError or DataError, or SQLSTATE class 22 or 23 whatever the
-    driver called it (pymysql raises a failed CHECK, SQLSTATE 23000, as OperationalError)."""
+    """Whether the database refused the data (a constraint, a value it cannot store, two records it takes
+    for one key in one statement), not the statement or the connection: SQLAlchemy's IntegrityError or
+    DataError, or SQLSTATE class 21, 22 or 23 whatever the driver called it (pymysql raises a failed CHECK,
+    SQLSTATE 23000, as OperationalError; psycopg an ON CONFLICT meeting one row twice, 21000, as
+    ProgrammingError). Written one record at a time, such records go in, or are refused, alone."""
     if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
         return True
     orig = getattr(exc, "orig", None)
     sqlstate = getattr(orig, "sqlstate", None) or next(iter(getattr(orig, "args", ())), None)  # pyodbc: args[0]
-    return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
+    return isinstance(sqlstate, str) and sqlstate[:2] in ("21", "22", "23")
 
 
 def failed_column(exc: sa.exc.SQLAlchemyError, table: sa.Table) -> str | None:

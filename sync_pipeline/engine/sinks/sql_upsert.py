@@ -1,23 +1,31 @@
 """Records into a table on a key, last write wins on a timestamp column: new keys inserted, a stored row
 updated only by a newer record.
 
-For each batch the stored rows its keys match are read first, with the timestamps compared in SQL
-(`sql_rows.StoredRows`): that gives exact counts on every backend without relying on each driver's
-rowcount (MariaDB counts 2 per update, PostgreSQL cannot tell an insert from an update). Then the new
-and newer records are written in one transaction, by one upsert per dialect that compares again itself:
+On PostgreSQL a batch is one statement, `INSERT … SELECT … FROM unnest(<one array per column>) ON CONFLICT
+(key) DO UPDATE … WHERE t.ts IS NULL OR excluded.ts > t.ts RETURNING (xmax = 0)`: a row comes back for each
+row written, its flag telling an insert (a new row version no transaction has locked) from an update (the
+version ON CONFLICT locked first), so the counts are exact without reading the stored rows first, even
+while someone else writes the same keys.
+
+Elsewhere, and on PostgreSQL when the sink keeps history or reads details (both need the stored values
+first) or when the database refused a record of the batch, the stored rows its keys match are read first,
+with the timestamps compared in SQL (`sql_rows.StoredRows`): that gives exact counts on every backend
+without relying on each driver's rowcount (MariaDB counts 2 per update). Then the new and newer records
+are written in one transaction, by one upsert per dialect that compares again itself:
 
 - SQL Server: `MERGE … WITH (HOLDLOCK) … WHEN MATCHED AND (target.ts IS NULL OR source.ts > target.ts)`,
   one row per execution (pyodbc `fast_executemany` sends them as one array);
-- PostgreSQL and SQLite: `INSERT … ON CONFLICT (key) DO UPDATE … WHERE t.ts IS NULL OR excluded.ts > t.ts`;
+- PostgreSQL: the statement above, for the rows to write; SQLite: `INSERT … ON CONFLICT (key) DO UPDATE …
+  WHERE t.ts IS NULL OR excluded.ts > t.ts`, one row per execution;
 - MariaDB: `INSERT … ON DUPLICATE KEY UPDATE col = CASE WHEN <newer> THEN VALUES(col) ELSE col END`, the
   timestamp column assigned last, as MariaDB assigns left to right and later columns would compare with
   the timestamp just written.
 
 A stored NULL timestamp is overwritten; an incoming NULL one is refused (it cannot be ordered). A key twice
-in one batch: its newest record is written, the others count as skipped. The counts are exact as long as
-nobody else writes the same keys during the batch; last write wins holds either way. On MariaDB a record
-conflicting on another unique key of the table updates that row (ON DUPLICATE KEY matches any unique key):
-give it tables whose only unique key is the sink's key.
+in one batch: its newest record is written, the others count as skipped. Where the stored rows are read
+first, the counts are exact as long as nobody else writes the same keys during the batch; last write wins
+holds either way. On MariaDB a record conflicting on another unique key of the table updates that row (ON
+DUPLICATE KEY matches any unique key): give it tables whose only unique key is the sink's key.
 """
 
 from __future__ import annotations
@@ -32,16 +40,20 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql, mysql, postgresql, sqlite
 
+from sync_pipeline.engine.db_errors import describe_db_error
 from sync_pipeline.engine.sinks.record_details import DETAIL_FAILED, DETAIL_OK, DetailFetcher
 from sync_pipeline.engine.sinks.sql_rows import (
     Key,
     RefusedRecord,
+    SqlSinkUnavailable,
     StoredRows,
     TableColumns,
+    is_refusal,
     write_isolating_refusals,
 )
 from sync_pipeline.engine.sinks.sql_target import SqlTarget
 from sync_pipeline.engine.sinks.sql_update import update_parameters, update_statement
+from sync_pipeline.engine.state.tracking_sql import IDS_PER_ARRAY
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,8 @@ class SqlUpsertSink:
         self._timestamp = table.c[timestamp_column]
         self._not_null = {timestamp_column: "NULL timestamp: last write wins cannot order it"}
         self._upsert = upsert_statement(target.dialect.name, self._columns, self._timestamp)
+        self._counting = self._upsert if isinstance(self._upsert, ArrayUpsert) and not history and not details else None
+        """The upsert that counts what it writes, when nothing else needs the stored rows: no lookup first."""
         self._history = history
         self._compared = [c.name for c in self._columns.updated if c.name not in (timestamp_column, *detail_columns)]
         """The content that decides a conflict: what is written but the key, the timestamp and the details."""
@@ -138,6 +152,15 @@ class SqlUpsertSink:
 
         Any other database error raises `SqlSinkUnavailable`; writing the batch again is harmless."""
         counts = UpsertCounts()
+        chosen = self._candidates(records, counts)
+        if self._counting is not None and self._write_at_once(self._counting, chosen, counts):
+            return counts
+        self._write_after_lookup([self._columns.row(record) for record in chosen], counts)  # details fill them in
+        return counts
+
+    def _candidates(self, records: Sequence[Mapping[str, Any]], counts: UpsertCounts) -> list[Mapping[str, Any]]:
+        """Each key's newest record (all written columns there, checked); the refused and the older copies
+        counted."""
         candidates: dict[Any, int] = {}  # key -> position of its newest record in `records`
         if self.details is not None:  # filled by the fetch: checked as if it had failed
             records = [{**self._detail_placeholders, **record} for record in records]
@@ -153,7 +176,26 @@ class SqlUpsertSink:
                 continue
             counts.skipped += kept is not None
             candidates[key] = position
-        rows = [self._columns.row(records[position]) for position in candidates.values()]  # details fill them in
+        return [records[position] for position in candidates.values()]
+
+    def _write_at_once(self, upsert: ArrayUpsert, rows: Sequence[Mapping[str, Any]], counts: UpsertCounts) -> bool:
+        """Write the rows (their written columns) by the one statement that counts them; False, nothing
+        written, if the database refused one of them: the caller writes the batch again the way that
+        isolates it."""
+        try:
+            with self.target.begin() as conn:
+                written = upsert.execute(conn, rows)
+        except sa.exc.SQLAlchemyError as exc:
+            if is_refusal(exc):
+                return False
+            raise SqlSinkUnavailable(f"cannot write {self.table.name}: {describe_db_error(exc)}") from exc
+        counts.inserted, counts.updated = written.inserted, written.updated
+        counts.skipped += len(rows) - written.inserted - written.updated
+        return True
+
+    def _write_after_lookup(self, rows: list[dict[str, Any]], counts: UpsertCounts) -> None:
+        """Read the stored rows first (their values, for history and details), write the new and newer
+        rows, and isolate a record the database refuses."""
         stored = self._stored.matches(self.target, rows)
         to_write = [n for n in range(len(rows)) if n not in stored or stored[n].newer]
         counts.skipped += len(rows) - len(to_write)
@@ -172,10 +214,8 @@ class SqlUpsertSink:
         refetching = set(refetched)
 
         def upsert(conn: sa.Connection, chosen: Sequence[int]) -> None:
-            written = [self._upsert.parameters(rows[n]) for n in chosen if n not in refetching]
+            self._upsert.execute(conn, [rows[n] for n in chosen if n not in refetching])
             filled = [self._fill_parameters(rows[n]) for n in chosen if n in refetching]
-            if written:
-                conn.execute(self._upsert.statement, written)
             if filled:
                 conn.execute(self._fill, filled)
 
@@ -193,7 +233,6 @@ class SqlUpsertSink:
             counts.updated += 1
             if self._history:
                 counts.changes.append(self._change(rows[n], stored[n].values, old_details.get(n)))
-        return counts
 
     def _conflict(self, row: Mapping[str, Any], stored: Mapping[str, Any]) -> Conflict | None:
         """The conflict an incoming row not newer than its stored one makes, if its content differs."""
@@ -248,22 +287,62 @@ def _same(incoming: Any, stored: Any) -> bool:
 
 
 @dataclass(frozen=True)
+class WrittenRows:
+    """What an upsert that counts wrote: rows inserted and rows updated (the others were not newer)."""
+
+    inserted: int
+    updated: int
+
+
+@dataclass(frozen=True)
 class UpsertStatement:
-    """A dialect's upsert and how one row's values become its parameters."""
+    """A dialect's upsert of one row, executed for each (an executemany), and how a row's values become its
+    parameters; it cannot tell what it wrote."""
 
     statement: sa.Executable
     parameters: Callable[[Mapping[str, Any]], dict[str, Any]]
 
+    def execute(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Write the rows, one execution each."""
+        if rows:
+            conn.execute(self.statement, [self.parameters(row) for row in rows])
 
-def upsert_statement(dialect_name: str, columns: TableColumns, timestamp: sa.Column[Any]) -> UpsertStatement:
-    """The last-write-wins upsert of the written columns for `dialect_name`, executed once per row."""
+
+@dataclass(frozen=True)
+class ArrayUpsert:
+    """PostgreSQL's upsert of many rows in one statement: one array parameter per written column, `c0`…`cN`,
+    unnested into the INSERT, and a row back for each row written, telling an insert from an update."""
+
+    statement: sa.Insert
+    names: Sequence[str]
+
+    def execute(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> WrittenRows:
+        """Write the rows' written columns (a row may hold others), up to `IDS_PER_ARRAY` rows per statement
+        (a batch is one); count what was written."""
+        inserted = written = 0
+        for start in range(0, len(rows), IDS_PER_ARRAY):
+            chunk = rows[start : start + IDS_PER_ARRAY]
+            arrays = {f"c{n}": [row[name] for row in chunk] for n, name in enumerate(self.names)}
+            flags = conn.execute(self.statement, arrays).scalars().all()
+            inserted += sum(flags)
+            written += len(flags)
+        return WrittenRows(inserted, written - inserted)
+
+
+def upsert_statement(
+    dialect_name: str, columns: TableColumns, timestamp: sa.Column[Any]
+) -> UpsertStatement | ArrayUpsert:
+    """The last-write-wins upsert of the written columns for `dialect_name`: on PostgreSQL one statement
+    per batch, elsewhere one execution per row."""
     table = columns.table
-    if dialect_name in ("postgresql", "sqlite"):
-        insert = (postgresql if dialect_name == "postgresql" else sqlite).insert(table)
-        statement: sa.Executable = insert.on_conflict_do_update(
+    if dialect_name == "postgresql":
+        return _postgresql_array_upsert(columns, timestamp)
+    if dialect_name == "sqlite":
+        on_conflict = sqlite.insert(table)
+        statement: sa.Executable = on_conflict.on_conflict_do_update(
             index_elements=columns.keys,
-            set_={column.name: insert.excluded[column.name] for column in columns.updated},
-            where=sa.or_(timestamp.is_(None), insert.excluded[timestamp.name] > timestamp),
+            set_={column.name: on_conflict.excluded[column.name] for column in columns.updated},
+            where=sa.or_(timestamp.is_(None), on_conflict.excluded[timestamp.name] > timestamp),
         )
         return UpsertStatement(statement, dict)
     if dialect_name in ("mysql", "mariadb"):
@@ -275,6 +354,33 @@ def upsert_statement(dialect_name: str, columns: TableColumns, timestamp: sa.Col
     if dialect_name == "mssql":
         return _mssql_merge(columns, timestamp)
     raise ValueError(f"no SQL upsert for the {dialect_name} dialect (known: mssql, postgresql, sqlite, mysql, mariadb)")
+
+
+def _postgresql_array_upsert(columns: TableColumns, timestamp: sa.Column[Any]) -> ArrayUpsert:
+    """`INSERT … SELECT … FROM unnest(:c0::type[], …) ON CONFLICT (key) DO UPDATE … WHERE <newer> RETURNING
+    (xmax = 0)`: a row inserted by the statement has no locker yet (xmax 0); one it updated carries the lock
+    ON CONFLICT took first (xmax its transaction). Texts travel as text[], not varchar(n)[]: a cast to
+    varchar(n) would cut a long value silently, where the column itself refuses it."""
+    names = [column.name for column in columns.written]
+    arrays = [
+        sa.bindparam(f"c{n}", type_=postgresql.ARRAY(_unbounded(column.type)))
+        for n, column in enumerate(columns.written)
+    ]
+    incoming = sa.func.unnest(*arrays).table_valued(*names).render_derived(name="incoming")
+    insert = postgresql.insert(columns.table).from_select(names, sa.select(*incoming.c))
+    statement = insert.on_conflict_do_update(
+        index_elements=columns.keys,
+        set_={column.name: insert.excluded[column.name] for column in columns.updated},
+        where=sa.or_(timestamp.is_(None), insert.excluded[timestamp.name] > timestamp),
+    ).returning(sa.literal_column("xmax = 0", sa.Boolean).label("inserted"))
+    return ArrayUpsert(statement, names)
+
+
+def _unbounded(column_type: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
+    """A column's type as its array parameter is cast: text of a given length as unbounded text."""
+    if isinstance(column_type, sa.String) and not isinstance(column_type, sa.Enum) and column_type.length is not None:
+        return sa.Text()
+    return column_type
 
 
 def _mssql_merge(columns: TableColumns, timestamp: sa.Column[Any]) -> UpsertStatement:

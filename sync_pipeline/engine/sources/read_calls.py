@@ -1,4 +1,5 @@
-"""An HTTP source's calls, audited like a sink's: one SchedulerLog row per attempt, each one counted.
+"""An HTTP source's calls, audited like a sink's: one SchedulerLog row per attempt, each one counted; a
+failed attempt's row is written at once, a successful one's with the next write.
 
 The source runs each page's GET through the one retry loop; this is what it calls for one attempt
 (the entity's lock is extended first when due, as before a sink's call) and what it tells of each
@@ -71,6 +72,6 @@ class AuditedReads:
             self.retries += attempt.number > 1
             self.throttled += status == TOO_MANY_REQUESTS
             self.failed += response is None or not response.is_2xx
-        if self._written:
+        if self._written:  # a success waits to be logged with the write of what it read (`TrackingStore`)
             call = ApiCall(self._calling.url, 0, status, round(attempt.seconds * 1000), error, attempt.number)
-            self._tracking.record_call(self._entity, call)
+            self._tracking.record_call(self._entity, call, deferred=call.ok)
