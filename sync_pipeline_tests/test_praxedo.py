@@ -10,14 +10,14 @@ from typing import Any
 
 import dagster as dg
 import pytest
-import yaml
 
 from sync_pipeline.cli import main
 from sync_pipeline.demo.field_service_seed import PRAXEDO_USER, SYNC, ChrData, field_service_settings
+from sync_pipeline.demo.packaged import packaged_attributes
 from sync_pipeline.demo.praxedo import PraxedoSimulator
 from sync_pipeline.engine.http.api import ApiCallFailed
 from sync_pipeline.orchestration.alerts import ALERT_WEBHOOK_KEY, RECORDS_FAILING, AlertWebhook, build_alert_sensor
-from sync_pipeline.orchestration.component import DEFS_FOLDER, SyncComponent, declared_spec
+from sync_pipeline.orchestration.component import SyncComponent, declared_spec
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.resources.praxedo_client import PraxedoApiClient
 from sync_pipeline.settings import AlertSettings, SettingsError
@@ -101,9 +101,9 @@ def test_a_call_that_is_no_praxedo_create_or_update_is_refused_naming_the_manage
 
 
 def packaged(entities_change: dict[str, Any] | None = None, **settings: Any) -> dict[str, Any]:
-    attributes = yaml.safe_load((DEFS_FOLDER / SYNC / "defs.yaml").read_text(encoding="utf-8"))["attributes"]
-    del attributes["settings_file"]
-    attributes["settings"] = field_service_settings("https://eu1.praxedo.com/eTech/services/cxf/v6/", settings)
+    attributes = packaged_attributes(
+        SYNC, field_service_settings("https://eu1.praxedo.com/eTech/services/cxf/v6/", settings)
+    )
     for name, change in (entities_change or {}).items():
         entity = next(e for e in attributes["entities"] if e["name"] == name)
         entity.update(change)

@@ -28,10 +28,15 @@ def packaged_settings(sync: str, changes: Mapping[str, Any] | None = None) -> di
     return merged(raw, changes or {})
 
 
-def packaged_definitions(sync: str, settings: Mapping[str, Any]) -> dg.Definitions:
-    """The definitions of the packaged instance `defs/<sync>/` under these settings instead of its file."""
+def packaged_attributes(sync: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The SyncComponent attributes of the packaged instance `defs/<sync>/`, these settings instead of its file."""
     defs_yaml = Path(DEFS_FOLDER, sync, "defs.yaml")
-    attributes = yaml.safe_load(defs_yaml.read_text(encoding="utf-8"))["attributes"]
+    attributes: dict[str, Any] = yaml.safe_load(defs_yaml.read_text(encoding="utf-8"))["attributes"]
     attributes = {**attributes, "settings": dict(settings)}
     del attributes["settings_file"]
-    return dg.build_defs_for_component(SyncComponent.resolve_from_dict(attributes))
+    return attributes
+
+
+def packaged_definitions(sync: str, settings: Mapping[str, Any]) -> dg.Definitions:
+    """The definitions of the packaged instance `defs/<sync>/` under these settings instead of its file."""
+    return dg.build_defs_for_component(SyncComponent.resolve_from_dict(packaged_attributes(sync, settings)))
