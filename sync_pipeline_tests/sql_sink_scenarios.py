@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sync_pipeline.engine.sinks.sql_update import SqlUpdateSink
 from sync_pipeline.engine.sinks.sql_upsert import SqlUpsertSink, UpsertCounts
 from sync_pipeline.engine.tables import DateTime2
+from sync_pipeline.specs.model import ForwardOnly
 
 target_metadata = sa.MetaData()
 workflows = sa.Table(
@@ -37,7 +38,8 @@ work_orders = sa.Table(
 workflows.append_constraint(sa.CheckConstraint(workflows.c.version >= 0, name="ck_zuora_workflow_version"))
 work_orders.append_constraint(
     sa.CheckConstraint(
-        work_orders.c.status.in_(["NEW", "SCHEDULED", "COMPLETED", "CANCELLED"]), name="ck_chr_work_order_status"
+        work_orders.c.status.in_(["NEW", "SCHEDULED", "ON HOLD", "COMPLETED", "VALIDATED", "CANCELLED", "CLOSED"]),
+        name="ck_chr_work_order_status",
     )
 )
 
@@ -79,6 +81,10 @@ def seed_work_orders(engine: sa.Engine, count: int) -> None:
     rows = [{"order_id": order_id(n), "title": f"Replace pump {n}", "status": "NEW"} for n in range(count)]
     with engine.begin() as conn:
         conn.execute(sa.insert(work_orders), rows)
+
+
+WORK_ORDER_STATUSES = ForwardOnly("status", ("NEW", "SCHEDULED", "COMPLETED", "VALIDATED", "CANCELLED", "CLOSED"))
+"""CHR's work-order statuses in the order they move: a closed order is never moved back to completed."""
 
 
 def status_sink(engine: sa.Engine) -> SqlUpdateSink:
@@ -261,6 +267,36 @@ def three_thousand_statuses_update_with_the_missing_ones_returned(engine: sa.Eng
     assert (statuses.count("NEW"), statuses.count("CANCELLED")) == (1000, 1000)
 
 
+def a_forward_only_status_moves_on_and_is_never_moved_back(engine: sa.Engine) -> None:
+    seed_work_orders(engine, 4)
+    sink = SqlUpdateSink(engine, work_orders, ["order_id"], ["status", "completed_on"], WORK_ORDER_STATUSES)
+    with engine.begin() as conn:  # CHR has closed order 2, and order 3 holds a status the order does not list
+        conn.execute(sa.update(work_orders).where(work_orders.c.order_id == order_id(2)).values(status="CLOSED"))
+        conn.execute(sa.update(work_orders).where(work_orders.c.order_id == order_id(3)).values(status="ON HOLD"))
+    completed = {"status": "COMPLETED", "completed_on": T0}
+
+    counts = sink.write(
+        [{"order_id": order_id(n), **completed} for n in range(4)] + [{"order_id": order_id(9), **completed}]
+    )
+
+    assert (counts.updated, counts.kept, counts.not_found, counts.refused) == (3, 1, [(order_id(9),)], [])
+    again = sink.write(
+        [{"order_id": order_id(0), **completed}, {"order_id": order_id(1), "status": "NEW", "completed_on": None}]
+    )
+    assert (again.updated, again.kept) == (0, 2), "as far on, or further: no write"
+    stored = stored_work_orders(engine)
+    assert {order: row["status"] for order, row in stored.items()} == {
+        order_id(0): "COMPLETED",
+        order_id(1): "COMPLETED",
+        order_id(2): "CLOSED",
+        order_id(3): "COMPLETED",
+    }
+    assert stored[order_id(1)]["completed_on"] == T0, "a kept row's other columns are not written either"
+    [refused] = sink.write([{"order_id": order_id(0), "status": "LOST", "completed_on": None}]).refused
+    assert (refused.key, refused.column) == ((order_id(0),), "status")
+    assert refused.reason.startswith("status 'LOST' is not one of forward_only.order (NEW, SCHEDULED, COMPLETED")
+
+
 SCENARIOS = [
     new_workflows_are_inserted_then_only_newer_ones_update,
     a_stored_null_timestamp_is_overwritten_and_an_incoming_null_is_refused,
@@ -273,5 +309,6 @@ SCENARIOS = [
     statuses_update_matched_work_orders_and_unknown_orders_come_back_by_key,
     a_status_the_database_refuses_is_isolated_to_its_work_order,
     three_thousand_statuses_update_with_the_missing_ones_returned,
+    a_forward_only_status_moves_on_and_is_never_moved_back,
 ]
 """Every scenario, each on empty target tables."""

@@ -194,6 +194,38 @@ def test_a_guid_value_map_key_matches_the_canonical_form_whatever_its_spelling()
     assert mapped(rules) == {"site": "head office"}
 
 
+def test_when_null_gives_its_value_wherever_the_other_field_is_null_and_never_refuses_those_records() -> None:
+    # A completed work order without a completion date is a cancellation, as Praxedo's clients read it.
+    field_map = FieldMap(
+        {"status": FieldRule(source="State", value_map={"O": "open"}, when_null=("Priority", "cancelled"))},
+        WORK_ORDERS.fields,
+    )
+
+    batch = field_map.map_batch(
+        [work_order(State="O"), work_order(State="X", Priority=None), work_order(State="X", Priority=1)]
+    )
+
+    assert batch.records == [{"status": "open"}, {"status": "cancelled"}]
+    assert batch.positions == [0, 1]
+    assert str(batch.refused[2]) == "field status (from State): value 'X' is not in value_map and there is no default"
+
+
+def test_when_null_yaml_is_read_into_the_rule_and_its_field_is_checked_against_the_source() -> None:
+    declared = FieldMapSettings.model_validate(
+        yaml.safe_load("status: {from: State, when_null: {field: Priority, value: cancelled}}")
+    )
+    assert field_map_from(declared, WORK_ORDERS.fields).map_record(work_order(Priority=None)) == {"status": "cancelled"}
+
+    unknown = FieldMapSettings.model_validate({"status": {"from": "State", "when_null": {"field": "Nope", "value": 1}}})
+    with pytest.raises(FieldMapError, match=r"field status: when_null: no source field 'Nope'"):
+        field_map_from(unknown, WORK_ORDERS.fields)
+    never_null = FieldMapSettings.model_validate(
+        {"status": {"from": "State", "when_null": {"field": "City", "value": 1}}}
+    )
+    with pytest.raises(FieldMapError, match="source field City is not nullable"):
+        field_map_from(never_null, WORK_ORDERS.fields)
+
+
 def test_dotted_destination_names_build_nested_objects() -> None:
     rules = {
         "id": FieldRule(source="Id"),

@@ -21,6 +21,7 @@ from sync_pipeline.engine.tables import conflict_table, history_table, log_metad
 from .sql_sink_scenarios import (
     SCENARIOS,
     T0,
+    WORK_ORDER_STATUSES,
     seed_work_orders,
     status_sink,
     target_metadata,
@@ -178,6 +179,19 @@ def test_the_update_compiles_to_one_typed_update_per_row_on_sql_server() -> None
     assert str(compiled) == ("UPDATE chr_work_order SET status=?, completed_on=? WHERE chr_work_order.order_id = ?")
     bound: list[Any] = [compiled.binds[name].type.compile(dialect=MSSQL) for name in compiled.positiontup or []]
     assert bound == ["NVARCHAR(20)", "DATETIME2", "NVARCHAR(36)"]
+
+
+def test_a_forward_only_update_compiles_on_sql_server_with_its_condition_on_the_stored_status() -> None:
+    columns = TableColumns(work_orders, ["order_id"], ["status", "completed_on"])
+
+    compiled = update_statement(columns, WORK_ORDER_STATUSES).compile(dialect=MSSQL)
+
+    assert str(compiled) == (
+        "UPDATE chr_work_order SET status=?, completed_on=? WHERE chr_work_order.order_id = ? AND CASE "
+        "chr_work_order.status WHEN ? THEN ? WHEN ? THEN ? WHEN ? THEN ? WHEN ? THEN ? WHEN ? THEN ? WHEN ? THEN ? "
+        "ELSE ? END < ?"
+    )
+    assert len(compiled.positiontup or []) == 3 + 2 * 6 + 2
 
 
 def test_an_upsert_keeping_history_reads_3000_stored_rows_with_their_values_in_statements_sql_server_accepts(

@@ -33,6 +33,7 @@ from sync_pipeline.specs.mapping import FieldMapSettings
 from sync_pipeline.specs.model import (
     EntitySpec,
     FieldType,
+    ForwardOnly,
     HttpSourceSpec,
     Pagination,
     RecordDetails,
@@ -75,6 +76,20 @@ class DetailsDeclaration(_Strict):
         return RecordDetails(self.path, self.column, self.status_column, self.error_column)
 
 
+class ForwardOnlyDeclaration(_Strict):
+    """A status column an update only moves forward (see `specs.model.ForwardOnly`)."""
+
+    column: _NAME
+    order: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=2)]
+
+    @model_validator(mode="after")
+    def _each_status_once(self) -> ForwardOnlyDeclaration:
+        repeated = sorted({status for status in self.order if self.order.count(status) > 1})
+        if repeated:
+            raise ValueError(f"sink.forward_only.order: {', '.join(repeated)} listed more than once")
+        return self
+
+
 class SinkDeclaration(_Strict):
     """Where records go: batches POSTed as JSON arrays, one call per record (created or updated), or rows
     of a table in the database `db`, upserted (last write wins by `timestamp_column`) or updated."""
@@ -92,6 +107,7 @@ class SinkDeclaration(_Strict):
     commit: Literal["batch", "run"] | None = None
     history: bool | None = None
     details: DetailsDeclaration | None = None
+    forward_only: ForwardOnlyDeclaration | None = None
 
     @model_validator(mode="after")
     def _each_kind_has_what_it_needs(self) -> SinkDeclaration:
@@ -107,6 +123,7 @@ class SinkDeclaration(_Strict):
         read = (*needed, "partition_column") if self.kind.startswith("sql_") else needed
         read = (*read, "commit") if self.kind.startswith("sql_") else read
         read = (*read, "deleted_column", "history", "details") if self.kind == "sql_upsert" else read
+        read = (*read, "forward_only") if self.kind == "sql_update" else read
         sql_only = (
             "db",
             "key_columns",
@@ -117,12 +134,18 @@ class SinkDeclaration(_Strict):
             "commit",
             "history",
             "details",
+            "forward_only",
         )
         extra = [name for name in sql_only if name not in read and getattr(self, name) is not None]
         if extra:
             raise ValueError(f"sink.{extra[0]}: not read by a {self.kind} sink; remove it")
         if self.on_conflict is not None and self.kind != "http_records":
             raise ValueError(f"sink.on_conflict: only read by an http_records sink, not {self.kind}; remove it")
+        if self.forward_only is not None and self.forward_only.column not in (self.columns or []):
+            raise ValueError(
+                f"sink.forward_only.column: {self.forward_only.column!r} is not one of the columns the update "
+                f"sets ({', '.join(self.columns or [])})"
+            )
         return self
 
     def record_sink(self) -> RecordSinkSpec | None:
@@ -146,6 +169,9 @@ class SinkDeclaration(_Strict):
             commit=self.commit or "batch",
             history=bool(self.history),
             details=self.details.details() if self.details else None,
+            forward_only=ForwardOnly(self.forward_only.column, tuple(self.forward_only.order))
+            if self.forward_only
+            else None,
         )
 
 

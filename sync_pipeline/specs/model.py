@@ -98,6 +98,25 @@ class SqlSinkSpec:
     """Upsert: keep each change to a stored row (old and new values) and flag conflicting records."""
     details: RecordDetails | None = None
     """Upsert: one GET per row written, its JSON answer kept in a column (a Zuora workflow's export)."""
+    forward_only: ForwardOnly | None = None
+    """Update: a row is only written when it moves `forward_only.column` forward in its order."""
+
+
+@dataclass(frozen=True)
+class ForwardOnly:
+    """A status column that only moves forward: `order` lists its values from first to last, and a row is
+    updated only when the record's value comes later than the stored one (a value the order lacks, such as
+    NULL, comes before them all). A work order CHR already closed is not reopened by a late completion."""
+
+    column: str
+    order: tuple[str, ...]
+
+    def rank(self, value: object) -> int:
+        """Where `value` is in the order; -1 for a value the order lacks."""
+        try:
+            return self.order.index(value)  # type: ignore[arg-type]
+        except ValueError:
+            return -1
 
 
 @dataclass(frozen=True)

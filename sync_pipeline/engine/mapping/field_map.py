@@ -2,7 +2,9 @@
 
 A declaration gives each destination field one rule: its value is a source field's (`source`, a
 rename; by default the field of the destination's own name), optionally looked up in a `value_map`
-and converted by `type`, or a `constant`. A dotted destination name (`address.street`) is a field of
+and converted by `type`, or a `constant`; `when_null` replaces it by a fixed value in every record
+where another source field is null (a completed work order without a completion date is a
+cancellation). A dotted destination name (`address.street`) is a field of
 a nested object. The declaration is checked once, against the source's fields, when the `FieldMap`
 is built; applying it works column by column, as `RecordBuilder` does, so a batch costs a few list
 passes, and a record that cannot be mapped is refused alone, with the field and the value.
@@ -64,6 +66,8 @@ class FieldRule:
     constant: object = NO_VALUE
     value_map: Mapping[Any, Any] | None = None
     default: object = NO_VALUE
+    when_null: tuple[str, object] | None = None
+    """(source field, value): the value given wherever that field is null, whatever the rule gives."""
 
 
 class MappedBatch(NamedTuple):
@@ -299,11 +303,34 @@ class _Constant:
         return [self.value] * len(records)
 
 
+@dataclass(frozen=True)
+class _WhenNull:
+    """Another rule's value, replaced by `value` in each record whose source field `field` is null; such a
+    record is never refused for the rule it replaces."""
+
+    destination: str
+    rule: _Copied | _Converted | _LookedUp | _Constant
+    field: str
+    value: object
+
+    def column(self, records: Sequence[Record], refused: dict[int, MappingError]) -> list[Any]:
+        """The rule's values, with `value` where `field` is null."""
+        own: dict[int, MappingError] = {}
+        values = self.rule.column(records, own)
+        for index, record in enumerate(records):
+            if record.get(self.field) is None:
+                values[index] = self.value
+                own.pop(index, None)
+        for index, error in own.items():
+            refused.setdefault(index, error)
+        return values
+
+
 def _unchanged(value: object) -> object:
     return value
 
 
-_Leaf = _Copied | _Converted | _LookedUp | _Constant
+_Leaf = _Copied | _Converted | _LookedUp | _Constant | _WhenNull
 _Node = dict[str, "_Leaf | _Node"]
 
 
@@ -366,6 +393,23 @@ def _place(tree: _Node, destination: str, leaf: _Leaf) -> None:
 
 def _compile(destination: str, rule: FieldRule, sources: Mapping[str, Field]) -> _Leaf:
     """Check one rule against the source's fields and compile it; raises `FieldMapError` naming `destination`."""
+    leaf = _compile_value(destination, rule, sources)
+    if rule.when_null is None:
+        return leaf
+    name, value = rule.when_null
+    where = f"field {destination}: when_null"
+    if name not in sources:
+        raise FieldMapError(f"{where}: no source field {name!r}; the source has {', '.join(sources)}")
+    if not sources[name].nullable:
+        raise FieldMapError(f"{where}: source field {name} is not nullable, so the value would never be used")
+    convert = _CONVERTERS[rule.type] if rule.type is not None else None
+    return _WhenNull(destination, leaf, name, _output(where, convert, value, "value"))
+
+
+def _compile_value(
+    destination: str, rule: FieldRule, sources: Mapping[str, Field]
+) -> _Copied | _Converted | _LookedUp | _Constant:
+    """The rule's value before `when_null`: a constant, or a source field's value, looked up or converted."""
     where = f"field {destination}"
     if rule.constant is not NO_VALUE:
         given = [
@@ -443,5 +487,6 @@ def field_map_from(declared: FieldMapSettings, source_fields: Sequence[Field]) -
             constant=rule.constant if "constant" in given else NO_VALUE,
             value_map=rule.value_map,
             default=rule.default if "default" in given else NO_VALUE,
+            when_null=(rule.when_null.field, rule.when_null.value) if rule.when_null else None,
         )
     return FieldMap(rules, source_fields)

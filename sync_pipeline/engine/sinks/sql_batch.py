@@ -81,7 +81,7 @@ def table_sink(
             written = (*written, spec.partition_column)
         return SqlUpsertSink(target, table, spec.key_columns, spec.timestamp_column, written, spec.history, details)
     assert spec.columns is not None
-    return SqlUpdateSink(target, table, spec.key_columns, spec.columns)
+    return SqlUpdateSink(target, table, spec.key_columns, spec.columns, spec.forward_only)
 
 
 def column_value(column: sa.Column[Any], value: Any) -> Any:
@@ -198,7 +198,7 @@ class SqlBatchSender:
             inserted, unchanged = counts.inserted, counts.skipped
             self._keep_history(counts)
         else:
-            inserted, unchanged = 0, 0
+            inserted, unchanged = 0, counts.kept  # a forward-only status already as far or further on
             not_written += [
                 Rejection(by_key.get(key, str(key)), None, f"not written: no row of {self._target} has key {key}")
                 for key in counts.not_found
