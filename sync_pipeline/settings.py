@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sync_pipeline.connectors.praxedo.operations import MANAGERS
+from sync_pipeline.specs.model import EntitySpec, FieldType, StateKind
 from sync_pipeline.specs.sync import SyncSpec
 from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS, TAMHR_SYNC
 
@@ -317,6 +318,10 @@ class EntitySettings(_Strict):
     endpoint: Annotated[str, Field(min_length=1)] | None = None
     target_table: str | None = None
     batch_size: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    lookback_seconds: Annotated[float, Field(ge=0, le=30 * 86_400)] = 0.0
+    """A since-cursor's read starts this long before its mark: rows a late commit stamped before it are read."""
+    first_window_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
+    """How far back a windowed search reads before it has a mark."""
 
     _tables = field_validator("table", "target_table")(_qualified_table_name)
 
@@ -391,7 +396,7 @@ class Settings(_Strict):
         calling = [spec.name for spec in sync_of(info).entities if spec.calls_the_api]
         if calling and self.api is None:
             raise ValueError(f"api: is required: {', '.join(calling)} read from or send to the API")
-        batched = [spec.name for spec in sync_of(info).entities if spec.calls_the_api and spec.record_sink is None]
+        batched = [spec.name for spec in sync_of(info).entities if spec.record_sink is None and spec.sql_sink is None]
         if self.api is not None and self.api.protocol == "praxedo":
             if batched:
                 raise ValueError(
@@ -458,6 +463,7 @@ class Settings(_Strict):
                 if not needed and getattr(entity, setting) is not None:
                     part = _ROLES[setting][0]
                     raise ValueError(f"entities.{name}.{setting}: not read, {name} has no {part}; remove it")
+            _check_cursor_settings(name, entity, spec)
             if entity.endpoint is not None and self.api is not None and self.api.base_url is not None:
                 try:
                     check_http_url(self.endpoint_url(name))
@@ -487,6 +493,19 @@ class Settings(_Strict):
     def batch_size_for(self, entity: str) -> int:
         """The entity's own batch size when it has one, else the global one."""
         return self.entities[entity].batch_size or self.batch_size
+
+
+def _check_cursor_settings(name: str, entity: EntitySettings, spec: EntitySpec) -> None:
+    """A lookback needs a since-cursor kept in a timestamp; a first window needs a windowed search."""
+    cursor = spec.field(spec.cursor_field) if spec.cursor_field and spec.state is StateKind.SINCE_CURSOR else None
+    if entity.lookback_seconds and (cursor is None or cursor.type is not FieldType.DATETIME):
+        raise ValueError(
+            f"entities.{name}.lookback_seconds: only read for a since_cursor entity whose cursor is a datetime "
+            f"field; {name} has {'cursor ' + cursor.name + ' of type ' + cursor.type.value if cursor else 'no cursor'}"
+        )
+    windowed = spec.http_source is not None and spec.http_source.window is not None
+    if "first_window_days" in entity.model_fields_set and not windowed:
+        raise ValueError(f"entities.{name}.first_window_days: only read for a windowed search (source.window)")
 
 
 _ROLES = {

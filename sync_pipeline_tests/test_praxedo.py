@@ -3,6 +3,7 @@ statuses, against the local Praxedo; and what the field-service declaration and 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,9 @@ from sync_pipeline.demo.field_service_seed import PRAXEDO_USER, SYNC, ChrData, f
 from sync_pipeline.demo.packaged import packaged_attributes
 from sync_pipeline.demo.praxedo import PraxedoSimulator
 from sync_pipeline.engine.http.api import ApiCallFailed
+from sync_pipeline.engine.sources.http_pages import HttpPagesSource
+from sync_pipeline.engine.sources.http_windows import WindowedPagesSource
+from sync_pipeline.engine.sources.sql_table import SourceRefused
 from sync_pipeline.orchestration.alerts import ALERT_WEBHOOK_KEY, RECORDS_FAILING, AlertWebhook, build_alert_sensor
 from sync_pipeline.orchestration.component import SyncComponent, declared_spec
 from sync_pipeline.resources.database import SyncDatabase
@@ -73,7 +77,9 @@ def test_an_update_is_the_managers_update_operation_at_the_id_and_an_unknown_id_
     dangling = client().request("POST", events, body({"id": "WO-2", "customerId": "ACC-404", "title": "Pump"}))
 
     assert (updated.status_code, unknown.status_code, dangling.status_code) == (200, 404, 422)
-    assert praxedo.held("BusinessEventManager")["WO-1"] == {
+    event = praxedo.held("BusinessEventManager")["WO-1"]
+    assert dt.datetime.fromisoformat(event.pop("lastModificationDate")).utcoffset() == dt.timedelta(0)
+    assert event == {
         "id": "WO-1",
         "customerId": "ACC-1",
         "title": "Pump",
@@ -132,6 +138,66 @@ def test_praxedo_is_called_with_its_web_service_user_not_a_token() -> None:
         dg.build_defs_for_component(SyncComponent.resolve_from_dict(attributes))
 
 
+def completed_search(praxedo: PraxedoSimulator, start: dt.datetime, end: dt.datetime) -> WindowedPagesSource:
+    """The packaged CompletedWorkOrders search from `start` to `end`, read through the Praxedo client."""
+    spec = declared_spec(SYNC).entity("CompletedWorkOrders")
+    assert spec.http_source is not None and spec.http_source.window is not None
+    source = spec.http_source
+    api, window = client(), spec.http_source.window
+    too_many = (window.too_many_path, window.too_many_value)
+
+    def pages(params: dict[str, str]) -> HttpPagesSource:
+        return HttpPagesSource(
+            f"{praxedo.base_url}BusinessEventManager",
+            source.pagination,
+            spec.fields,
+            "id",
+            get=lambda url: api.request("GET", url, None),
+            on_attempt=lambda attempt: None,
+            params={**dict(source.params), **params},
+            too_many=too_many,
+        )
+
+    return WindowedPagesSource(window, start, end, pages)
+
+
+def test_a_search_matching_more_than_2000_events_is_split_in_date_windows_and_reads_each_event_once(
+    praxedo: PraxedoSimulator,
+) -> None:
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    for n in range(2100):  # 2,100 completed in ten days, and 30 still in progress among them
+        modified = (start + dt.timedelta(minutes=7 * n)).isoformat()
+        praxedo.put("BusinessEventManager", {"id": f"WO-{n}", "status": "COMPLETED", "lastModificationDate": modified})
+    for n in range(30):
+        praxedo.put(
+            "BusinessEventManager",
+            {"id": f"WO-N{n}", "status": "IN_PROGRESS", "lastModificationDate": start.isoformat()},
+        )
+    search = completed_search(praxedo, start, start + dt.timedelta(minutes=7 * 2100))  # halves of 1,050
+
+    ids = [row[0] for page in search.pages() for row in page.rows]
+
+    assert sorted(ids) == sorted(f"WO-{n}" for n in range(2100)) and len(ids) == 2100
+    assert search.splits == 1
+    searches = praxedo.searches()
+    assert {s["batchSize"] for s in searches} == {50}, "Praxedo answers at most 50 a call"
+    assert len(searches) == 1 + 2 * 21, "one answer 155, then 1,050 events a half: 21 full pages, no empty one"
+
+
+def test_a_window_still_too_full_at_its_smallest_stops_the_read_naming_it(praxedo: PraxedoSimulator) -> None:
+    moment = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    for n in range(2001):
+        praxedo.put(
+            "BusinessEventManager", {"id": f"WO-{n}", "status": "VALIDATED", "lastModificationDate": moment.isoformat()}
+        )
+    search = completed_search(praxedo, moment, moment + dt.timedelta(seconds=4))
+
+    with pytest.raises(
+        SourceRefused, match=r"even in a window of 1 s from 2026-11-01T00:00:00\+00:00 \(window.min_seconds 1\)"
+    ):
+        list(search.pages())
+
+
 @pytest.mark.parametrize(
     ("entities", "settings", "message"),
     [
@@ -152,9 +218,34 @@ def test_praxedo_is_called_with_its_web_service_user_not_a_token() -> None:
             "Accounts has a http_batch sink; only the records of an http_records sink",
         ),
         (
-            {"Contacts": {"state": "since_cursor", "cursor_field": "LastName"}},
             {},
-            "references: needs state row_hash .* a held-back record behind the mark would not be read again",
+            {"entities": {"Accounts": {"lookback_seconds": 60}}},
+            "entities.Accounts.lookback_seconds: only read for a since_cursor entity whose cursor is a datetime",
+        ),
+        (
+            {},
+            {"entities": {"WorkOrders": {"first_window_days": 7}}},
+            r"entities.WorkOrders.first_window_days: only read for a windowed search \(source.window\)",
+        ),
+        (
+            {"CompletedWorkOrders": {"cursor_field": "id"}},
+            {},
+            "a search window is a time window, so its cursor id must be a datetime field",
+        ),
+        (
+            {
+                "CompletedWorkOrders": {
+                    "sink": {
+                        "kind": "sql_update",
+                        "db": "chr_db",
+                        "key_columns": ["WorkOrderId"],
+                        "columns": ["Status", "CompletedOn"],
+                        "forward_only": {"column": "Phase", "order": ["Open", "Closed"]},
+                    }
+                }
+            },
+            {},
+            r"sink.forward_only.column: 'Phase' is not one of the columns the update sets \(Status, CompletedOn\)",
         ),
         (
             {"Accounts": {"sink": {"kind": "http_records", "id_field": "praxedoId", "on_conflict": "update"}}},

@@ -13,12 +13,17 @@ import sqlalchemy as sa
 
 from sync_pipeline.demo.packaged import merged, packaged_definitions, packaged_settings
 from sync_pipeline.demo.seed import create_source_table
+from sync_pipeline.engine.tables import DateTime2
 from sync_pipeline.settings import parse_settings
 from sync_pipeline.specs.sync import SyncSpec
 
 SYNC = "field_service"
 PRAXEDO_USER = "chr-sync"
 """The web-service user of the packaged settings."""
+CREATED_ON = dt.datetime(2026, 11, 30, 9, 0)
+"""When CHR last modified the made-up work orders (naive UTC, as CHR's DATETIME2 columns hold it)."""
+STATUS_COLUMNS = (("Status", sa.Unicode(20)), ("CompletedOn", DateTime2))
+"""CHR's work-order columns the sync back from Praxedo writes; the push to Praxedo does not read them."""
 _CITIES = (("Lyon", "69002", "FR"), ("Lille", "59000", "FR"), ("Gent", "9000", "BE"), ("Nantes", "44000", "FR"))
 
 
@@ -65,6 +70,8 @@ def chr_rows(data: ChrData) -> dict[str, list[dict[str, Any]]]:
                     "Description": "Yearly check of the boiler and its safety valve",
                     "Priority": 1 + (number + index) % 3,
                     "RequestedFor": dt.datetime(2026, 12, 2 + index, 8, 0),
+                    "ModifiedOn": CREATED_ON,
+                    "Status": "Open",
                 }
             )
     for index in range(data.dangling_contacts):
@@ -88,7 +95,8 @@ def seed_chr(engine: sa.Engine, sync: SyncSpec, settings: Mapping[str, Any], dat
     parsed = parse_settings(dict(settings), "field-service settings", sync)
     made = {}
     for name, rows in chr_rows(data).items():
-        table = create_source_table(engine, sync.entity(name), parsed.entities[name])
+        extra = STATUS_COLUMNS if name == "WorkOrders" else ()
+        table = create_source_table(engine, sync.entity(name), parsed.entities[name], extra)
         with engine.begin() as conn:
             if rows:
                 conn.execute(sa.insert(table), rows)

@@ -6,18 +6,24 @@ HTTP Basic on every call (401 otherwise), records under the id the client chose,
 holds refused with ID_ALREADY_USED (never a second copy), an update of an unknown id refused with
 UNKNOWN_ID, required fields checked (INVALID_FIELD naming the field), contacts and events pointing at
 a customer it does not hold refused (UNKNOWN_REFERENCE), a business event NEW when created and its
-status Praxedo's own after. Tests choose records to refuse, calls to fail (5xx, SOAP faults, one
-quoting the credentials back) and a password change mid-run, and read what it holds and every result.
+status Praxedo's own after. `searchEvents` pages at most 50 events a call by `firstResultIndex` (result
+code 200 while more follow, 0 on the last page) and answers 155 when a search matches more than 2,000;
+events are ordered by their last modification, which every create, update and completion stamps.
+`complete` plays the technician: an event COMPLETED or VALIDATED, with a completion date or without
+(a cancellation, as Praxedo's clients read it), possibly stamped in the past (a late commit).
+Tests choose records to refuse, calls to fail (5xx, SOAP faults, one quoting the credentials back) and
+a password change mid-run, and read what it holds, every result and every search.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -37,6 +43,12 @@ REQUIRED = {
 NEW_EVENT_STATUS = "NEW"
 """A business event's status when created; it moves in Praxedo (scheduling, the technician), never by an update."""
 POINTS_AT_A_CUSTOMER = ("ContactManager", "BusinessEventManager")
+PRAXEDO_OWNED = ("status", "completionDate")
+"""An event's fields that move in Praxedo only: an update from the client leaves them as they are."""
+MAX_BATCH_SIZE = 50
+"""Events one searchEvents call answers at most."""
+MAX_SEARCH_RESULTS = 2000
+"""Events a search may match before it is answered TOO_MANY_RESULTS."""
 
 
 @dataclass(frozen=True)
@@ -58,14 +70,23 @@ class _State:
     unauthorized: int = 0
     rotation: tuple[int, str] | None = None
     """Calls still answered with the current password, and the one that replaces it after them."""
+    searches: list[dict[str, Any]] = field(default_factory=list)
+    """Every searchEvents request, in order."""
 
 
 class PraxedoSimulator(BackgroundServer):
     """Praxedo in a background thread; `base_url` is its services URL, managers below it."""
 
-    def __init__(self, username: str, password: str, port: int = 0) -> None:
+    def __init__(
+        self,
+        username: str,
+        password: str,
+        port: int = 0,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
         self._username = username
         self._password = password
+        self._clock = clock
         self._state = _State()
         self._lock = threading.Lock()
         super().__init__(_handler_for(self), port, name="praxedo")
@@ -94,6 +115,28 @@ class PraxedoSimulator(BackgroundServer):
         """Calls answered 401."""
         with self._lock:
             return self._state.unauthorized
+
+    def searches(self) -> list[dict[str, Any]]:
+        """Every searchEvents request answered (not refused for its credentials), in order."""
+        with self._lock:
+            return [dict(search) for search in self._state.searches]
+
+    def complete(
+        self,
+        event_ids: Iterable[str],
+        status: str = "COMPLETED",
+        completed_on: dt.datetime | None = None,
+        modified_on: dt.datetime | None = None,
+    ) -> None:
+        """The technician's side: these events move to `status` (COMPLETED or VALIDATED) with `completed_on`
+        as completion date (None: none, which clients read as a cancellation), last modified at
+        `modified_on` (the clock's now by default; an earlier time is a late commit)."""
+        with self._lock:
+            stamp = _iso(modified_on or self._clock())
+            for event_id in event_ids:
+                event = self._state.held["BusinessEventManager"][event_id]
+                event.update(status=status, completionDate=_iso(completed_on) if completed_on else None)
+                event["lastModificationDate"] = stamp
 
     def put(self, manager: str, record: dict[str, Any]) -> None:
         """Hold a record as if made in Praxedo by hand (or by a run whose answer was lost)."""
@@ -146,13 +189,15 @@ class PraxedoSimulator(BackgroundServer):
                 return status, {"fault": {**fault, **({"request": {"Authorization": authorization}} if echo else {})}}
         manager_name, _, operation = path.removeprefix(SERVICES_PATH + "/").partition("/")
         manager = MANAGERS.get(manager_name)
-        if manager is None or operation not in (manager.create, manager.update):
+        if manager is None or operation not in (manager.create, manager.update, manager.search):
             return HTTPStatus.NOT_FOUND, {"fault": {"faultcode": "soap:Client", "faultstring": f"no {path}"}}
         try:
             request = json.loads(body)
         except ValueError:
             return HTTPStatus.BAD_REQUEST, {"fault": {"faultcode": "soap:Client", "faultstring": "unreadable request"}}
         with self._lock:
+            if operation == manager.search:
+                return HTTPStatus.OK, self._search(manager_name, request)
             if operation == manager.create:
                 records = request.get(manager.items)
                 if not isinstance(records, list):
@@ -162,6 +207,24 @@ class PraxedoSimulator(BackgroundServer):
                     "entities": [self._create(manager_name, manager, record) for record in records],
                 }
             return HTTPStatus.OK, self._update(manager_name, manager, request.get(manager.item))
+
+    def _search(self, manager_name: str, request: dict[str, Any]) -> dict[str, Any]:
+        self._state.searches.append(request)
+        first, size = request.get("firstResultIndex", 0), request.get("batchSize", MAX_BATCH_SIZE)
+        if not isinstance(size, int) or not 1 <= size <= MAX_BATCH_SIZE:
+            return {"resultCode": int(ResultCode.INVALID_FIELD), "message": f"batchSize: 1 to {MAX_BATCH_SIZE}"}
+        if not isinstance(first, int) or first < 0:
+            return {"resultCode": int(ResultCode.INVALID_FIELD), "message": "firstResultIndex: 0 or more"}
+        constraints = request.get("request", {}).get("constraints", [])
+        found = sorted(
+            (event for event in self._state.held[manager_name].values() if _matches(event, constraints)),
+            key=lambda event: (event.get("lastModificationDate") or "", str(event["id"])),
+        )
+        if len(found) > MAX_SEARCH_RESULTS:
+            return {"resultCode": int(ResultCode.TOO_MANY_RESULTS), "entities": []}
+        page = [dict(event) for event in found[first : first + size]]
+        more = first + size < len(found)
+        return {"resultCode": int(ResultCode.MORE_RESULTS if more else ResultCode.OK), "entities": page}
 
     def _authorized(self, authorization: str) -> bool:
         scheme, _, encoded = authorization.partition(" ")
@@ -177,8 +240,8 @@ class PraxedoSimulator(BackgroundServer):
         if code == ResultCode.OK and record_id in self._state.held[manager_name]:
             code, message = ResultCode.ID_ALREADY_USED, f"id {record_id} is already used"
         if code == ResultCode.OK:
-            status = {"status": NEW_EVENT_STATUS} if manager_name == "BusinessEventManager" else {}
-            self._state.held[manager_name][record_id] = {**record, **status}
+            stamp = self._event_stamp(manager_name, {"status": NEW_EVENT_STATUS})
+            self._state.held[manager_name][record_id] = {**record, **stamp}
         self._state.results.append(OperationResult(manager_name, manager.create, record_id, code))
         return {"id": record_id, "resultCode": int(code), "message": message}
 
@@ -189,10 +252,17 @@ class PraxedoSimulator(BackgroundServer):
             code, message = ResultCode.UNKNOWN_ID, f"no record {record_id}"
         if code == ResultCode.OK:
             held = self._state.held[manager_name]
-            status = {"status": held[record_id]["status"]} if "status" in held[record_id] else {}
-            held[record_id] = {**record, **status}
+            kept = {name: held[record_id][name] for name in PRAXEDO_OWNED if name in held[record_id]}
+            held[record_id] = {**record, **self._event_stamp(manager_name, kept)}
         self._state.results.append(OperationResult(manager_name, manager.update, record_id, code))
         return {"resultCode": int(code), "message": message}
+
+    def _event_stamp(self, manager_name: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """What Praxedo sets on a business event it stores (its own fields and the modification time); nothing
+        on another manager's record."""
+        if manager_name != "BusinessEventManager":
+            return {}
+        return {**fields, "lastModificationDate": _iso(self._clock())}
 
     def _check(self, manager_name: str, record: Any) -> tuple[ResultCode, str]:
         if not isinstance(record, dict):
@@ -207,6 +277,28 @@ class PraxedoSimulator(BackgroundServer):
         if manager_name in POINTS_AT_A_CUSTOMER and str(customer) not in self._state.held["CustomerManager"]:
             return ResultCode.UNKNOWN_REFERENCE, f"customerId {customer}: no such customer"
         return ResultCode.OK, ""
+
+
+def _iso(moment: dt.datetime) -> str:
+    """A moment as Praxedo's JSON carries it: ISO-8601 in UTC."""
+    return moment.astimezone(dt.UTC).isoformat()
+
+
+def _matches(event: dict[str, Any], constraints: list[dict[str, Any]]) -> bool:
+    """Whether an event meets every constraint: its value among `values`, or its date in [from, to)."""
+    for constraint in constraints:
+        value = event.get(constraint.get("name", ""))
+        if "values" in constraint and str(value) not in constraint["values"]:
+            return False
+        if "from" in constraint or "to" in constraint:
+            if value is None:
+                return False
+            moment = dt.datetime.fromisoformat(value)
+            if "from" in constraint and moment < dt.datetime.fromisoformat(constraint["from"]):
+                return False
+            if "to" in constraint and moment >= dt.datetime.fromisoformat(constraint["to"]):
+                return False
+    return True
 
 
 def _handler_for(simulator: PraxedoSimulator) -> type[BaseHTTPRequestHandler]:

@@ -10,7 +10,7 @@ import datetime as dt
 import decimal
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,9 +47,17 @@ def generated_rows(spec: EntitySpec, count: int, seed: int = 0) -> Iterator[dict
         yield {field.name: _value(field, index, rng) for field in spec.fields}
 
 
-def create_source_table(engine: sa.Engine, spec: EntitySpec, where: EntitySettings) -> sa.Table:
-    """Create (if missing) the entity's source table as the settings name it."""
+def create_source_table(
+    engine: sa.Engine,
+    spec: EntitySpec,
+    where: EntitySettings,
+    extra_columns: Sequence[tuple[str, sa.types.TypeEngine[Any]]] = (),
+) -> sa.Table:
+    """Create (if missing) the entity's source table as the settings name it, with nullable `extra_columns`
+    the entity does not read (what another entity writes back into the table)."""
     table = source_table(spec, where)
+    for name, column_type in extra_columns:
+        table.append_column(sa.Column(name, column_type, nullable=True))
     table.metadata.create_all(engine)
     return table
 

@@ -16,6 +16,7 @@ per interval.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -49,6 +50,7 @@ from sync_pipeline.engine.sinks.sql_deletions import MissingRows
 from sync_pipeline.engine.sinks.sql_rows import SqlSinkUnavailable
 from sync_pipeline.engine.sinks.sql_target import RunTransaction
 from sync_pipeline.engine.sources.http_pages import HttpPagesSource, fetch_json
+from sync_pipeline.engine.sources.http_windows import WindowedPagesSource
 from sync_pipeline.engine.sources.read_calls import AuditedReads
 from sync_pipeline.engine.sources.source import Source, SqlTableSource
 from sync_pipeline.engine.sources.sql_table import SinceFilter, SourceRefused, SourceUnavailable
@@ -57,7 +59,7 @@ from sync_pipeline.engine.state.entity_lock import EntityLock, EntityLocked, Loc
 from sync_pipeline.engine.state.references import ReferenceCheck, ReferencedEntity
 from sync_pipeline.engine.state.row_hashes import RowHashStore
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
-from sync_pipeline.engine.state.since_cursor import CursorStore, CursorWatermark, cursor_value
+from sync_pipeline.engine.state.since_cursor import CursorStore, CursorWatermark, cursor_text, cursor_value
 from sync_pipeline.engine.state.tracking import DeliveredButUntracked, TrackingStore, TrackingUnavailable, utc_now
 from sync_pipeline.specs.model import EntitySpec, StateKind
 
@@ -83,6 +85,11 @@ class EntitySyncPlan:
     """Columns a SQL sink sets on every row: the partition column with the run's customer."""
     references: tuple[ReferencedEntity, ...] = ()
     """The spec's references, each with the EntityType of the records it points at."""
+    lookback: dt.timedelta = dt.timedelta(0)
+    """A since-cursor's read starts this long before the mark: rows a late commit stamped before the mark
+    are read too (re-reading the others is harmless: the sinks' keys and row hashes)."""
+    first_window: dt.timedelta = dt.timedelta(days=30)
+    """A windowed search without a mark yet reads this far back."""
 
     @property
     def source_name(self) -> str:
@@ -272,7 +279,7 @@ def sync_entity(
             report.preview = preview(batches)
         else:
             with lock, ThreadPoolExecutor(policy.max_in_flight, thread_name_prefix=f"send-{entity}") as senders:
-                if watermark is not None and cursor is not None and isinstance(reader, SqlTableSource):
+                if watermark is not None and cursor is not None and isinstance(reader, CappedSource):
                     watermark.cap(reader.ceiling(cursor))
                 interval = policy.progress_interval_seconds
                 if interval:
@@ -281,10 +288,11 @@ def sync_entity(
                 progress = ProgressReporter(entity, interval, log, report.candidates, clock)
 
                 def send_and_report(batch: Batch) -> None:
-                    failed_before = delivery.counts.failed
+                    failed_before, held_before = delivery.counts.failed, _held_back(delivery)
                     delivery.send(batch)
                     if watermark is not None and cursor is not None:
-                        held = delivery.counts.failed > failed_before  # another batch's failure holds it too: safe
+                        # another batch's failure holds it too: safe
+                        held = delivery.counts.failed > failed_before or _held_back(delivery) > held_before
                         watermark.observe([record.get(cursor) for record in batch.records], held)
                     progress.batch_settled(delivery.counts)
 
@@ -345,6 +353,15 @@ def sync_entity(
     return _stopped(report, report.stopped_because, started, log)
 
 
+def _held_back(delivery: Delivery) -> int:
+    """Records a per-record sink held back so far (what they point at is not at the receiver yet)."""
+    return delivery.changes.held_back if isinstance(delivery, ChangeSender) else 0
+
+
+CappedSource = SqlTableSource | WindowedPagesSource
+"""The sources that know the cursor's highest value when the read began (see `CursorWatermark.cap`)."""
+
+
 def is_retryable(stop: Exception) -> bool:
     """Whether what stopped an entity may be gone later (a source, database or endpoint down or busy, a lock
     held), rather than something to fix first (a refusal, a missing table, a wrong declaration)."""
@@ -368,27 +385,48 @@ def entity_source(
     retry: RetryPolicy,
     sleep: Callable[[float], None],
 ) -> Source:
-    """Where the entity's records are read: its table from the mark on, or its API's pages with the mark sent."""
+    """Where the entity's records are read: its table from the mark (less the lookback) on, or its API's pages
+    with the mark sent, or searched in time windows from the mark on."""
     spec = plan.spec
     cursor = spec.cursor_field
-    if spec.http_source is not None:
-        since_param = spec.http_source.since_param
-        return HttpPagesSource(
-            plan.endpoint_url,
-            spec.http_source.pagination,
-            spec.fields,
-            plan.key_column,
-            get=reads.get,
-            on_attempt=reads.on_attempt,
-            since=(since_param, mark) if since_param and mark is not None else None,
-            retry=retry,
-            sleep=sleep,
-        )
+    since_value = None if cursor is None or mark is None else cursor_value(mark, spec.field(cursor))
+    if since_value is not None and plan.lookback:
+        since_value -= plan.lookback  # a datetime: the settings refuse a lookback for any other cursor
+    http = spec.http_source
+    if http is not None:
+
+        def pages(params: Mapping[str, str], too_many: tuple[str, object] | None = None) -> HttpPagesSource:
+            return HttpPagesSource(
+                plan.endpoint_url,
+                http.pagination,
+                spec.fields,
+                plan.key_column,
+                get=reads.get,
+                on_attempt=reads.on_attempt,
+                params={**dict(http.params), **params},
+                retry=retry,
+                sleep=sleep,
+                too_many=too_many,
+            )
+
+        window = http.window
+        if window is not None:
+            end = dt.datetime.now(dt.UTC)
+            start = _aware(since_value) if since_value is not None else end - plan.first_window
+            too_many = (window.too_many_path, window.too_many_value)
+            return WindowedPagesSource(window, start, end, lambda params: pages(params, too_many))
+        since_text = None if since_value is None or cursor is None else cursor_text(since_value, spec.field(cursor))
+        return pages({http.since_param: since_text} if http.since_param and since_text is not None else {})
     if source is None or plan.table is None:
         raise SourceUnavailable(f"{spec.name}: no source database was given")
-    since = SinceFilter(cursor, cursor_value(mark, spec.field(cursor))) if cursor and mark is not None else None
+    since = SinceFilter(cursor, since_value) if cursor and since_value is not None else None
     columns = [f.name for f in spec.fields]
     return SqlTableSource(source, plan.table, columns, plan.key_column, plan.batch_size, since)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    """A mark as a time-zone-aware instant: a naive one is taken as UTC, as the Log database keeps times."""
+    return value if value.utcoffset() is not None else value.replace(tzinfo=dt.UTC)
 
 
 def entity_delivery(

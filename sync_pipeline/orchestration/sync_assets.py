@@ -60,6 +60,8 @@ def entity_plan(sync: SyncSpec, spec: EntitySpec, settings: Settings) -> EntityS
         mapping=mapping,
         target_table=where.target_table,
         references=tuple(_referenced(sync, ref, settings) for ref in spec.references),
+        lookback=dt.timedelta(seconds=where.lookback_seconds),
+        first_window=dt.timedelta(days=where.first_window_days),
     )
 
 

@@ -39,6 +39,7 @@ from sync_pipeline.specs.model import (
     RecordDetails,
     RecordSinkSpec,
     Reference,
+    SearchWindow,
     SqlSinkSpec,
     StateKind,
 )
@@ -189,6 +190,8 @@ class PaginationDeclaration(_Strict):
     cursor_param: Annotated[str, Field(min_length=1)] | None = None
     total_path: Annotated[str, Field(min_length=1)] | None = None
     max_pages: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    more_path: Annotated[str, Field(min_length=1)] | None = None
+    more_value: int | str | None = None
 
     def pagination(self) -> Pagination:
         """The paginator as the engine reads it; raises ValueError naming the setting that cannot work."""
@@ -200,13 +203,46 @@ class PaginationDeclaration(_Strict):
         return self
 
 
+class WindowDeclaration(_Strict):
+    """A search read in time windows, halved while the API answers that one holds too many results (see
+    `specs.model.SearchWindow`)."""
+
+    from_param: Annotated[str, Field(min_length=1)]
+    to_param: Annotated[str, Field(min_length=1)]
+    too_many_path: Annotated[str, Field(min_length=1)]
+    too_many_value: int | str
+    min_seconds: Annotated[float, Field(gt=0, le=86_400)] = 1.0
+
+    def window(self) -> SearchWindow:
+        """The window as the engine reads it."""
+        return SearchWindow(**self.model_dump())
+
+
 class SourceDeclaration(_Strict):
     """Where records come from when not from a database table: a paginated HTTP API at the entity's
-    endpoint, the since-cursor's mark sent in `since_param`."""
+    endpoint, `params` sent on every request, the since-cursor's mark sent in `since_param` or as the
+    start of a search `window`."""
 
     kind: Literal["http_pages"]
     pagination: PaginationDeclaration
     since_param: Annotated[str, Field(min_length=1)] | None = None
+    params: dict[Annotated[str, Field(min_length=1)], str] = {}
+    window: WindowDeclaration | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_send_the_mark(self) -> SourceDeclaration:
+        if self.since_param is not None and self.window is not None:
+            raise ValueError("source.since_param: a windowed search sends the mark as window.from_param; remove it")
+        return self
+
+    def http_source(self) -> HttpSourceSpec:
+        """The source as the engine reads it."""
+        return HttpSourceSpec(
+            self.pagination.pagination(),
+            self.since_param,
+            tuple(self.params.items()),
+            self.window.window() if self.window else None,
+        )
 
 
 class ReferenceDeclaration(_Strict):
@@ -262,11 +298,7 @@ class EntityDeclaration(_Strict):
                 f"entities.{self.name}.references: only read by an http_records sink (a record held back until "
                 f"the receiver has the one it points to), not {self.sink.kind}"
             )
-        if self.references and self.state != "row_hash":
-            raise ValueError(
-                f"entities.{self.name}.references: needs state row_hash (every record read each run); with "
-                f"{self.state} a held-back record behind the mark would not be read again"
-            )
+
         return self
 
     @model_validator(mode="after")
@@ -299,6 +331,11 @@ class EntityDeclaration(_Strict):
                 raise ValueError(f"entities.{self.name}.cursor_field: only read with state since_cursor; remove it")
             if self.source is not None and self.source.since_param is not None:
                 raise ValueError(f"entities.{self.name}.source.since_param: only read with state since_cursor")
+            if self.source is not None and self.source.window is not None:
+                raise ValueError(
+                    f"entities.{self.name}.source.window: only read with state since_cursor (its mark is where "
+                    "the first window starts)"
+                )
             return self
         if self.cursor_field is None or self.cursor_field not in fields:
             raise ValueError(
@@ -310,10 +347,19 @@ class EntityDeclaration(_Strict):
                 f"entities.{self.name}.cursor_field: {self.cursor_field} is {fields[self.cursor_field].type.value}; "
                 "a cursor is a datetime, int or text field"
             )
-        if self.source is not None and self.source.since_param is None:
+        if self.source is not None and self.source.since_param is None and self.source.window is None:
             raise ValueError(
                 f"entities.{self.name}.source.since_param: state since_cursor needs the query parameter the "
-                "API reads the mark from"
+                "API reads the mark from (or a search window)"
+            )
+        if (
+            self.source is not None
+            and self.source.window is not None
+            and fields[self.cursor_field].type is not (FieldType.DATETIME)
+        ):
+            raise ValueError(
+                f"entities.{self.name}.cursor_field: a search window is a time window, so its cursor "
+                f"{self.cursor_field} must be a datetime field"
             )
         return self
 
@@ -329,7 +375,7 @@ class EntityDeclaration(_Strict):
             state=StateKind(self.state),
             record_sink=self.sink.record_sink(),
             sql_sink=self.sink.sql_sink(),
-            http_source=HttpSourceSpec(source.pagination.pagination(), source.since_param) if source else None,
+            http_source=source.http_source() if source else None,
             cursor_field=self.cursor_field,
             references=tuple(Reference(r.field, r.entity) for r in self.references),
         )

@@ -166,6 +166,10 @@ class Pagination:
     total_path: str | None = None
     max_pages: int = 10_000
     """Requests one read may make: more means a runaway paginator or a wrong page size."""
+    more_path: str | None = None
+    more_value: int | str | None = None
+    """page_number and offset: a page whose value at `more_path` is `more_value` is followed by another, any
+    other value ends the read (Praxedo's result code 200 against 0), instead of a page shorter than the size."""
 
     def __post_init__(self) -> None:
         if self.style not in get_args(PaginationStyle):
@@ -176,6 +180,11 @@ class Pagination:
                 raise ValueError(f"pagination.{name}: {value!r} is not allowed; a whole number of at least {least}")
         if isinstance(self.first_page, bool) or not isinstance(self.first_page, int) or self.first_page < 0:
             raise ValueError(f"pagination.first_page: {self.first_page!r} is not allowed; 0, 1 or more")
+        if (self.more_path is None) != (self.more_value is None) or (self.more_path and self.style == "next_link"):
+            raise ValueError(
+                "pagination.more_path and more_value: given together, for style page_number or offset "
+                f"(got more_path {self.more_path!r}, more_value {self.more_value!r}, style {self.style})"
+            )
         if self.style != "next_link" and not self.size_param:
             raise ValueError(
                 f"pagination.size_param: required for style {self.style}: its stop rule compares pages with page_size"
@@ -194,12 +203,28 @@ class Pagination:
 
 
 @dataclass(frozen=True)
+class SearchWindow:
+    """A search API that pages through only so many results (Praxedo: 2,000): the read asks for a time window
+    from `from_param` to `to_param` (ISO-8601), and an answer holding `too_many_value` at `too_many_path`
+    means the window holds more than that, so it is halved and each half asked again, down to
+    `min_seconds`. A since-cursor's mark (less the entity's lookback) is where the first window starts."""
+
+    from_param: str
+    to_param: str
+    too_many_path: str
+    too_many_value: int | str
+    min_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
 class HttpSourceSpec:
-    """Records read from a paginated HTTP API at the entity's endpoint; with a since-cursor, its mark is
-    sent in `since_param`."""
+    """Records read from a paginated HTTP API at the entity's endpoint, with `params` on every request; with
+    a since-cursor, its mark is sent in `since_param`, or as the start of a search `window`."""
 
     pagination: Pagination
     since_param: str | None = None
+    params: tuple[tuple[str, str], ...] = ()
+    window: SearchWindow | None = None
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,12 @@ def test_an_account_praxedo_refuses_is_kept_with_its_reason_and_holds_back_its_c
     result = sync.run()
 
     figures = sync.figures(result)
-    assert sorted(figures) == ["accounts", "contacts", "work_orders"]  # one refusal never blocks the others
+    assert sorted(figures) == [
+        "accounts",
+        "completed_work_orders",
+        "contacts",
+        "work_orders",
+    ]  # one refusal never blocks the others
     assert not result.success  # ... and the run says it is incomplete, so it alerts
     assert (figures["accounts"]["created"], figures["accounts"]["rejected"]) == (5, 1)
     assert (figures["contacts"]["held_back"], figures["work_orders"]["held_back"]) == (3, 3)

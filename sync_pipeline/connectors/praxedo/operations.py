@@ -5,9 +5,11 @@ Praxedo's interface is SOAP (`BusinessEventManager` v6: `createEvents` with a cl
 `updateEvent`, `searchEvents`; see FIELD_NOTES). The wire here is a JSON rendering of those
 operations: `POST <base>/<Manager>/<operation>` with the request element as a JSON object, answered by
 the response element as one. Every answer carries a `resultCode` (0: done); a create answers one
-result per entity, in the order sent. The engine speaks create (POST to the endpoint) and update (PUT
-to `<endpoint>/<id>`); `PraxedoApiClient` renders those as the manager's operations and reads the
-result codes back as the HTTP statuses the engine already knows (`status_of`).
+result per entity, in the order sent. The engine speaks create (POST to the endpoint), update (PUT
+to `<endpoint>/<id>`) and search (GET of the endpoint, constraints and paging in the query);
+`PraxedoApiClient` renders those as the manager's operations and reads the result codes back as the
+HTTP statuses the engine already knows (`status_of`), a search's page codes (0, 200, 155) left for
+the engine's paging and search window to read.
 
 Only the BusinessEventManager operations come from Praxedo's public client code. The customer and
 contact operations follow the same pattern, and the non-zero result codes below are this product's
@@ -27,16 +29,18 @@ from sync_pipeline.engine.http.api import ApiCallFailed, ApiResponse
 
 @dataclass(frozen=True)
 class Manager:
-    """One Praxedo web service: its create operation (a list, under `items`) and update (one, under `item`)."""
+    """One Praxedo web service: its create operation (a list, under `items`), update (one, under `item`) and
+    search, if it has one (paged by `firstResultIndex` and `batchSize`)."""
 
     create: str
     update: str
     items: str
     item: str
+    search: str | None = None
 
 
 MANAGERS = {
-    "BusinessEventManager": Manager("createEvents", "updateEvent", "events", "event"),
+    "BusinessEventManager": Manager("createEvents", "updateEvent", "events", "event", "searchEvents"),
     "CustomerManager": Manager("createCustomers", "updateCustomer", "customers", "customer"),
     "ContactManager": Manager("createContacts", "updateContact", "contacts", "contact"),
 }
@@ -55,6 +59,10 @@ class ResultCode(enum.IntEnum):
     """A field refused by Praxedo's validation; the message names it."""
     UNKNOWN_REFERENCE = 31
     """A record pointing at a customer (or another record) Praxedo does not hold."""
+    MORE_RESULTS = 200
+    """A search page with more pages after it."""
+    TOO_MANY_RESULTS = 155
+    """A search matching more than Praxedo pages through (2,000): narrow the date window."""
 
 
 _STATUSES = {
@@ -86,16 +94,62 @@ class OperationCall:
     record_id: Any
 
 
+PAGING = ("firstResultIndex", "batchSize")
+"""A search's paging parameters, sent beside its request element."""
+
+
 def operation_call(method: str, url: str, body: bytes | None) -> OperationCall:
-    """A create (POST to the manager) or an update (PUT or PATCH to the manager and an id) as the manager's
-    operation; raises `ApiCallFailed` for any other call, naming the managers."""
+    """A create (POST to the manager), an update (PUT or PATCH to the manager and an id) or a search (GET of
+    the manager with the constraints as query parameters) as the manager's operation; raises `ApiCallFailed`
+    for any other call, naming the managers."""
     base, manager, record_id = _addressed(method, url)
+    if method == "GET":
+        return _search_call(base, manager, url)
     record = json.loads(body or b"{}")
     if record_id is None:
         return OperationCall(f"{base}/{manager.create}", {manager.items: [record]}, manager.create, record.get("id"))
     return OperationCall(
         f"{base}/{manager.update}", {manager.item: {**record, "id": record_id}}, manager.update, record_id
     )
+
+
+def _search_call(base: str, manager: Manager, url: str) -> OperationCall:
+    """`GET <Manager>?status=A,B&date.from=…&date.to=…&firstResultIndex=…&batchSize=…` as the search
+    operation: `X.from`/`X.to` a date range constraint on X, any other parameter a constraint on its
+    comma-separated values."""
+    if manager.search is None:
+        raise ApiCallFailed(f"GET {url}: {base.rsplit('/', 1)[-1]} has no search operation")
+    query = urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query, keep_blank_values=True)
+    ranges: dict[str, dict[str, str]] = {}
+    constraints: list[dict[str, Any]] = []
+    paging: dict[str, int] = {}
+    for name, value in query:
+        field, _, bound = name.rpartition(".")
+        if name in PAGING:
+            try:
+                paging[name] = int(value)
+            except ValueError:
+                raise ApiCallFailed(f"GET {url}: {name} {value!r} is not a whole number") from None
+        elif field and bound in ("from", "to"):
+            ranges.setdefault(field, {})[bound] = value
+        else:
+            constraints.append({"name": name, "values": value.split(",")})
+    constraints += [{"name": field, **bounds} for field, bounds in ranges.items()]
+    return OperationCall(
+        f"{base}/{manager.search}", {"request": {"constraints": constraints}, **paging}, manager.search, None
+    )
+
+
+def search_result(answer: ApiResponse, operation: str) -> ApiResponse:
+    """A search's answer for the engine's paging: as it came (`resultCode` and `entities`) when its code is
+    a page (0 the last, 200 more follow) or too many results (155); else the HTTP status the code stands for."""
+    try:
+        code = int(json.loads(answer.body)["resultCode"])
+    except (ValueError, KeyError, TypeError):
+        return ApiResponse(502, f"{operation}: Praxedo's answer holds no result code: {answer.body_excerpt}")
+    if code in (ResultCode.OK, ResultCode.MORE_RESULTS, ResultCode.TOO_MANY_RESULTS):
+        return answer
+    return ApiResponse(status_of(code), answer.body, content_type=answer.content_type)
 
 
 def _addressed(method: str, url: str) -> tuple[str, Manager, str | None]:
@@ -106,12 +160,13 @@ def _addressed(method: str, url: str) -> tuple[str, Manager, str | None]:
         if segment in MANAGERS:
             rest = segments[position + 1 :]
             base = urllib.parse.urlunsplit(parts._replace(path="/".join(segments[: position + 1]), query=""))
-            if method == "POST" and not rest:
+            if method in ("POST", "GET") and not rest:
                 return base, MANAGERS[segment], None
             if method in ("PUT", "PATCH") and len(rest) == 1:
                 return base, MANAGERS[segment], urllib.parse.unquote(rest[0])
     raise ApiCallFailed(
-        f"{method} {url}: not a Praxedo create (POST <base>/<Manager>) or update (PUT <base>/<Manager>/<id>); "
+        f"{method} {url}: not a Praxedo create (POST <base>/<Manager>), update (PUT <base>/<Manager>/<id>) or "
+        "search (GET <base>/<Manager>?…); "
         f"the entity's endpoint must end in one of {', '.join(MANAGERS)}"
     )
 

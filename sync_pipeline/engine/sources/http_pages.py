@@ -3,7 +3,8 @@
 The paginator is data (`Pagination`): page numbers, offsets or a next link (a URL or a cursor token)
 found in the body. Every page is one call through the retry loop, each attempt reported to the
 caller's hook. A page shorter than the page size ends a page-number or offset read, so a full last
-page costs one more request, answered empty (a page increment that never stops is airbyte#28226);
+page costs one more request, answered empty (a page increment that never stops is airbyte#28226),
+unless the body says whether more follow (`more_path`, Praxedo's result code);
 an API that answers the same records again, a next link already followed, or more pages than
 `max_pages` stops the read with `SourceUnavailable` instead of looping.
 
@@ -56,6 +57,7 @@ class HttpPagesSource:
         since: tuple[str, str] | None = None,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        too_many: tuple[str, object] | None = None,
     ) -> None:
         names = [field.name for field in fields]
         if key_field not in names:
@@ -70,6 +72,8 @@ class HttpPagesSource:
         if since is not None:
             since_param, since_value = since
             self._params[since_param] = since_value
+        self._too_many = too_many
+        """(path, value): an answer holding it says the query matches more than the API pages through."""
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._names = names
@@ -121,6 +125,8 @@ class HttpPagesSource:
             followed.add(url)
             body = self._fetch(url)
             requests += 1
+            if self._too_many is not None and _at_path(body, self._too_many[0]) == self._too_many[1]:
+                raise TooManyResults(f"GET {url}: the API answered that the query matches more results than it pages")
             if requests == 1:
                 self._see_total(body)
             items = self._records(body, url)
@@ -155,6 +161,9 @@ class HttpPagesSource:
     def _next_url(self, url: str, body: object, done: int, found: int) -> str | None:
         """The next page's URL, or None after the last page."""
         pagination = self._pagination
+        if pagination.more_path is not None:
+            more = found > 0 and _at_path(body, pagination.more_path) == pagination.more_value
+            return self._page_url(done, None) if more else None
         if pagination.style != "next_link":
             return self._page_url(done, None) if found >= pagination.page_size else None
         link = _at_path(body, pagination.next_path)
@@ -212,6 +221,10 @@ class HttpPagesSource:
             else:
                 rows.append(row)
         return SourcePage(rows, unreadable, null_keys)
+
+
+class TooManyResults(SourceRefused):
+    """The API answered that the query matches more results than it pages through: narrow the query."""
 
 
 class NotFound(SourceRefused):

@@ -1,0 +1,77 @@
+"""Reading a search API that pages through only so many results, in time windows halved until each fits.
+
+Praxedo's `searchEvents` pages at most 2,000 results and answers result code 155 when a query matches
+more; its clients then narrow the date window and ask again. `WindowedPagesSource` does that as data
+(`SearchWindow`): it reads the window from the start (the since-cursor's mark less the lookback) to
+the moment the read began with one `HttpPagesSource`, and when an answer says "too many" it halves
+the window and reads each half, the earlier first. Records a window yielded before such an answer are
+read again in its halves, which the sinks' keys make harmless. A window still too full at
+`min_seconds` stops the read (`SourceRefused`): more results in one second than the API pages cannot
+be read by date at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sync_pipeline.engine.sources.http_pages import HttpPagesSource, TooManyResults
+from sync_pipeline.engine.sources.sql_table import SourcePage, SourceRefused
+from sync_pipeline.specs.model import SearchWindow
+
+
+class WindowedPagesSource:
+    """An entity's records from `start` to `end`, one paginated search per window (see the module docstring).
+
+    `pages_of` makes the paginated source of one window from the window's query parameters."""
+
+    def __init__(
+        self,
+        window: SearchWindow,
+        start: dt.datetime,
+        end: dt.datetime,
+        pages_of: Callable[[dict[str, str]], HttpPagesSource],
+    ) -> None:
+        if start.utcoffset() is None or end.utcoffset() is None:
+            raise ValueError("a search window's start and end must carry a time zone")
+        self._window = window
+        self._start = start
+        self._end = end
+        self._pages_of = pages_of
+        self.splits = 0
+        """Windows halved because the API answered that they held too many results."""
+
+    def pages(self) -> Iterator[SourcePage]:
+        """Each window's pages, earliest window first, halving a window the API finds too full."""
+        pending = [(self._start, self._end)] if self._start < self._end else []
+        least = dt.timedelta(seconds=self._window.min_seconds)
+        while pending:
+            low, high = pending.pop(0)
+            try:
+                yield from self._pages_of(self._params(low, high)).pages()
+            except TooManyResults as exc:
+                if high - low <= least:
+                    raise SourceRefused(
+                        f"{exc}, even in a window of {(high - low).total_seconds():g} s from {low.isoformat()} "
+                        f"(window.min_seconds {self._window.min_seconds:g}); these records cannot be read by date"
+                    ) from None
+                middle = low + (high - low) / 2
+                pending[0:0] = [(low, middle), (middle, high)]
+                self.splits += 1
+
+    def count(self) -> int | None:
+        """Not known before the windows are read."""
+        return None
+
+    def ceiling(self, cursor_column: str) -> Any:
+        """The end of the last window, when the read began: the mark never passes it."""
+        return self._end
+
+    def describe(self) -> str:
+        """The search and its time range."""
+        first = self._pages_of(self._params(self._start, self._end)).describe()
+        return f"{first} in windows from {self._start.isoformat()} to {self._end.isoformat()}"
+
+    def _params(self, low: dt.datetime, high: dt.datetime) -> dict[str, str]:
+        return {self._window.from_param: low.isoformat(), self._window.to_param: high.isoformat()}
