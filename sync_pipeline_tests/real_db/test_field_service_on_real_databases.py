@@ -9,16 +9,18 @@ one server (two files for SQLite).
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.demo.field_service_seed import PRAXEDO_USER, ChrData, account_id
 from sync_pipeline.demo.praxedo import OperationResult
-from sync_pipeline.engine.tables import rejected_table, scheduler_log_table
+from sync_pipeline.engine.tables import cursor_table, rejected_table, scheduler_log_table
 from sync_pipeline_tests.field_service import PASSWORD, FieldService, field_service
 from sync_pipeline_tests.real_db.conftest import SERVERS, fresh_databases, table_rows
 
@@ -178,3 +180,81 @@ def test_a_burst_of_faults_is_retried_and_a_changed_password_stops_the_entity_wi
     )
     assert "HTTP 401" in logged and "service unavailable" in logged
     assert PASSWORD not in logged and basic not in logged
+
+
+def _chr_work_orders(sync: FieldService) -> dict[str, dict[str, Any]]:
+    table = sa.Table("CHR_WORK_ORDER", sa.MetaData(), autoload_with=sync.chr)
+    return {row["WorkOrderId"]: row for row in table_rows(sync.chr, table)}
+
+
+def test_completed_work_orders_move_chr_forward_a_cancellation_included_and_an_unknown_one_is_queued(
+    sync: FieldService,
+) -> None:
+    assert sync.run().success  # every work order is in Praxedo, NEW
+    sync.edit("CHR_WORK_ORDER", "WorkOrderId", "WO-00002-1", Status="Closed")  # CHR is further on already
+    done = dt.datetime(2026, 12, 1, 16, 30, tzinfo=dt.UTC)
+    sync.praxedo.complete(["WO-00001-1", "WO-00002-1"], "COMPLETED", done)
+    sync.praxedo.complete(["WO-00001-2"], "VALIDATED", done)
+    sync.praxedo.complete(["WO-00001-3"], "COMPLETED", None)  # no completion date: cancelled
+    sync.praxedo.put("BusinessEventManager", {"id": "WO-BY-HAND", "status": "COMPLETED", "completionDate": None})
+    sync.praxedo.complete(["WO-BY-HAND"], "COMPLETED", done)  # made in Praxedo, unknown to CHR
+
+    second = sync.run()
+
+    completed = sync.figures(second)["completed_work_orders"]
+    assert (completed["rows_found"], completed["updated"], completed["rejected"]) == (5, 3, 1)
+    orders = _chr_work_orders(sync)
+    assert {wo: orders[wo]["Status"] for wo in ("WO-00001-1", "WO-00001-2", "WO-00001-3", "WO-00002-1")} == {
+        "WO-00001-1": "Completed",
+        "WO-00001-2": "Validated",
+        "WO-00001-3": "Cancelled",
+        "WO-00002-1": "Closed",  # never moved back
+    }
+    assert orders["WO-00001-1"]["CompletedOn"] == done.replace(tzinfo=None)
+    assert orders["WO-00002-1"]["CompletedOn"] is None and orders["WO-00003-1"]["Status"] == "Open"
+    assert orders["WO-00001-1"]["Title"] == "Boiler maintenance 1", "only the status columns are written"
+    (queued,) = [row for row in table_rows(sync.log, rejected_table) if row["EntityId"] == "WO-BY-HAND"]
+    assert queued["EntityType"] == "field_service.CompletedWorkOrders"
+    assert "no row of CHR_WORK_ORDER has key" in queued["Reason"]
+
+    third = sync.run()  # everything is re-read inside the lookback: nothing written twice
+
+    again = sync.figures(third)["completed_work_orders"]
+    assert (again["rows_found"], again["updated"]) == (5, 0)
+    assert _chr_work_orders(sync) == orders
+
+
+def test_a_completion_committed_late_is_read_inside_the_lookback_and_not_before_it(sync: FieldService) -> None:
+    sync.run()
+    sync.praxedo.complete(["WO-00001-1"], "COMPLETED", dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC))
+    sync.run()  # the mark is now WO-00001-1's modification
+    (mark,) = [
+        row["CursorValue"]
+        for row in table_rows(sync.log, cursor_table)
+        if row["EntityType"] == "field_service.CompletedWorkOrders"
+    ]
+    late = dt.datetime.fromisoformat(mark)
+    sync.praxedo.complete(["WO-00002-1"], "COMPLETED", late, modified_on=late - dt.timedelta(seconds=60))
+    sync.praxedo.complete(["WO-00003-1"], "COMPLETED", late, modified_on=late - dt.timedelta(hours=1))
+
+    sync.run()
+
+    orders = _chr_work_orders(sync)
+    assert orders["WO-00002-1"]["Status"] == "Completed", "committed 60 s before the mark, inside 300 s of lookback"
+    assert orders["WO-00003-1"]["Status"] == "Open", "an hour before the mark: past the lookback"
+
+
+def test_work_orders_are_read_from_their_modified_on_mark_so_an_unstamped_edit_is_not_read(sync: FieldService) -> None:
+    sync.run()
+    sync.edit("CHR_WORK_ORDER", "WorkOrderId", "WO-00001-1", Title="Pump", ModifiedOn=dt.datetime(2026, 12, 1, 10, 0))
+    moved = sync.figures(sync.run())["work_orders"]  # the mark moves to 10:00
+    sync.edit("CHR_WORK_ORDER", "WorkOrderId", "WO-00004-2", Title="Boiler replaced")  # ModifiedOn not moved
+
+    quiet = sync.figures(sync.run())["work_orders"]
+    sync.edit("CHR_WORK_ORDER", "WorkOrderId", "WO-00004-2", ModifiedOn=dt.datetime(2026, 12, 1, 12, 0))
+    stamped = sync.figures(sync.run())["work_orders"]
+
+    assert (moved["rows_found"], moved["updated"]) == (18, 1), "the first mark was every order's, all re-read"
+    assert (quiet["rows_found"], quiet["sent"]) == (1, 0), "only WO-00001-1, at the mark: the edit is not seen"
+    assert (stamped["rows_found"], stamped["updated"]) == (2, 1)
+    assert sync.praxedo.held("BusinessEventManager")["WO-00004-2"]["title"] == "Boiler replaced"
