@@ -5,11 +5,14 @@ The first time, the demo makes CHR's database (`chr.db`: 40 accounts, 81 contact
 contact belongs to an account CHR does not have yet, so it is held back on every run and says why).
 Praxedo's records are kept in `praxedo.json` between runs, as the real Praxedo keeps them. Edit an
 account in `chr.db` (README, "The CHR and Praxedo field-service syncs") and the next run sends exactly
-that one update. The local Praxedo listens on 127.0.0.1, the receiver's port + 2.
+that one update. Before every run after the first, Praxedo's technicians finish three work orders (one
+of them without a completion date: cancelled), whose statuses the run brings back to CHR. The local
+Praxedo listens on 127.0.0.1, the receiver's port + 2.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,6 +50,8 @@ SUMMARY_COLUMNS = {
     "api_calls": "api_calls",
     "duration_seconds": "seconds",
 }
+COMPLETED_PER_RUN = 3
+"""Work orders Praxedo's technicians finish between two demo runs."""
 QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
@@ -120,6 +125,18 @@ def running_praxedo(files: FieldServiceDemoFiles, port: int) -> Iterator[Praxedo
         finally:
             held = {manager: list(praxedo.held(manager).values()) for manager in MANAGERS}
             files.praxedo_file.write_text(json.dumps(held, indent=1), encoding="utf-8")
+
+
+def technicians_day(praxedo: PraxedoSimulator) -> list[str]:
+    """Between two demo runs Praxedo's technicians finish the next work orders it holds as NEW: two completed
+    today, a third closed without a completion date (a cancellation), so the sync back has work to do."""
+    new = sorted(
+        event_id for event_id, event in praxedo.held("BusinessEventManager").items() if event.get("status") == "NEW"
+    )
+    chosen = new[:COMPLETED_PER_RUN]
+    praxedo.complete(chosen[:-1], "COMPLETED", dt.datetime.now(dt.UTC))
+    praxedo.complete(chosen[-1:], "COMPLETED", None)
+    return chosen
 
 
 def run_field_service(files: FieldServiceDemoFiles, instance: dg.DagsterInstance) -> tuple[pd.DataFrame, bool]:

@@ -20,6 +20,7 @@ from sync_pipeline.demo.field_service_demo import (
     prepare_field_service,
     run_field_service,
     running_praxedo,
+    technicians_day,
 )
 from sync_pipeline.demo.receiver import ReceivingApi
 from sync_pipeline.demo.seed import create_log_tables, seed_entity
@@ -148,9 +149,10 @@ def run_demo(workdir: Path, port: int = DEFAULT_PORT) -> int:
     with (
         running_receiver(port),
         running_zuora(paths.zuora, port),
-        running_praxedo(paths.field_service, port),
+        running_praxedo(paths.field_service, port) as praxedo,
         dg.DagsterInstance.get() as instance,
     ):
+        finished = technicians_day(praxedo)
         result = defs.resolve_job_def(TAMHR_SYNC.job_name).execute_in_process(
             run_config=QUIET_RUN, instance=instance, raise_on_error=False
         )
@@ -185,10 +187,15 @@ def run_demo(workdir: Path, port: int = DEFAULT_PORT) -> int:
         f"wrote {written} workflow {rows} in total (Dagster UI: `make ui`, DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
     )
     print("\nCHR -> Praxedo field-service syncs (CON-LATE-1's account is not in CHR yet: held back, no call):")
+    if finished:
+        print(f"in Praxedo since the last run: {', '.join(finished[:-1])} completed, {finished[-1]} cancelled")
     with pd.option_context("display.width", 220, "display.max_columns", 20):
         print(field_service.to_string())
-    sent = int(field_service[["created", "updated"]].fillna(0).to_numpy().sum())
+    pushed = field_service[field_service["created"].notna()]  # the per-record sinks; the status sync writes CHR
+    sent = int(pushed[["created", "updated"]].fillna(0).to_numpy().sum())
     print(f"sent {sent} {'record' if sent == 1 else 'records'} to Praxedo in total")
+    moved = int(field_service.loc["completed_work_orders", "updated"] or 0)
+    print(f"moved {moved} CHR work order {'status' if moved == 1 else 'statuses'} forward from Praxedo")
     tamhr_ok = result.success and (table["check"] == "passed").all()
     return 0 if tamhr_ok and customers_as_expected and field_service_ok else 1
 
