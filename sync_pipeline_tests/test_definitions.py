@@ -56,6 +56,7 @@ def test_five_assets_in_the_sync_group_each_depending_on_the_one_before() -> Non
         "field_service_accounts": "field_service_sync",
         "field_service_contacts": "field_service_sync",
         "field_service_work_orders": "field_service_sync",
+        "field_service_completed_work_orders": "field_service_sync",
     }
     upstream_of = {key.path[-1]: [dep.asset_key.path[-1] for dep in spec.deps] for key, spec in specs.items()}
     assert upstream_of == {

@@ -116,13 +116,14 @@ def packaged(entities_change: dict[str, Any] | None = None, **settings: Any) -> 
     return attributes
 
 
-def test_the_packaged_field_service_syncs_build_three_chained_assets_and_a_praxedo_client() -> None:
+def test_the_packaged_field_service_syncs_build_four_chained_assets_and_a_praxedo_client() -> None:
     defs = dg.build_defs_for_component(SyncComponent.resolve_from_dict(packaged()))
 
     graph = defs.resolve_asset_graph()
     contacts, orders = dg.AssetKey("field_service_contacts"), dg.AssetKey("field_service_work_orders")
     assert graph.get(contacts).parent_keys == {dg.AssetKey("field_service_accounts")}
     assert graph.get(orders).parent_keys == {contacts}
+    assert graph.get(dg.AssetKey("field_service_completed_work_orders")).parent_keys == {orders}
     resource = (defs.resources or {})["field_service_sync_api"]
     assert isinstance(resource, PraxedoApiClient)
     assert resource.username == PRAXEDO_USER and resource.password == dg.EnvVar("PRAXEDO_PASSWORD")

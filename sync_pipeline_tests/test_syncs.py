@@ -91,7 +91,10 @@ def test_the_tamhr_component_instance_builds_what_the_tamhr_factory_builds_besid
         "field_service_sync_alerts",
     }
     tamhr_assets = {dg.AssetKey(spec.asset_name) for spec in TAMHR_SYNC.entities}
-    field_service = {dg.AssetKey(f"field_service_{name}") for name in ("accounts", "contacts", "work_orders")}
+    field_service = {
+        dg.AssetKey(f"field_service_{name}")
+        for name in ("accounts", "contacts", "work_orders", "completed_work_orders")
+    }
     assert set(loaded.assets_defs_by_key) == tamhr_assets | {dg.AssetKey("zuora_workflows")} | field_service
 
 

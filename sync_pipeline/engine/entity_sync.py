@@ -51,12 +51,14 @@ from sync_pipeline.engine.sinks.sql_rows import SqlSinkUnavailable
 from sync_pipeline.engine.sinks.sql_target import RunTransaction
 from sync_pipeline.engine.sources.http_pages import HttpPagesSource, fetch_json
 from sync_pipeline.engine.sources.http_windows import WindowedPagesSource
+from sync_pipeline.engine.sources.queued import queued_first
 from sync_pipeline.engine.sources.read_calls import AuditedReads
-from sync_pipeline.engine.sources.source import Source, SqlTableSource
+from sync_pipeline.engine.sources.source import KeyedSource, SqlTableSource
 from sync_pipeline.engine.sources.sql_table import SinceFilter, SourceRefused, SourceUnavailable
 from sync_pipeline.engine.state.change_history import ChangeHistory
 from sync_pipeline.engine.state.entity_lock import EntityLock, EntityLocked, LockLost
 from sync_pipeline.engine.state.references import ReferenceCheck, ReferencedEntity
+from sync_pipeline.engine.state.retry_queue import queued_entity_ids
 from sync_pipeline.engine.state.row_hashes import RowHashStore
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
 from sync_pipeline.engine.state.since_cursor import CursorStore, CursorWatermark, cursor_text, cursor_value
@@ -253,18 +255,24 @@ def sync_entity(
         entity, cast(RecordRequester, api), tracking, _nothing if dry_run else lock.refresh_if_due, not dry_run
     )
     cursor = plan.spec.cursor_field if plan.spec.state is StateKind.SINCE_CURSOR else None
+    key_index = [f.name for f in plan.spec.fields].index(plan.key_column)
+    key_type = plan.spec.field(plan.key_column).type
     try:
         mark = CursorStore(tracking.engine).load(entity) if cursor else None
         reader = entity_source(plan, source, mark, reads, policy.retry, sleep)
-        delivery = entity_delivery(plan, api, tracking, target, lock, selection, policy, log, sleep, reads, run_id)
+        # Past the mark, the retry queue's records are read again by key first (see engine/sources/queued.py).
+        queued = queued_entity_ids(tracking.engine, entity) if mark is not None and reader.reads_by_key else []
+        delivery = entity_delivery(
+            plan, api, tracking, target, lock, selection, policy, log, sleep, reads, run_id, frozenset(queued)
+        )
     except (SourceUnavailable, TrackingUnavailable, SinkUnavailable) as exc:
         report.retryable = is_retryable(exc)
         return _stopped(report, str(exc), started, log)
     batches = untracked_batches(
-        reader.pages(),
+        queued_first(reader, queued, key_index, key_type) if queued else reader.pages(),
         key_column=plan.key_column,
-        key_index=[f.name for f in plan.spec.fields].index(plan.key_column),
-        key_type=plan.spec.field(plan.key_column).type,
+        key_index=key_index,
+        key_type=key_type,
         # Only a never-sent entity's state is TB_R_SYNC_TRACKING; the others read every row of the source.
         tracked_among=selection.already_sent(entity, tracking)
         if plan.spec.state is StateKind.NEVER_SENT
@@ -384,7 +392,7 @@ def entity_source(
     reads: AuditedReads,
     retry: RetryPolicy,
     sleep: Callable[[float], None],
-) -> Source:
+) -> KeyedSource:
     """Where the entity's records are read: its table from the mark (less the lookback) on, or its API's pages
     with the mark sent, or searched in time windows from the mark on."""
     spec = plan.spec
@@ -407,6 +415,7 @@ def entity_source(
                 retry=retry,
                 sleep=sleep,
                 too_many=too_many,
+                key_param=http.key_param,
             )
 
         window = http.window
@@ -441,9 +450,11 @@ def entity_delivery(
     sleep: Callable[[float], None],
     reads: AuditedReads,
     run_id: str | None = None,
+    queued: frozenset[str] = frozenset(),
 ) -> Delivery:
     """The entity's sink step: batches POSTed, records created or updated by row hash, or rows written to a
-    table (their details read through `reads`, their history kept under `run_id`)."""
+    table (their details read through `reads`, their history kept under `run_id`, the `queued` records taken
+    off the retry queue once written)."""
     entity = plan.entity_type
     spec = plan.spec
     if spec.sql_sink is not None:
@@ -482,6 +493,7 @@ def entity_delivery(
             missing,
             history,
             transaction,
+            queued,
         )
     if spec.record_sink is None:
         return BatchSender(

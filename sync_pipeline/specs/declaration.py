@@ -228,6 +228,7 @@ class SourceDeclaration(_Strict):
     since_param: Annotated[str, Field(min_length=1)] | None = None
     params: dict[Annotated[str, Field(min_length=1)], str] = {}
     window: WindowDeclaration | None = None
+    key_param: Annotated[str, Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _one_way_to_send_the_mark(self) -> SourceDeclaration:
@@ -242,6 +243,7 @@ class SourceDeclaration(_Strict):
             self.since_param,
             tuple(self.params.items()),
             self.window.window() if self.window else None,
+            self.key_param,
         )
 
 

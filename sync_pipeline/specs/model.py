@@ -225,6 +225,8 @@ class HttpSourceSpec:
     since_param: str | None = None
     params: tuple[tuple[str, str], ...] = ()
     window: SearchWindow | None = None
+    key_param: str | None = None
+    """Where records are asked for by key (`key_param=k1,k2`): how the retry queue's are read again."""
 
 
 @dataclass(frozen=True)

@@ -30,14 +30,17 @@ DATA = ChrData(accounts=6, contacts=2, work_orders=3, dangling_contacts=1)
 
 @pytest.fixture(params=["sqlite", *sorted(SERVERS)])
 def sync(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FieldService]:
+    """The packaged syncs on the server under test; a test marked `settings(...)` lays those over them."""
+    marker = request.node.get_closest_marker("settings")
+    settings = marker.args[0] if marker else None
     if request.param == "sqlite":
         urls = {name: f"sqlite:///{tmp_path / name}.db" for name in ("chr", "log")}
-        with field_service(urls, monkeypatch, DATA) as started:
+        with field_service(urls, monkeypatch, DATA, settings) as started:
             yield started
         return
     with (
         fresh_databases(request.param, ("chr_db", "log_db")) as urls,
-        field_service({"chr": urls["chr_db"], "log": urls["log_db"]}, monkeypatch, DATA) as started,
+        field_service({"chr": urls["chr_db"], "log": urls["log_db"]}, monkeypatch, DATA, settings) as started,
     ):
         yield started
 
@@ -258,3 +261,58 @@ def test_work_orders_are_read_from_their_modified_on_mark_so_an_unstamped_edit_i
     assert (quiet["rows_found"], quiet["sent"]) == (1, 0), "only WO-00001-1, at the mark: the edit is not seen"
     assert (stamped["rows_found"], stamped["updated"]) == (2, 1)
     assert sync.praxedo.held("BusinessEventManager")["WO-00004-2"]["title"] == "Boiler replaced"
+
+
+NO_LOOKBACK = {"entities": {"WorkOrders": {"lookback_seconds": 0}, "CompletedWorkOrders": {"lookback_seconds": 0}}}
+"""Without a lookback, a record behind the mark comes back only from the retry queue."""
+
+
+def _queued(sync: FieldService, entity: str) -> list[str]:
+    return sorted(row["EntityId"] for row in table_rows(sync.log, rejected_table) if row["EntityType"] == entity)
+
+
+@pytest.mark.settings(NO_LOOKBACK)
+def test_a_refused_work_order_is_retried_from_the_queue_once_the_mark_has_moved_past_it(sync: FieldService) -> None:
+    sync.praxedo.refuse("BusinessEventManager", ["WO-00003-2"], "title: refused")
+    sync.run()
+    assert _queued(sync, "field_service.WorkOrders") == ["WO-00003-2"]
+    sync.edit("CHR_WORK_ORDER", "WorkOrderId", "WO-00005-1", Title="Valve", ModifiedOn=dt.datetime(2026, 12, 1, 8))
+    sync.run()  # the mark moves to 12-01 08:00, past WO-00003-2's ModifiedOn; the queue brings it back still
+    sync.praxedo.stop_refusing("BusinessEventManager", ["WO-00003-2"])
+
+    third = sync.figures(sync.run())["work_orders"]
+
+    assert (third["rows_found"], third["created"]) == (2, 1), "WO-00003-2 from the queue, WO-00005-1 at the mark"
+    assert "WO-00003-2" in sync.praxedo.held("BusinessEventManager")
+    assert _queued(sync, "field_service.WorkOrders") == []
+
+
+@pytest.mark.settings(NO_LOOKBACK)
+def test_a_completed_work_order_unknown_to_chr_is_retried_from_the_queue_until_chr_has_it(sync: FieldService) -> None:
+    sync.run()
+    done = dt.datetime(2026, 12, 1, 16, 30, tzinfo=dt.UTC)
+    sync.praxedo.put("BusinessEventManager", {"id": "WO-LATE", "status": "NEW"})
+    sync.praxedo.complete(["WO-LATE"], "COMPLETED", done, modified_on=done)
+    sync.run()
+    assert _queued(sync, "field_service.CompletedWorkOrders") == ["WO-LATE"]
+    sync.praxedo.complete(["WO-00001-1"], "COMPLETED", done)  # now: the mark moves far past WO-LATE's
+    sync.run()
+    chr_table = sa.Table("CHR_WORK_ORDER", sa.MetaData(), autoload_with=sync.chr)
+    with sync.chr.begin() as conn:  # CHR catches up: the work order is there now
+        conn.execute(
+            sa.insert(chr_table).values(
+                WorkOrderId="WO-LATE",
+                AccountId=account_id(1),
+                Title="Late",
+                ModifiedOn=dt.datetime(2026, 12, 1),
+                Status="Open",
+            )
+        )
+
+    last = sync.figures(sync.run())["completed_work_orders"]
+
+    assert (last["rows_found"], last["updated"], last["rejected"]) == (2, 1, 0), (
+        "WO-LATE from the queue, one at the mark"
+    )
+    assert _chr_work_orders(sync)["WO-LATE"]["Status"] == "Completed"
+    assert _queued(sync, "field_service.CompletedWorkOrders") == []

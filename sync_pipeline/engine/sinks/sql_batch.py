@@ -33,6 +33,7 @@ from sync_pipeline.engine.sinks.sql_target import RunTransaction, SqlTarget
 from sync_pipeline.engine.sinks.sql_update import SqlUpdateSink
 from sync_pipeline.engine.sinks.sql_upsert import SqlUpsertSink, UpsertCounts
 from sync_pipeline.engine.state.change_history import ChangedRow, ChangeHistory, ConflictingRow
+from sync_pipeline.engine.state.retry_queue import take_off_queue
 from sync_pipeline.engine.state.tracking import Rejection, TrackingStore, TrackingUnavailable
 from sync_pipeline.specs.model import RecordDetails, SqlSinkSpec
 
@@ -146,8 +147,11 @@ class SqlBatchSender:
         missing: MissingRows | None = None,
         history: ChangeHistory | None = None,
         transaction: RunTransaction | None = None,
+        queued: frozenset[str] = frozenset(),
     ) -> None:
         self.counts = counts
+        self._queued = queued
+        """The records read again from the retry queue: taken off it once a batch writes (or keeps) them."""
         self.missing = missing
         """Set when the sink marks the rows a complete listing left out (a deleted column)."""
         self.history = history
@@ -205,6 +209,13 @@ class SqlBatchSender:
             ]
         updated = counts.updated
         self._refusals.record(not_written)
+        if self._queued:
+            again = {rejection.entity_id for rejection in not_written}
+            through = [
+                entity_id for entity_id in by_key.values() if entity_id in self._queued and entity_id not in again
+            ]
+            if through:
+                take_off_queue(self._tracking.engine, self._entity, through)
         with self._counting:
             self._seen.add(by_key.keys())
             self._refused_any |= bool(refused or not_written)

@@ -58,6 +58,7 @@ class HttpPagesSource:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         too_many: tuple[str, object] | None = None,
+        key_param: str | None = None,
     ) -> None:
         names = [field.name for field in fields]
         if key_field not in names:
@@ -72,6 +73,10 @@ class HttpPagesSource:
         if since is not None:
             since_param, since_value = since
             self._params[since_param] = since_value
+        self._fields = tuple(fields)
+        self._fixed = dict(params or {})
+        self._key_param = key_param
+        """Where `by_keys` sends the keys it reads, comma-separated (None: the API reads no record by key)."""
         self._too_many = too_many
         """(path, value): an answer holding it says the query matches more than the API pages through."""
         self._retry = retry or RetryPolicy()
@@ -108,6 +113,36 @@ class HttpPagesSource:
                 f"GET {self._url}: pagination.total_path {path!r} holds {_shown(total)}, not a count of records"
             )
         return total
+
+    @property
+    def reads_by_key(self) -> bool:
+        """Whether the API is asked for records by key (`source.key_param`)."""
+        return self._key_param is not None
+
+    def by_keys(self, entity_ids: Sequence[str]) -> Iterator[SourcePage]:
+        """The records of these EntityIds, a page size of keys per read (`key_param=k1,k2,…`), whatever the
+        mark; raises `SourceRefused` when the API reads no record by key."""
+        if self._key_param is None:
+            raise SourceRefused(
+                f"GET {self._url}: no source.key_param, so the records of the retry queue cannot be read"
+            )
+        size = self._pagination.page_size
+        for start in range(0, len(entity_ids), size):
+            chosen = {**self._fixed, self._key_param: ",".join(entity_ids[start : start + size])}
+            keyed = HttpPagesSource(
+                self._url,
+                self._pagination,
+                self._fields,
+                self._key_field,
+                self._get,
+                self._on_attempt,
+                params=chosen,
+                retry=self._retry,
+                sleep=self._sleep,
+                too_many=self._too_many,
+                key_param=self._key_param,
+            )
+            yield from keyed.pages()
 
     def pages(self) -> Iterator[SourcePage]:
         """Yield each page's rows, unreadable items and objects without a key, until the last page."""

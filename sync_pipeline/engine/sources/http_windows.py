@@ -13,7 +13,7 @@ be read by date at all.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sync_pipeline.engine.sources.http_pages import HttpPagesSource, TooManyResults
@@ -59,6 +59,15 @@ class WindowedPagesSource:
                 middle = low + (high - low) / 2
                 pending[0:0] = [(low, middle), (middle, high)]
                 self.splits += 1
+
+    @property
+    def reads_by_key(self) -> bool:
+        """Whether the search is asked for records by key (`source.key_param`)."""
+        return self._pages_of({}).reads_by_key
+
+    def by_keys(self, entity_ids: Sequence[str]) -> Iterator[SourcePage]:
+        """The records of these EntityIds, searched by key without a time window (the retry queue's)."""
+        return self._pages_of({}).by_keys(entity_ids)
 
     def count(self) -> int | None:
         """Not known before the windows are read."""

@@ -11,7 +11,14 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from sync_pipeline.engine.sources.sql_table import SinceFilter, SourcePage, count_rows, cursor_ceiling, read_pages
+from sync_pipeline.engine.sources.sql_table import (
+    SinceFilter,
+    SourcePage,
+    count_rows,
+    cursor_ceiling,
+    read_keys,
+    read_pages,
+)
 
 
 class Source(Protocol):
@@ -27,6 +34,19 @@ class Source(Protocol):
 
     def describe(self) -> str:
         """Where the records come from, for the run's log (no secret)."""
+        ...
+
+
+class KeyedSource(Source, Protocol):
+    """A source that can also read chosen records by key, whatever the mark: those of the retry queue."""
+
+    @property
+    def reads_by_key(self) -> bool:
+        """Whether `by_keys` can be called (an API needs `source.key_param`)."""
+        ...
+
+    def by_keys(self, entity_ids: Sequence[str]) -> Iterator[SourcePage]:
+        """The records of these EntityIds (canonical text) it still holds."""
         ...
 
 
@@ -52,6 +72,15 @@ class SqlTableSource:
     def pages(self) -> Iterator[SourcePage]:
         """The table's rows in key order (see `read_pages`)."""
         return read_pages(self._engine, self._table, self._columns, self._key_column, self._page_size, self._since)
+
+    @property
+    def reads_by_key(self) -> bool:
+        """A table is always read by key."""
+        return True
+
+    def by_keys(self, entity_ids: Sequence[str]) -> Iterator[SourcePage]:
+        """The rows of these EntityIds, whatever the mark (records of the retry queue, see `queued`)."""
+        return read_keys(self._engine, self._table, self._columns, self._key_column, entity_ids)
 
     def count(self) -> int | None:
         """One `COUNT(*)` of the rows a read will see."""

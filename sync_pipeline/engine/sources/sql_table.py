@@ -98,6 +98,8 @@ class PageQueries:
     one_key_column: dict[str, sa.Select[Any]]
     """One column of one key's rows: which column of an unreadable row the driver cannot read."""
     null_keys: sa.Select[Any]
+    keyed: sa.Select[Any]
+    """The rows of a list of keys (`keys`, expanding: one parameter each), whatever the mark."""
 
 
 def _is_uuid(key_type: sa.types.TypeEngine[Any]) -> bool:
@@ -149,6 +151,7 @@ def page_queries(
             name: since_scoped(sa.select(selected(name)), table, since_column).where(one_key) for name in columns
         },
         null_keys=row_count_query(table, since_column).where(key.is_(None)),
+        keyed=sa.select(*map(selected, columns)).where(key.in_(sa.bindparam("keys", expanding=True))).order_by(key),
     )
 
 
@@ -227,6 +230,42 @@ def read_pages(
         raise SourceUnavailable(f"cannot read {table.fullname}: {describe_db_error(exc)}") from exc
     except ValueError as exc:  # a key the driver cannot turn into a value: the page cannot even be reread
         raise SourceUnavailable(f"cannot read {table.fullname}.{key_column}: {type(exc).__name__}: {exc}") from exc
+
+
+KEYS_PER_READ = 1000
+"""Keys one read of queued records binds: one parameter each, under SQL Server's 2,100."""
+
+
+def read_keys(
+    engine: sa.Engine, table: sa.Table, columns: Sequence[str], key_column: str, entity_ids: Sequence[str]
+) -> Iterator[SourcePage]:
+    """The rows of these EntityIds (canonical text, turned into what the key column holds), a page per
+    `KEYS_PER_READ` keys; a key the table no longer holds, or never could, is simply absent."""
+    try:
+        with engine.connect() as conn:
+            key_type = real_key_type(conn, table, key_column)
+            keys = []
+            for entity_id in entity_ids:
+                try:
+                    keys.append(stored_key(entity_id, key_type))
+                except ValueError:
+                    continue  # not a value of the key's type: no row can hold it
+            query = page_queries(table, columns, key_column, KEYS_PER_READ, key_type).keyed
+            for start in range(0, len(keys), KEYS_PER_READ):
+                chunk = list(keys[start : start + KEYS_PER_READ])
+                yield SourcePage([list(row) for row in conn.execute(query, {"keys": chunk})])
+    except sa.exc.SQLAlchemyError as exc:
+        raise SourceUnavailable(f"cannot read {table.fullname} by key: {describe_db_error(exc)}") from exc
+
+
+def stored_key(entity_id: str, key_type: sa.types.TypeEngine[Any]) -> Any:
+    """A canonical EntityId as a key column of `key_type` holds it: a uuid for a uuid column, an int for an
+    integer one, else the text itself."""
+    if _is_uuid(key_type):
+        return uuid.UUID(entity_id)
+    if isinstance(key_type, sa.Integer):
+        return int(entity_id)
+    return entity_id
 
 
 Entry = Sequence[Any] | UnreadableRow
