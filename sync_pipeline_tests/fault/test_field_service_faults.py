@@ -1,19 +1,22 @@
 """The CHR -> Praxedo syncs under Praxedo's faults, on the real PostgreSQL: a burst of 5xx and SOAP faults, a
 record refused by Praxedo's validation, a record Praxedo holds already, the password changed mid-run, a
-fault that quotes the credentials back. Each ends with a clean run: nothing lost, nothing created twice, and
+fault that quotes the credentials back, a search of completed work orders failing on every attempt. Each ends with a clean run: nothing lost, nothing created twice, and
 the password (and its Basic header) in no output."""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 
 from sync_pipeline.demo.field_service_seed import PRAXEDO_USER, ChrData, account_id, chr_rows
+from sync_pipeline.engine.tables import cursor_table
 from sync_pipeline_tests.fault.conftest import FaultLedger
 from sync_pipeline_tests.field_service import PASSWORD, FieldService, field_service
-from sync_pipeline_tests.real_db.conftest import fresh_databases
+from sync_pipeline_tests.real_db.conftest import fresh_databases, table_rows
 
 DATA = ChrData(accounts=20, contacts=2, work_orders=2)
 MANAGER_OF = {"Accounts": "CustomerManager", "Contacts": "ContactManager", "WorkOrders": "BusinessEventManager"}
@@ -90,3 +93,34 @@ def test_a_password_changed_mid_run_stops_the_entity_and_the_right_one_finishes_
     monkeypatch.setenv("PRAXEDO_PASSWORD", ROTATED)  # the deployment is given the new one
     rotated_basic = base64.b64encode(f"{PRAXEDO_USER}:{ROTATED}".encode()).decode()
     settle(sync, ledger, (PASSWORD, BASIC, ROTATED, rotated_basic))
+
+
+def test_completed_statuses_survive_a_search_praxedo_keeps_failing_and_the_mark_waits_for_them(
+    sync: FieldService, ledger: FaultLedger
+) -> None:
+    assert sync.run().success  # every record is in Praxedo; from now on only the search calls it
+    done = dt.datetime(2026, 12, 1, 15, 0, tzinfo=dt.UTC)
+    completed = [f"WO-{number:05d}-1" for number in range(1, 21)]
+    sync.praxedo.complete(completed, "COMPLETED", done)
+    sync.praxedo.fail_next_calls(503, 500, 503, 502, echo_credentials=True)  # every attempt at the first page
+
+    failed = sync.run()
+
+    figures = sync.figures(failed)["completed_work_orders"]
+    assert not failed.success and figures["api_calls"] == 4 and figures["call_error_percent"] == 100.0
+    assert [row for row in table_rows(sync.log, cursor_table) if "Completed" in row["EntityType"]] == []
+    settle_completed(sync, ledger, completed)
+    settle(sync, ledger)
+
+
+def settle_completed(sync: FieldService, ledger: FaultLedger, completed: list[str]) -> None:
+    """A clean run of the status sync: every completed work order Completed in CHR, none lost."""
+    result = sync.run()
+    statuses = {
+        row["WorkOrderId"]: row["Status"]
+        for row in table_rows(sync.chr, sa.Table("CHR_WORK_ORDER", sa.MetaData(), autoload_with=sync.chr))
+    }
+    lost = [order for order in completed if statuses[order] != "Completed"]
+    ledger.records_lost += len(lost)
+    assert lost == []
+    assert (sync.figures(result)["completed_work_orders"]["updated"], result.success) == (len(completed), True)
