@@ -96,6 +96,16 @@ def queue_counts(engine: sa.Engine, entity_type: str) -> QueueCounts:
     return QueueCounts(int(total) - int(dead), int(dead))
 
 
+def queue_ids(engine: sa.Engine, entity_type: str) -> frozenset[str]:
+    """The IDs of every record of the entity in the retry queue, queued or dead-lettered."""
+    query = sa.select(_queue.EntityId).where(_queue.EntityType == entity_type)
+    try:
+        with engine.connect() as conn:
+            return frozenset(conn.execute(query).scalars())
+    except sa.exc.SQLAlchemyError as exc:
+        raise TrackingUnavailable(f"cannot read {rejected_table.name}: {describe_db_error(exc)}") from exc
+
+
 def dead_among_query(entity_type: str, entity_ids: Sequence[str]) -> sa.Select[Any]:
     """Which of these IDs are dead-lettered records of the entity (a chunk under SQL Server's 2100 parameters)."""
     return sa.select(_queue.EntityId).where(
