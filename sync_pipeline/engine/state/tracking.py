@@ -197,7 +197,7 @@ class TrackingStore:
                 again = [row for entity_id, row in rows.items() if entity_id in known]
                 new = [row for entity_id, row in rows.items() if entity_id not in known]
                 if again:
-                    conn.execute(_rejected_again, [{f"b_{key}": value for key, value in row.items()} for row in again])
+                    conn.execute(rejected_again, [{f"b_{key}": value for key, value in row.items()} for row in again])
                 if new:
                     conn.execute(
                         sa.insert(rejected_table),
@@ -241,7 +241,7 @@ dead_records_query = sa.select(rejected_table.c.EntityId).where(
 )
 """An entity's dead-lettered records: one index range, read once per run."""
 
-_rejected_again = (
+rejected_again = (
     sa.update(rejected_table)
     .where(rejected_table.c.EntityType == sa.bindparam("b_EntityType"))
     .where(rejected_table.c.EntityId == sa.bindparam("b_EntityId"))
@@ -261,7 +261,7 @@ _rejected_again = (
 
 
 def _rejection_values(entity: str, rejection: Rejection, now: dt.datetime) -> dict[str, object]:
-    """The columns a rejection sets, keyed for the INSERT; `_rejected_again` takes them with a `b_` prefix."""
+    """The columns a rejection sets, keyed for the INSERT; `rejected_again` takes them with a `b_` prefix."""
     return {
         "EntityType": entity,
         "EntityId": rejection.entity_id,
