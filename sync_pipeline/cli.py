@@ -1,4 +1,5 @@
-"""`sync-pipeline`: the demo, the local receiver, the Log tables' DDL, the sync log viewer, and re-queueing."""
+"""`sync-pipeline`: the demo, the local receiver, the Log tables' DDL, the sync log viewer, re-queueing a customer's
+run and resending dead-lettered records."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import shlex
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,8 +109,18 @@ def _timestamp(value: str) -> dt.datetime:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 timestamp: {value!r} (e.g. 2024-01-31T08:00)") from None
 
 
+def _status(value: str) -> str:
+    """A --status of `logs`, in any case, as the listing names it."""
+    from sync_pipeline.engine.audit.log_queries import STATUSES
+
+    known = {status.lower(): status for status in STATUSES}
+    if value.lower() not in known:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a status; one of {', '.join(STATUSES)} (any case)")
+    return known[value.lower()]
+
+
 def _logs(args: argparse.Namespace) -> int:
-    from sync_pipeline.engine.audit.log_queries import PENDING, referenced_entities
+    from sync_pipeline.engine.audit.log_queries import PENDING, QUEUE_STATUSES, referenced_entities
     from sync_pipeline.engine.db_errors import describe_db_error
     from sync_pipeline.engine.state.change_history import listed_changes, listed_conflicts
     from sync_pipeline.engine.state.dead_letters import DeadLetters
@@ -143,17 +155,20 @@ def _logs(args: argparse.Namespace) -> int:
         return 0
     try:
         unknown = sorted(set(args.entity or []) - set(ENTITIES_BY_NAME))
+        if args.status in (PENDING, *QUEUE_STATUSES) and (args.since or args.until):
+            raise LogViewerError(f"--since/--until do not apply to {args.status}: it lists what is there now")
         if not tamhr:
             frame = _sync_log_frame(args)
         elif unknown:
             raise LogViewerError(f"--entity {unknown[0]} is not a TAMHR entity: {', '.join(ENTITIES_BY_NAME)}")
-        elif pending and (args.since or args.until):
-            raise LogViewerError("--since/--until do not apply to Pending: it counts what the sources hold now")
         else:
             frame = _tamhr_frame(args, entities, pending)
     except (LogViewerError, SettingsError) as exc:
         sys.stderr.write(f"sync-pipeline logs: {exc}\n")
         return 2
+    except TrackingUnavailable as exc:
+        sys.stderr.write(f"sync-pipeline logs: {exc}\n")
+        return 1
     except sa.exc.SQLAlchemyError as exc:
         sys.stderr.write(f"sync-pipeline logs: cannot read the Log database: {describe_db_error(exc)}\n")
         return 1
@@ -162,14 +177,16 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _tamhr_frame(args: argparse.Namespace, entities: list[str], pending: bool) -> pd.DataFrame:
-    """The TAMHR push's SchedulerLog rows, or its pending counts, as the listing shows them."""
-    from sync_pipeline.engine.audit.log_queries import LogQuery, log_rows, pending_counts
+    """The TAMHR push's SchedulerLog rows, its retry queue, or its pending counts, as the listing shows them."""
+    from sync_pipeline.engine.audit.log_queries import QUEUE_STATUSES, LogQuery, log_rows, pending_counts
     from sync_pipeline.log_viewer import environment_engines, log_frame, needed_databases, pending_frame
     from sync_pipeline.orchestration.sync_assets import entity_plan
     from sync_pipeline.settings import load_settings
     from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME, TAMHR_SYNC
 
     with environment_engines(needed_databases(entities, pending)) as engines:
+        if args.status in QUEUE_STATUSES:
+            return _queue_frame(engines["log_db"], entities, args.status, args.limit)
         if pending:
             settings = load_settings()
             plans = [entity_plan(TAMHR_SYNC, ENTITIES_BY_NAME[name], settings) for name in entities]
@@ -179,10 +196,12 @@ def _tamhr_frame(args: argparse.Namespace, entities: list[str], pending: bool) -
 
 
 def _sync_log_frame(args: argparse.Namespace) -> pd.DataFrame:
-    """`--sync NAME` for a sync other than TAMHR: its SchedulerLog rows, by its declared entity names."""
-    from sync_pipeline.engine.audit.log_queries import PENDING, LogQuery, log_rows
-    from sync_pipeline.log_viewer import LogViewerError, environment_engines, log_frame
+    """`--sync NAME` for a sync other than TAMHR, by its declared entity names: its SchedulerLog rows, its retry
+    queue (Queued, Dead), or its records not yet delivered nor queued (Pending: read from its source tables)."""
+    from sync_pipeline.engine.audit.log_queries import PENDING, QUEUE_STATUSES, LogQuery, log_rows, pending_records
+    from sync_pipeline.log_viewer import LogViewerError, environment_engines, log_frame, records_frame
     from sync_pipeline.orchestration.component import declared_sync
+    from sync_pipeline.orchestration.sync_assets import entity_plan
     from sync_pipeline.settings import LOG_DB
 
     sync, settings = declared_sync(args.sync, Path(args.defs))
@@ -190,12 +209,41 @@ def _sync_log_frame(args: argparse.Namespace) -> pd.DataFrame:
     unknown = sorted(set(args.entity or []) - set(names))
     if unknown:
         raise LogViewerError(f"--entity {unknown[0]} is not an entity of {sync.name}: {', '.join(names)}")
+    specs = [sync.entity(name) for name in args.entity or names]
+    chosen = [sync.entity_type(spec) for spec in specs]
     if args.status == PENDING:
-        raise LogViewerError(f"--status Pending counts the TAMHR push's untracked records; not for {sync.name}")
-    chosen = [sync.entity_type(sync.entity(name)) for name in args.entity or names]
-    query = LogQuery(chosen, [args.status] if args.status else [], args.since, args.until, args.limit)
+        sources = sorted({spec.source_db for spec in specs if spec.source_db})
+        with environment_engines([LOG_DB, *sources], env_vars=settings.databases) as engines:
+            listed = [
+                record
+                for spec in specs
+                if spec.record_sink is not None
+                for record in pending_records(
+                    entity_plan(sync, spec, settings),
+                    engines[spec.source_db or LOG_DB],
+                    engines[LOG_DB],
+                    args.limit,
+                )
+            ]
+        return records_frame([asdict(record) for record in listed[: args.limit]])
     with environment_engines([LOG_DB], env_vars={LOG_DB: settings.databases[LOG_DB]}) as engines:
+        if args.status in QUEUE_STATUSES:
+            return _queue_frame(engines[LOG_DB], chosen, args.status, args.limit)
+        query = LogQuery(chosen, [args.status] if args.status else [], args.since, args.until, args.limit)
         return log_frame(log_rows(engines[LOG_DB], query))
+
+
+def _queue_frame(log_engine: sa.Engine, entity_types: list[str], status: str, limit: int) -> pd.DataFrame:
+    """The records of these entities in the retry queue (Queued) or dead-lettered (Dead), with their errors."""
+    from sync_pipeline.engine.audit.log_queries import DEAD
+    from sync_pipeline.engine.state.retry_queue import QueuedRecord, queued_records
+    from sync_pipeline.log_viewer import records_frame
+
+    listed = queued_records(log_engine, entity_types, status == DEAD, limit)
+    columns = [name for name in QueuedRecord.__dataclass_fields__ if status == DEAD or name != "dead_lettered_on"]
+    return records_frame([{name: getattr(record, name) for name in columns} for record in listed]).reindex(
+        columns=columns
+    )
 
 
 def _add_logs_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -223,7 +271,14 @@ def _add_logs_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--entity", action="append", help="an entity of the sync (Users, Accounts, ...); repeatable; default all"
     )
     logs.add_argument(
-        "--status", choices=STATUSES, help="Success or Failure rows, or Pending: untracked records per entity"
+        "--status",
+        type=_status,
+        metavar="|".join(STATUSES),
+        help="Success or Failure: SchedulerLog rows; Queued: records in the retry queue (refused or failed, tried "
+        "again next run) with their attempts and first and last error; Dead: records dead-lettered after "
+        "retries.max_record_attempts failed runs (`sync-pipeline resend` re-queues them); Pending: for TAMHR, "
+        "untracked records per entity; for a create/update sync, each record of its source tables neither "
+        "delivered as it is now nor queued (new, changed, held back), read now. Any case.",
     )
     logs.add_argument("--since", type=_timestamp, help="ISO 8601, inclusive; without an offset it is UTC")
     logs.add_argument("--until", type=_timestamp, help="ISO 8601, exclusive; without an offset it is UTC")
@@ -306,6 +361,99 @@ def _add_requeue_command(commands: argparse._SubParsersAction[argparse.ArgumentP
     requeue.set_defaults(handler=_requeue)
 
 
+MAX_IDS_SHOWN = 10
+"""Records a confirmation names, at most; the rest are counted."""
+
+
+def _resend(args: argparse.Namespace) -> int:
+    """Re-queue an entity's dead-lettered records (these ids, or all) once the user confirmed, so the next run
+    sends each once more."""
+    from sync_pipeline.engine.state.retry_queue import dead_among, queue_counts, queued_records, resend
+    from sync_pipeline.engine.state.tracking import TrackingUnavailable
+    from sync_pipeline.log_viewer import LogViewerError, environment_engines
+    from sync_pipeline.orchestration.component import DEFS_FOLDER, declared_sync
+    from sync_pipeline.settings import LOG_DB, SettingsError
+
+    try:
+        sync, settings = declared_sync(args.sync, Path(args.defs) if args.defs else DEFS_FOLDER)
+        names = [spec.name for spec in sync.entities if spec.record_sink is not None]
+        if args.entity not in names:
+            raise SettingsError(
+                f"--entity {args.entity} is not an entity of {sync.name} sent one call per record (the only ones "
+                f"dead-lettered): {', '.join(names) or 'none'}"
+            )
+        entity_type = sync.entity_type(sync.entity(args.entity))
+        with environment_engines([LOG_DB], env_vars=settings.databases) as engines:
+            log_engine = engines[LOG_DB]
+            if args.id:
+                chosen = sorted(set(args.id))
+                dead = dead_among(log_engine, entity_type, chosen)
+                if len(dead) < len(chosen):
+                    not_dead = ", ".join(entity_id for entity_id in chosen if entity_id not in dead)
+                    sys.stderr.write(
+                        f"sync-pipeline resend: refused, nothing re-queued: not dead-lettered in {entity_type}: "
+                        f"{not_dead}; `sync-pipeline logs --sync {sync.name} --status Dead` lists those that are\n"
+                    )
+                    return 1
+                shown, count = chosen[:MAX_IDS_SHOWN], len(chosen)
+            else:
+                count = queue_counts(log_engine, entity_type).dead
+                shown = [r.entity_id for r in queued_records(log_engine, [entity_type], True, MAX_IDS_SHOWN)]
+                if count == 0:
+                    sys.stderr.write(f"sync-pipeline resend: nothing to re-queue: {entity_type} has no dead record\n")
+                    return 1
+            more = f" and {count - len(shown)} more" if count > len(shown) else ""
+            what = f"{count} dead-lettered record(s) of {entity_type} ({', '.join(shown)}{more})"
+            if not args.yes and not _confirmed(f"Re-queue {what}, so the next run sends each once more? [yes/no] "):
+                sys.stderr.write(
+                    "sync-pipeline resend: refused, nothing re-queued: not confirmed (answer yes, or add --yes)\n"
+                )
+                return 2
+            requeued = resend(log_engine, entity_type, chosen if args.id else None)
+    except (SettingsError, LogViewerError) as exc:
+        sys.stderr.write(f"sync-pipeline resend: {exc}\n")
+        return 2
+    except TrackingUnavailable as exc:
+        sys.stderr.write(f"sync-pipeline resend: {exc}\n")
+        return 1
+    print(
+        f"{requeued} record(s) of {entity_type} re-queued ({', '.join(shown)}{more}): the next run of "
+        f"{sync.job_name} sends each once more; one failing again is counted anew and dead-lettered after "
+        f"{settings.retries.max_record_attempts} failed runs"
+    )
+    return 0
+
+
+def _confirmed(question: str) -> bool:
+    """Ask on the terminal; only `yes` confirms (no answer, as from a closed input, does not)."""
+    sys.stderr.write(question)
+    sys.stderr.flush()
+    try:
+        answer = input()
+    except EOFError:
+        return False
+    return answer.strip().lower() == "yes"
+
+
+def _add_resend_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    resend = commands.add_parser(
+        "resend",
+        help="re-queue dead-lettered records of a sync's entity (sent one call each): the next run sends them",
+        description="Records a per-record sink failed retries.max_record_attempts runs are dead-lettered in "
+        "TB_R_SYNC_REJECTED and no longer sent; this puts them back in the retry queue with no failed run counted. "
+        "The sync is found among the SyncComponent instances of the defs folder; its Log database comes from the "
+        "variable its settings name for log_db (SYNC_LOG_DB_URL by default).",
+    )
+    resend.add_argument("--sync", required=True, help="the sync's name, e.g. field_service")
+    resend.add_argument("--entity", required=True, help="the entity, as declared (e.g. Contacts)")
+    chosen = resend.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--id", action="append", help="a dead-lettered record's id (its EntityId); repeatable")
+    chosen.add_argument("--all-dead", action="store_true", help="every dead-lettered record of the entity")
+    resend.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    resend.add_argument("--defs", help="the defs folder holding the sync's defs.yaml (default: the package's)")
+    resend.set_defaults(handler=_resend)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sync-pipeline` command."""
     parser = argparse.ArgumentParser(prog="sync-pipeline", description=__doc__)
@@ -326,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     ddl.set_defaults(handler=_ddl)
     _add_logs_command(commands)
     _add_requeue_command(commands)
+    _add_resend_command(commands)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

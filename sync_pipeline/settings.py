@@ -223,12 +223,16 @@ class AssetSettings(_Strict):
 
 
 class RetrySettings(_Strict):
-    """How a batch call that failed transiently (connection, timeout, 408/429/5xx) is retried."""
+    """How a call that failed transiently (connection, timeout, 408/429/5xx) is retried within a run, and how
+    many runs a record sent on its own call may fail before it is dead-lettered."""
 
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     initial_delay_seconds: Annotated[float, Field(ge=0, le=600)] = 1.0
     max_delay_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
     max_total_wait_seconds: Annotated[float, Field(ge=0, le=7200)] = 300.0
+    max_record_attempts: Annotated[int, Field(ge=1, le=1000)] = 10
+    """Runs a record of a per-record sink (http_records) may be refused or fail after its retries; then it is
+    dead-lettered: kept in TB_R_SYNC_REJECTED, no longer sent until `sync-pipeline resend` re-queues it."""
 
 
 class RejectionSettings(_Strict):
@@ -388,6 +392,17 @@ class Settings(_Strict):
                 f"locking.lease_seconds: must exceed 4/3 x ({call} + 2 x retries.max_delay_seconds) "
                 f"= {needed:g}, or another run could take the lock while this one waits or calls "
                 f"(got {self.locking.lease_seconds:g})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _record_attempts_outlast_the_alert(self) -> Settings:
+        attempts = self.retries.max_record_attempts
+        if attempts < self.alerts.record_failures:
+            raise ValueError(
+                f"retries.max_record_attempts: must be at least alerts.record_failures "
+                f"({self.alerts.record_failures}), so a failing record is alerted on before it is dead-lettered "
+                f"(got {attempts})"
             )
         return self
 

@@ -19,8 +19,15 @@ from sqlalchemy.dialects import mssql
 
 from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.sources.sql_table import page_queries, row_count_query
+from sync_pipeline.engine.state.retry_queue import dead_among_query, queue_counts_query, queue_query, requeue_statement
 from sync_pipeline.engine.state.row_hashes import RowHashStore, row_hash, upsert_row_hashes
-from sync_pipeline.engine.state.tracking import MAX_IDS_PER_LOOKUP, Rejection, TrackingStore
+from sync_pipeline.engine.state.tracking import (
+    MAX_IDS_PER_LOOKUP,
+    Rejection,
+    TrackingStore,
+    dead_records_query,
+    rejected_again,
+)
 from sync_pipeline.engine.tables import (
     LongText,
     cursor_table,
@@ -355,3 +362,39 @@ def test_sql_server_upserts_a_batch_of_row_hashes_as_one_merge_of_five_typed_par
         "ExternalId": "NVARCHAR(255)",
         "SyncTimestamp": "DATETIME2",
     }
+
+
+def test_the_retry_queue_listings_compile_for_sql_server_with_top_and_the_dead_letter_mark() -> None:
+    queued = str(queue_query(["field_service.Contacts"], dead=False, limit=200).compile(dialect=MSSQL))
+    dead = str(queue_query(["field_service.Contacts"], dead=True, limit=200).compile(dialect=MSSQL))
+    counts = str(queue_counts_query("field_service.Contacts").compile(dialect=MSSQL))
+    dead_ids = str(dead_records_query.compile(dialect=MSSQL))
+
+    assert queued.startswith("SELECT TOP __[POSTCOMPILE_param_1] ") and dead.startswith("SELECT TOP ")
+    assert "[TB_R_SYNC_REJECTED].[DeadLetteredOn] IS NULL" in queued
+    assert "[TB_R_SYNC_REJECTED].[DeadLetteredOn] IS NOT NULL" in dead
+    assert "ORDER BY [TB_R_SYNC_REJECTED].[LastRejectedOn] DESC" in dead
+    assert "count(*) AS count_1, count([TB_R_SYNC_REJECTED].[DeadLetteredOn])" in counts
+    assert "[TB_R_SYNC_REJECTED].[DeadLetteredOn] IS NOT NULL" in dead_ids
+
+
+def test_a_resend_of_2000_dead_records_fits_sql_server_in_one_update_per_chunk() -> None:
+    ids = [f"CON-{n:05}-1" for n in range(MAX_IDS_PER_LOOKUP)]
+
+    update = requeue_statement("field_service.Contacts", ids).compile(
+        dialect=MSSQL, compile_kwargs={"render_postcompile": True}
+    )
+    lookup = dead_among_query("field_service.Contacts", ids).compile(
+        dialect=MSSQL, compile_kwargs={"render_postcompile": True}
+    )
+
+    assert str(update).startswith("UPDATE [TB_R_SYNC_REJECTED] SET [RejectionCount]=?, [DeadLetteredOn]=? WHERE")
+    assert len(update.positiontup or []) == 2003 < MAX_PARAMETERS
+    assert len(lookup.positiontup or []) == 2001 < MAX_PARAMETERS
+
+
+def test_a_record_refused_again_keeps_the_first_time_it_died_as_a_datetime2_on_sql_server() -> None:
+    compiled = rejected_again.compile(dialect=MSSQL)
+
+    assert "[DeadLetteredOn]=coalesce([TB_R_SYNC_REJECTED].[DeadLetteredOn], ?)" in str(compiled)
+    assert compiled.binds["b_DeadLetteredOn"].type.compile(dialect=MSSQL) == "DATETIME2"

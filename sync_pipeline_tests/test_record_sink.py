@@ -170,7 +170,8 @@ def test_a_2xx_create_without_the_id_field_fails_that_record_naming_the_field_an
     assert sender.counts.first_error is not None and "no id at 'data.id'" in sender.counts.first_error
     assert f"record {order_id(0)} failed after 1 attempt(s)" in caplog.text and "'data.id'" in caplog.text
     assert (sender.counts.sent, sender.counts.failed, sender.counts.batches_failed) == (1, 1, 1)
-    assert rejected(log_db) == [], "not a refusal of its content: created again next run"
+    assert sender.counts.rejected == 0, "not a refusal of its content: created again next run"
+    assert rejected(log_db) == [(order_id(0), 201, None)], "one failed run counted in the retry queue"
 
 
 def test_the_external_id_is_read_at_a_dotted_path_of_the_answer(log_db: sa.Engine) -> None:
@@ -202,8 +203,8 @@ def test_any_other_refusal_fails_the_record_its_hash_untouched_not_retried_and_t
     assert [entity_id for _, entity_id, _, _ in stored_rows(log_db)] == [order_id(1)]
     assert [status for _, _, status in receiver.collections.methods(COLLECTION)] == [fault, 201]
     assert sender.counts.first_error is not None and sender.counts.first_error.startswith(error)
-    assert (sender.counts.failed, sender.counts.sent, sender.counts.retries) == (1, 1, 0)
-    assert rejected(log_db) == []
+    assert (sender.counts.failed, sender.counts.sent, sender.counts.retries, sender.counts.rejected) == (1, 1, 0, 0)
+    assert rejected(log_db) == [(order_id(0), fault, None)], "one failed run counted in the retry queue"
 
 
 def test_an_unreachable_endpoint_stops_with_endpoint_unreachable_after_its_attempts(log_db: sa.Engine) -> None:
@@ -249,7 +250,7 @@ def test_no_secret_reaches_the_logs_schedulerlog_or_the_rejected_records(
 
     with log_db.connect() as conn:
         kept = [*conn.execute(sa.select(scheduler_log_table)).all(), *conn.execute(sa.select(rejected_table)).all()]
-    assert len(kept) == 5 and rejected(log_db)[0][0] == order_id(1)
+    assert len(kept) == 6 and [row[0] for row in rejected(log_db)] == [order_id(1), order_id(2)]  # refused, failed
     assert "[redacted]" in json.dumps([list(map(str, row)) for row in kept])
     assert API_KEY not in caplog.text
     assert all(API_KEY not in str(value) for row in kept for value in row)

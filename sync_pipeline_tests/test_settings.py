@@ -162,6 +162,19 @@ BAD_SETTINGS = [
     pytest.param(
         setting("rejections", {"max_calls_per_batch": 0}), ["rejections.max_calls_per_batch", "got 0"], id="no calls"
     ),
+    pytest.param(
+        setting("retries", {"max_record_attempts": 0}), ["retries.max_record_attempts", "got 0"], id="record attempts 0"
+    ),
+    pytest.param(
+        setting("retries", {"max_record_attempts": 1001}),
+        ["retries.max_record_attempts", "less than or equal to 1000", "got 1001"],
+        id="record attempts too many",
+    ),
+    pytest.param(
+        setting("retries", {"max_record_attempts": 2}),
+        ["retries.max_record_attempts: must be at least alerts.record_failures (3)", "alerted on", "(got 2)"],
+        id="dead-lettered before the alert",
+    ),
 ]
 
 

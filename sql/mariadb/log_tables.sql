@@ -100,6 +100,8 @@ CREATE TABLE `TB_R_SYNC_REJECTED` (
 	`ResponseExcerpt` TEXT, 
 	`FirstRejectedOn` DATETIME(6) NOT NULL, 
 	`LastRejectedOn` DATETIME(6) NOT NULL, 
+	`FirstReason` TEXT, 
+	`DeadLetteredOn` DATETIME(6), 
 	PRIMARY KEY (`Id`)
 );
 

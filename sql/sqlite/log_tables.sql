@@ -100,6 +100,8 @@ CREATE TABLE "TB_R_SYNC_REJECTED" (
 	"ResponseExcerpt" TEXT, 
 	"FirstRejectedOn" DATETIME NOT NULL, 
 	"LastRejectedOn" DATETIME NOT NULL, 
+	"FirstReason" TEXT, 
+	"DeadLetteredOn" DATETIME, 
 	PRIMARY KEY ("Id")
 );
 

@@ -4,17 +4,20 @@ Each batch of valid records is mapped to the receiver's fields, each mapped reco
 batch classified against TB_R_SYNC_ROW_HASH: a record never acknowledged is created, one whose hash
 differs is updated by the receiver's id, an unchanged one costs nothing. A record the mapping refuses
 is rejected with its reason, and the others go on. A record pointing at a record of an earlier
-entity that the receiver does not hold yet is held back (engine/state/references.py).
+entity that the receiver does not hold yet is held back (engine/state/references.py). A dead-lettered
+record (it failed `retries.max_record_attempts` runs) is left out before anything else: no call, only
+counted, until `sync-pipeline resend` re-queues it.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from sync_pipeline.engine.batching import Batch
 from sync_pipeline.engine.mapping.field_map import FieldMap
-from sync_pipeline.engine.mapping.payload import PayloadError
+from sync_pipeline.engine.mapping.payload import PayloadError, Record
 from sync_pipeline.engine.sinks.http_records import RecordChange, RecordCounts, RecordSender
 from sync_pipeline.engine.state.references import ReferenceCheck
 from sync_pipeline.engine.state.row_hashes import RowHashStore, row_hash
@@ -31,6 +34,9 @@ class ChangeCounts:
     held_back: int = 0
     first_held_back: str | None = None
     """The first held-back record and why, for the run's log line."""
+    dead: int = 0
+    first_dead: str | None = None
+    """Dead-lettered records read and not sent, and the first of them, for the run's log line."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
@@ -41,6 +47,8 @@ class ChangeBatch:
     changes: list[RecordChange]
     refused: list[Rejection] = field(default_factory=list)
     refused_rows: int = 0
+    held_back: dict[str, str] = field(default_factory=dict)
+    """The records held back, by EntityId, and why."""
 
 
 def changes_of(
@@ -50,19 +58,27 @@ def changes_of(
     entity_type: str,
     counts: ChangeCounts,
     references: ReferenceCheck | None = None,
+    dead: Collection[str] = frozenset(),
 ) -> ChangeBatch:
-    """The creates and updates one batch needs, in its order; unchanged and held-back records are only counted."""
+    """The creates and updates one batch needs, in its order; unchanged, held-back and `dead` records are only
+    counted."""
     refused = list(batch.refused)
     refused_rows = batch.refused_rows
     entity_ids, records = batch.entity_ids, batch.records
+    left_out = [position for position, entity_id in enumerate(entity_ids) if entity_id in dead]
+    if left_out:
+        with counts.lock:
+            counts.dead += len(left_out)
+            counts.first_dead = counts.first_dead or entity_ids[left_out[0]]
+        entity_ids, records = _without(entity_ids, records, set(left_out))
     held = references.held_back(records) if references is not None else {}
+    held_back = {entity_ids[position]: reason for position, reason in held.items()}
     if held:
         with counts.lock:
             counts.held_back += len(held)
             first = min(held)
             counts.first_held_back = counts.first_held_back or f"{entity_ids[first]}: {held[first]}"
-        kept = [position for position in range(len(records)) if position not in held]
-        entity_ids, records = [entity_ids[p] for p in kept], [records[p] for p in kept]
+        entity_ids, records = _without(entity_ids, records, set(held))
     if mapping is not None:
         mapped = mapping.map_batch(records)
         for position, error in mapped.refused.items():
@@ -94,7 +110,13 @@ def changes_of(
         counts.new += len(state.new)
         counts.changed += len(state.changed)
         counts.unchanged += len(state.unchanged)
-    return ChangeBatch(changes, refused, refused_rows)
+    return ChangeBatch(changes, refused, refused_rows, held_back)
+
+
+def _without(entity_ids: list[str], records: list[Record], positions: set[int]) -> tuple[list[str], list[Record]]:
+    """The batch's IDs and records but those at `positions`, in their order."""
+    kept = [position for position in range(len(records)) if position not in positions]
+    return [entity_ids[p] for p in kept], [records[p] for p in kept]
 
 
 class ChangeSender:
@@ -107,8 +129,10 @@ class ChangeSender:
         hashes: RowHashStore,
         entity_type: str,
         references: ReferenceCheck | None = None,
+        dead: Collection[str] = frozenset(),
     ) -> None:
         self.changes = ChangeCounts()
+        self._dead = dead
         self._records = records
         self._mapping = mapping
         self._hashes = hashes
@@ -122,7 +146,9 @@ class ChangeSender:
 
     def send(self, batch: Batch) -> None:
         """Classify the batch (a Log database read), then reject and send what it needs."""
-        planned = changes_of(batch, self._mapping, self._hashes, self._entity_type, self.changes, self._references)
+        planned = changes_of(
+            batch, self._mapping, self._hashes, self._entity_type, self.changes, self._references, self._dead
+        )
         self._records.reject(planned.refused, planned.refused_rows)
         if planned.changes:
             self._records.send(planned.changes)

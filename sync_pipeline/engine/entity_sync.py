@@ -117,6 +117,8 @@ class DeliveryPolicy:
     max_in_flight: int = 1
     max_details_in_flight: int = 4
     progress_interval_seconds: float = 10.0
+    max_record_attempts: int = 10
+    """Runs a record of a per-record sink may fail (refused or 5xx after retries) before it is dead-lettered."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,8 @@ class EntitySyncReport:
     """A per-record sink's creates, and its creates answered 409 and updated instead; None for other sinks."""
     held_back: int | None = None
     """Records not sent because the receiver does not hold what they point at yet; None without references."""
+    dead: int | None = None
+    """A per-record sink's dead-lettered records read and not sent (no call); None for other sinks."""
     retryable: bool = False
     """It stopped early for a reason that may be gone later (see `is_retryable`)."""
 
@@ -342,6 +346,13 @@ def sync_entity(
         report.already_tracked = delivery.changes.unchanged
         report.created, report.updated = delivery.counts.created, delivery.counts.updated
         report.adopted = delivery.counts.adopted
+        report.dead = delivery.changes.dead
+        if delivery.changes.first_dead:
+            log.warning(
+                f"{entity}: {report.dead} dead-lettered record(s) not sent (they failed "
+                f"{policy.max_record_attempts} runs; `sync-pipeline resend` re-queues them), first "
+                f"{delivery.changes.first_dead}"
+            )
         if plan.references:
             report.held_back = delivery.changes.held_back
             if delivery.changes.first_held_back:
@@ -525,7 +536,8 @@ def entity_delivery(
         before_each_attempt=lock.refresh_if_due,
         sleep=sleep,
         on_conflict=spec.record_sink.on_conflict,
+        max_attempts=policy.max_record_attempts,
     )
     hashes = RowHashStore(tracking.engine)
     references = ReferenceCheck(plan.references, hashes) if plan.references else None
-    return ChangeSender(records, plan.mapping, hashes, entity, references)
+    return ChangeSender(records, plan.mapping, hashes, entity, references, tracking.dead_records(entity))

@@ -76,11 +76,16 @@ rejected_table = sa.Table(
     sa.Column("ResponseExcerpt", LongText, nullable=True),
     sa.Column("FirstRejectedOn", DateTime2, nullable=False),
     sa.Column("LastRejectedOn", DateTime2, nullable=False),
+    sa.Column("FirstReason", LongText, nullable=True),
+    sa.Column("DeadLetteredOn", DateTime2, nullable=True),
     sa.Index("UQ_TB_R_SYNC_REJECTED_EntityType_EntityId", "EntityType", "EntityId", unique=True),
 )
-"""Records the API refused one by one (400/422 after splitting) or that failed validation before
-sending: one row per record, with how often and when it was first and last refused, and the last
-status, reason and response. Such records stay untracked and are tried again every run."""
+"""The retry queue of records: those the API refused one by one (400/422 after splitting), that failed
+validation before sending, or (a per-record sink) whose call failed after its retries (5xx, no answer).
+One row per record: how many runs it failed (RejectionCount), its first reason and when, the last status,
+reason, response and when. Such records stay unsent and are tried again every run, until a per-record
+sink's `retries.max_record_attempts` is reached: then DeadLetteredOn is set, and the record is no longer
+sent until `sync-pipeline resend` re-queues it (count 0, DeadLetteredOn cleared)."""
 
 lock_table = sa.Table(
     LOCK_TABLE_NAME,

@@ -20,6 +20,7 @@ from sync_pipeline.engine.mapping.field_map import FieldMapError, field_map_from
 from sync_pipeline.engine.sinks.http_batch import RetryPolicy
 from sync_pipeline.engine.state.dead_letters import DeadLetters
 from sync_pipeline.engine.state.references import ReferencedEntity
+from sync_pipeline.engine.state.retry_queue import queue_counts
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
 from sync_pipeline.engine.state.tracking import TrackingStore, TrackingUnavailable
 from sync_pipeline.engine.tables import source_table
@@ -105,6 +106,7 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
         max_in_flight=settings.api.max_in_flight if settings.api else 1,
         max_details_in_flight=settings.api.max_details_in_flight if settings.api else 1,
         progress_interval_seconds=settings.progress.interval_seconds,
+        max_record_attempts=retries.max_record_attempts,
     )
 
 
@@ -146,6 +148,7 @@ def report_metadata(
         "created": report.created,
         "adopted": report.adopted,
         "held_back": report.held_back,
+        "dead": report.dead,
         "conflicts": report.conflicts,
     }
     if report.details is not None:
@@ -176,14 +179,21 @@ def report_problem(report: EntitySyncReport) -> str | None:
     return report.stopped_because or report.first_batch_error or f"{report.rejected} record(s) rejected"
 
 
-def history_metadata(log_db: SyncDatabase, entity_type: str, now: dt.datetime) -> dict[str, dg.MetadataValue]:
+def history_metadata(
+    log_db: SyncDatabase, entity_type: str, now: dt.datetime, retry_queue: bool = False
+) -> dict[str, dg.MetadataValue]:
     """Call attempts that succeeded over the last day, the last success and refused records not yet
-    delivered; nothing if the Log database cannot be read."""
+    delivered; with `retry_queue` (a per-record sink), the records queued for the next run and those
+    dead-lettered; nothing if the Log database cannot be read."""
     try:
         summary = entity_summary(log_db.get_engine(), entity_type, since=now - HISTORY_WINDOW)
-    except sa.exc.SQLAlchemyError:
+        queue = queue_counts(log_db.get_engine(), entity_type) if retry_queue else None
+    except (sa.exc.SQLAlchemyError, TrackingUnavailable):
         return {}
     metadata: dict[str, dg.MetadataValue] = {"rejected_records": dg.MetadataValue.int(summary["rejected_records"])}
+    if queue is not None:
+        metadata["queued_records"] = dg.MetadataValue.int(queue.queued)
+        metadata["dead_records"] = dg.MetadataValue.int(queue.dead)
     if summary["call_success_rate"] is not None:
         percent = round(summary["call_success_rate"] * 100, 2)
         metadata["attempt_success_percent_24h"] = dg.MetadataValue.float(percent)
@@ -363,7 +373,8 @@ def build_entity_asset(
         log_db: SyncDatabase = getattr(context.resources, sync.resource_key("log_db"))
         never_sent = spec.state is StateKind.NEVER_SENT
         tracked_now = tracked_count(log_db, report.entity) if never_sent else None
-        history = history_metadata(log_db, report.entity, dt.datetime.now(dt.UTC).replace(tzinfo=None))
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        history = history_metadata(log_db, report.entity, now, retry_queue=spec.record_sink is not None)
         yield report_result(
             report,
             context.asset_key,

@@ -1,7 +1,8 @@
 """The CHR -> Praxedo syncs under Praxedo's faults, on the real PostgreSQL: a burst of 5xx and SOAP faults, a
 record refused by Praxedo's validation, a record Praxedo holds already, the password changed mid-run, a
-fault that quotes the credentials back, a search of completed work orders failing on every attempt. Each ends with a clean run: nothing lost, nothing created twice, and
-the password (and its Basic header) in no output."""
+fault that quotes the credentials back, a search of completed work orders failing on every attempt. Each
+ends with a clean run: nothing lost, nothing created twice, and the password (and its Basic header) in no
+output."""
 
 from __future__ import annotations
 

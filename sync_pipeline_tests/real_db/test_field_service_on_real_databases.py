@@ -1,6 +1,7 @@
 """The packaged CHR -> Praxedo field-service syncs (defs/field_service) against the local Praxedo, CHR read
 from its database: create, update, adoption of what Praxedo holds already, records held back until their
-account is in Praxedo, refusals and faults, on SQLite, PostgreSQL and MariaDB.
+account is in Praxedo, refusals and faults, the retry queue (a record failing every run is counted, alerted on and
+dead-lettered; a confirmed resend re-queues it), on SQLite, PostgreSQL and MariaDB.
 
 Each test runs the real job on an ephemeral instance; CHR's and the Log database are two new databases of
 one server (two files for SQLite).
@@ -18,9 +19,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from sync_pipeline.cli import main
 from sync_pipeline.demo.field_service_seed import PRAXEDO_USER, ChrData, account_id
 from sync_pipeline.demo.praxedo import OperationResult
 from sync_pipeline.engine.tables import cursor_table, rejected_table, scheduler_log_table
+from sync_pipeline.orchestration.alerts import failing_record_alerts
 from sync_pipeline_tests.field_service import PASSWORD, FieldService, field_service
 from sync_pipeline_tests.real_db.conftest import SERVERS, fresh_databases, table_rows
 
@@ -29,19 +32,22 @@ DATA = ChrData(accounts=6, contacts=2, work_orders=3, dangling_contacts=1)
 
 
 @pytest.fixture(params=["sqlite", *sorted(SERVERS)])
-def sync(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FieldService]:
+def urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """CHR's and the Log database: two SQLite files, or two new databases of one server."""
+    if request.param == "sqlite":
+        yield {name: f"sqlite:///{tmp_path / name}.db" for name in ("chr", "log")}
+        return
+    with fresh_databases(request.param, ("chr_db", "log_db")) as made:
+        yield {"chr": made["chr_db"], "log": made["log_db"]}
+
+
+@pytest.fixture
+def sync(
+    request: pytest.FixtureRequest, urls: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FieldService]:
     """The packaged syncs on the server under test; a test marked `settings(...)` lays those over them."""
     marker = request.node.get_closest_marker("settings")
-    settings = marker.args[0] if marker else None
-    if request.param == "sqlite":
-        urls = {name: f"sqlite:///{tmp_path / name}.db" for name in ("chr", "log")}
-        with field_service(urls, monkeypatch, DATA, settings) as started:
-            yield started
-        return
-    with (
-        fresh_databases(request.param, ("chr_db", "log_db")) as urls,
-        field_service({"chr": urls["chr_db"], "log": urls["log_db"]}, monkeypatch, DATA, settings) as started,
-    ):
+    with field_service(urls, monkeypatch, DATA, marker.args[0] if marker else None) as started:
         yield started
 
 
@@ -316,3 +322,97 @@ def test_a_completed_work_order_unknown_to_chr_is_retried_from_the_queue_until_c
     )
     assert _chr_work_orders(sync)["WO-LATE"]["Status"] == "Completed"
     assert _queued(sync, "field_service.CompletedWorkOrders") == []
+
+
+def queue_row(sync: FieldService, entity_id: str) -> dict[str, Any]:
+    """The record's row in the retry queue (TB_R_SYNC_REJECTED)."""
+    (row,) = [row for row in table_rows(sync.log, rejected_table) if row["EntityId"] == entity_id]
+    return row
+
+
+def calls_for(sync: FieldService, entity_id: str) -> int:
+    """Praxedo's answers to calls about this record so far."""
+    return sum(result.record_id == entity_id for result in sync.praxedo.results())
+
+
+def test_a_record_refused_ten_runs_is_dead_lettered_and_costs_no_call_on_the_eleventh(sync: FieldService) -> None:
+    refused = "CON-00002-1"
+    sync.praxedo.refuse("ContactManager", [refused], "email: domain does not accept mail")
+
+    for run in range(1, 10):
+        contacts = sync.figures(sync.run())["contacts"]
+        assert (contacts["dead"], contacts["queued_records"], contacts["dead_records"]) == (0, 1, 0), run
+    tenth = sync.figures(sync.run())["contacts"]
+
+    assert calls_for(sync, refused) == 10
+    assert (tenth["rejected"], tenth["queued_records"], tenth["dead_records"]) == (1, 0, 1)
+    row = queue_row(sync, refused)
+    assert row["RejectionCount"] == 10 and row["DeadLetteredOn"] is not None
+    assert "email: domain does not accept mail" in row["ResponseExcerpt"]
+
+    eleventh = sync.run()
+
+    assert calls_for(sync, refused) == 10  # dead-lettered: no call
+    contacts = sync.figures(eleventh)["contacts"]
+    assert (contacts["dead"], contacts["rejected"], contacts["dead_records"]) == (1, 0, 1)
+    assert eleventh.success  # alerted on and kept, not a failure of every later run
+    assert queue_row(sync, refused)["RejectionCount"] == 10  # no attempt, nothing counted
+
+
+def test_a_record_answered_503_every_run_is_counted_alerted_on_and_dead_lettered(
+    urls: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = account_id(1)  # the first call of every run: the only account not in Praxedo
+    settings = {"retries": {"max_attempts": 2, "max_record_attempts": 3}, "alerts": {"record_failures": 2}}
+    with field_service(urls, monkeypatch, DATA, settings) as sync:
+        for run in range(1, 4):
+            sync.praxedo.fail_next_calls(503, 503)  # its create and the retry of it
+            accounts = sync.figures(sync.run())["accounts"]
+            assert (accounts["failed"], accounts["rejected"]) == (1, 0), run  # failed, not refused
+            row = queue_row(sync, failing)
+            assert (row["RejectionCount"], row["HttpResponseCode"]) == (run, 503)
+            alerts = failing_record_alerts(sync.log, ["field_service.Accounts"], threshold=2)
+            assert [f"{failing} ({run}x)" in alert.summary for alert in alerts] == ([True] if run >= 2 else [])
+
+        assert row["DeadLetteredOn"] is not None and accounts["dead_records"] == 1
+        assert row["Reason"].startswith("failed to create after 2 attempt(s): HTTP 503")
+        assert row["FirstReason"].startswith("failed to create after 2 attempt(s): HTTP 503")
+        assert row["FirstRejectedOn"] < row["LastRejectedOn"]
+        answered = len(sync.praxedo.results())
+
+        fourth = sync.run()
+
+        assert len(sync.praxedo.results()) == answered  # nothing else changed, and the dead account costs no call
+        assert sync.figures(fourth)["accounts"]["dead"] == 1
+
+
+def test_a_confirmed_resend_requeues_a_dead_record_and_the_next_run_sends_it_once(
+    urls: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refused = "CON-00002-1"
+    settings = {"retries": {"max_attempts": 2, "max_record_attempts": 3}}
+    with field_service(urls, monkeypatch, DATA, settings) as sync:
+        sync.praxedo.refuse("ContactManager", [refused], "email: domain does not accept mail")
+        for _ in range(4):
+            sync.run()
+        assert calls_for(sync, refused) == 3 and queue_row(sync, refused)["DeadLetteredOn"] is not None
+        sync.praxedo.stop_refusing("ContactManager", [refused])  # the address was fixed in Praxedo's rules
+        capsys.readouterr()
+
+        code = main(["resend", "--sync", "field_service", "--entity", "Contacts", "--id", refused, "--yes"])
+
+        printed = capsys.readouterr().out
+        assert code == 0
+        assert f"1 record(s) of field_service.Contacts re-queued ({refused})" in printed
+        row = queue_row(sync, refused)
+        assert (row["RejectionCount"], row["DeadLetteredOn"]) == (0, None)
+
+        result = sync.run()
+
+        contacts = sync.figures(result)["contacts"]
+        assert calls_for(sync, refused) == 4  # sent once more
+        assert (contacts["created"], contacts["dead"], contacts["queued_records"]) == (1, 0, 0)
+        assert refused in sync.praxedo.held("ContactManager")
+        assert [row for row in table_rows(sync.log, rejected_table) if row["EntityId"] == refused] == []
+        sync.run()
+        assert calls_for(sync, refused) == 4  # delivered: unchanged from then on

@@ -24,16 +24,26 @@ from sync_pipeline.engine.audit.scheduler_log import (
     SchedulerLogWriter,
     activity,
 )
-from sync_pipeline.engine.batching import ScanCounts, untracked_pages
+from sync_pipeline.engine.batching import ScanCounts, untracked_batches, untracked_pages
+from sync_pipeline.engine.changes import ChangeCounts, changes_of
 from sync_pipeline.engine.entity_sync import EntitySyncPlan
+from sync_pipeline.engine.mapping.payload import RecordBuilder
+from sync_pipeline.engine.sources.source import SqlTableSource
 from sync_pipeline.engine.sources.sql_table import SourceUnavailable, read_pages
+from sync_pipeline.engine.state.references import ReferenceCheck
+from sync_pipeline.engine.state.retry_queue import queue_ids
+from sync_pipeline.engine.state.row_hashes import RowHashStore
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED
 from sync_pipeline.engine.state.tracking import TrackingStore, TrackingUnavailable
 from sync_pipeline.engine.tables import rejected_table, scheduler_log_table, tracking_table
 from sync_pipeline.specs.tamhr import TAMHR_ENTITIES
 
 PENDING = "Pending"
-STATUSES = (SUCCESS, FAILURE, PENDING)
+QUEUED = "Queued"
+DEAD = "Dead"
+STATUSES = (SUCCESS, FAILURE, PENDING, QUEUED, DEAD)
+QUEUE_STATUSES = (QUEUED, DEAD)
+"""The statuses listed from the retry queue (TB_R_SYNC_REJECTED) rather than SchedulerLog."""
 DEFAULT_LIMIT = 200
 
 
@@ -261,3 +271,55 @@ def pending_counts(
     """`pending_count` of each plan (from `entity_plan`), with `engines` keyed like the resources."""
     tracking = TrackingStore(engines["log_db"], SchedulerLogWriter(log_columns))
     return [pending_count(plan, engines[plan.spec.source_db or "log_db"], tracking) for plan in plans]
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    """A record of a create/update entity in its source, neither delivered as it is now nor in the retry queue:
+    what the next run would send (or hold back, or refuse), and why it was not sent yet."""
+
+    entity: str
+    entity_id: str
+    reason: str
+
+
+def pending_records(plan: EntitySyncPlan, source: sa.Engine, log_engine: sa.Engine, limit: int) -> list[PendingRecord]:
+    """Read the entity's source table and classify its records as a run would (mapping, row hash, references),
+    sending and writing nothing; records in the retry queue are left out (they are Queued or Dead)."""
+    entity = plan.entity_type
+    if plan.table is None:
+        reads = f"reads {plan.source_name}: its pending records are known to the API only"
+        return [PendingRecord(entity, "", reads)]
+    hashes = RowHashStore(log_engine)
+    references = ReferenceCheck(plan.references, hashes) if plan.references else None
+    queued = queue_ids(log_engine, entity)
+    columns = [f.name for f in plan.spec.fields]
+    reader = SqlTableSource(source, plan.table, columns, plan.key_column, plan.batch_size)
+    batches = untracked_batches(
+        reader.pages(),
+        key_column=plan.key_column,
+        key_index=columns.index(plan.key_column),
+        key_type=plan.spec.field(plan.key_column).type,
+        tracked_among=lambda entity_ids: set(),
+        records=RecordBuilder(plan.spec, plan.key_column),
+        batch_size=plan.batch_size,
+        counts=ScanCounts(),
+    )
+    found: list[PendingRecord] = []
+    for batch in batches:
+        planned = changes_of(batch, plan.mapping, hashes, entity, ChangeCounts(), references, queued)
+        found.extend(
+            PendingRecord(entity, change.entity_id, "new: never sent" if change.is_new else "changed since last sent")
+            for change in planned.changes
+        )
+        found.extend(
+            PendingRecord(entity, entity_id, f"held back: {why}") for entity_id, why in planned.held_back.items()
+        )
+        found.extend(
+            PendingRecord(entity, refusal.entity_id, f"would be refused: {refusal.reason}")
+            for refusal in planned.refused
+            if refusal.entity_id not in queued
+        )
+        if len(found) >= limit:
+            break
+    return sorted(found[:limit], key=lambda record: record.entity_id)

@@ -64,7 +64,8 @@ class DeliveryCounts:
 
 
 class Refusals:
-    """Keeps a sender's refused records in TB_R_SYNC_REJECTED and counts them, from any of its threads."""
+    """Keeps a sender's refused (and, for a per-record sink, failed) records in TB_R_SYNC_REJECTED and counts them,
+    from any of its threads; with `max_attempts`, a record failing that many runs is dead-lettered."""
 
     def __init__(
         self,
@@ -73,6 +74,7 @@ class Refusals:
         counts: DeliveryCounts,
         counting: threading.Lock,
         log: logging.Logger,
+        max_attempts: int | None = None,
     ) -> None:
         self._tracking = tracking
         self._entity = entity
@@ -80,18 +82,29 @@ class Refusals:
         self._counting = counting
         self._rejecting = threading.Lock()  # TB_R_SYNC_REJECTED is read, then written: one batch at a time
         self._log = log
+        self._max_attempts = max_attempts
 
     def record(self, rejections: Sequence[Rejection], rows: int | None = None) -> None:
         """Keep the refusals; `rows` is how many source rows they stand for, when not one each."""
         if not rejections:
             return
-        with self._rejecting:  # the lock keeps other runs out, not this run's own sender threads
-            self._tracking.record_rejected(self._entity, rejections)
+        self.queue(rejections)
         with self._counting:
             self._counts.rejected += len(rejections) if rows is None else rows
             room = MAX_REJECTED_IDS_SHOWN - len(self._counts.rejected_ids)
             self._counts.rejected_ids.extend(r.entity_id for r in rejections[: max(room, 0)])
         self._log.warning(f"{self._entity}: {len(rejections)} record(s) refused, e.g. {rejections[0].describe()}")
+
+    def queue(self, failures: Sequence[Rejection]) -> None:
+        """Keep records in the retry queue, one more attempt each, without counting them as refused (a failed
+        call is counted as failed by its sender); those reaching `max_attempts` are dead-lettered, and logged."""
+        with self._rejecting:  # the lock keeps other runs out, not this run's own sender threads
+            dead = self._tracking.record_rejected(self._entity, failures, self._max_attempts)
+        if dead:
+            self._log.error(
+                f"{self._entity}: {len(dead)} record(s) dead-lettered after {self._max_attempts} failed runs, no "
+                f"longer sent until `sync-pipeline resend` re-queues them, e.g. {dead[0].describe()}"
+            )
 
 
 class _Settled(Protocol):

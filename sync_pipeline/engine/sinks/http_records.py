@@ -4,9 +4,11 @@ Each change is one call through the one retry loop of every HTTP call (engine/ht
 same transient statuses, Retry-After and bounds, one SchedulerLog row per attempt. A 2xx that
 `Acknowledgement` accepts keeps the record's row hash and external id (a create's is read from its
 answer at `id_field`) in TB_R_SYNC_ROW_HASH, in the same transaction as the call's SchedulerLog row
-(and the removal of its TB_R_SYNC_REJECTED row, if an earlier run's was refused), so a crash cannot
-leave one without the other. A 400/413/422 rejects that record (TB_R_SYNC_REJECTED);
-any other failure leaves its row hash as it was, so it is sent again next run, and the others go on.
+(and the removal of its TB_R_SYNC_REJECTED row, if an earlier run's failed), so a crash cannot
+leave one without the other. A 400/413/422 rejects that record (TB_R_SYNC_REJECTED); any other failure
+(5xx or no answer after the retries) leaves its row hash as it was, so it is sent again next run, and is
+counted in the same retry queue; the others go on. A record that failed `max_attempts` runs is
+dead-lettered there and no longer sent (engine/changes.py leaves it out) until it is re-queued by hand.
 
 Duplicates: a create carries an Idempotency-Key made of the entity, the EntityId and the exact body,
 so a retried create whose answer was lost, or the next run's create of the same content (after a 2xx
@@ -133,6 +135,7 @@ class RecordSender:
         sleep: Callable[[float], None] = time.sleep,
         acknowledgement: Acknowledgement = ACKNOWLEDGED_BY_DEFAULT,
         on_conflict: ConflictAction = "fail",
+        max_attempts: int | None = None,
     ) -> None:
         if update_method not in get_args(UpdateMethod):
             raise ValueError(f"update_method: {update_method!r} is not allowed (PUT or PATCH)")
@@ -142,7 +145,7 @@ class RecordSender:
         self.endpoint_url = endpoint_url.rstrip("/")
         self.counts = RecordCounts()
         self._counting = threading.Lock()  # records may be sent from several threads at once
-        self._refusals = Refusals(tracking, entity_type, self.counts, self._counting, log)
+        self._refusals = Refusals(tracking, entity_type, self.counts, self._counting, log, max_attempts)
         self._tracking = tracking
         self._calls = AuditedCalls(
             tracking, entity_type, retry, self.counts, self._counting, before_each_attempt, sleep
@@ -209,12 +212,15 @@ class RecordSender:
         return self._failed(change, call)
 
     def _failed(self, change: RecordChange, call: ApiCall) -> bool:
-        """A record left for the next run: counted and logged with why; always False."""
+        """A record left for the next run: counted, logged with why and kept in the retry queue (one more
+        failed run: a record failing every run is dead-lettered like a refused one); always False."""
         self._count_failed(1, call.error or "")
         self._log.error(
             f"{self.entity_type}: record {change.entity_id} failed after {call.attempt} attempt(s), "
             f"left for the next run: {call.error}"
         )
+        reason = f"failed to {change.action} after {call.attempt} attempt(s): {call.error}"
+        self._refusals.queue([Rejection(change.entity_id, call.http_status, reason)])
         return False
 
     def _keep(self, change: RecordChange, outcome: _Outcome, conflicted: ApiCall | None = None) -> None:

@@ -28,7 +28,7 @@ from sync_pipeline.engine.state.tracking_sql import (
     insert_tracking_rows,
     tracked_ids_query,
 )
-from sync_pipeline.engine.tables import rejected_table, scheduler_log_table, tracking_table
+from sync_pipeline.engine.tables import DateTime2, rejected_table, scheduler_log_table, tracking_table
 
 IDS_PER_STREAMED_CHUNK = 10_000
 """Tracked IDs fetched at a time while a run takes its snapshot: about a megabyte of text."""
@@ -170,27 +170,53 @@ class TrackingStore:
         except sa.exc.SQLAlchemyError as exc:
             raise TrackingUnavailable(f"cannot write SchedulerLog: {describe_db_error(exc)}") from exc
 
-    def record_rejected(self, entity: str, rejections: Sequence[Rejection]) -> None:
-        """Keep refused records, one row each with a count, first and last time and the latest reason;
-        they stay untracked and are tried again next run."""
+    def record_rejected(
+        self, entity: str, rejections: Sequence[Rejection], max_attempts: int | None = None
+    ) -> list[Rejection]:
+        """Keep refused or failed records, one row each with a count, first and last time and reason; they stay
+        unsent and are tried again next run. With `max_attempts` (a per-record sink), a record whose count
+        reaches it is dead-lettered (DeadLetteredOn): those newly dead are returned."""
         latest = {r.entity_id: r for r in rejections}  # one row per record, even if a batch repeats it
         now = utc_now()
         try:
             with self.engine.begin() as conn:
-                known: set[str] = set()
+                known: dict[str, tuple[int, dt.datetime | None]] = {}
                 for chunk in chunks(list(latest), MAX_IDS_PER_LOOKUP):
-                    known.update(conn.execute(_rejected_among, {"entity_type": entity, "entity_ids": chunk}).scalars())
-                again = [_rejection_values(entity, r, now) for entity_id, r in latest.items() if entity_id in known]
-                new = [_rejection_values(entity, r, now) for entity_id, r in latest.items() if entity_id not in known]
+                    params = {"entity_type": entity, "entity_ids": chunk}
+                    known.update((row[0], (row[1], row[2])) for row in conn.execute(_rejected_among, params))
+
+                def dies(entity_id: str) -> bool:
+                    count, dead_since = known.get(entity_id, (0, None))
+                    return max_attempts is not None and dead_since is None and count + 1 >= max_attempts
+
+                dead = [r for entity_id, r in latest.items() if dies(entity_id)]
+                rows = {
+                    entity_id: {**_rejection_values(entity, r, now), "DeadLetteredOn": now if dies(entity_id) else None}
+                    for entity_id, r in latest.items()
+                }
+                again = [row for entity_id, row in rows.items() if entity_id in known]
+                new = [row for entity_id, row in rows.items() if entity_id not in known]
                 if again:
-                    conn.execute(_rejected_again, [{f"b_{key}": value for key, value in row.items()} for row in again])
+                    conn.execute(rejected_again, [{f"b_{key}": value for key, value in row.items()} for row in again])
                 if new:
                     conn.execute(
                         sa.insert(rejected_table),
-                        [{**row, "RejectionCount": 1, "FirstRejectedOn": now} for row in new],
+                        [
+                            {**row, "RejectionCount": 1, "FirstRejectedOn": now, "FirstReason": row["Reason"]}
+                            for row in new
+                        ],
                     )
         except sa.exc.SQLAlchemyError as exc:
             raise TrackingUnavailable(f"cannot write {rejected_table.name}: {describe_db_error(exc)}") from exc
+        return dead
+
+    def dead_records(self, entity: str) -> frozenset[str]:
+        """The IDs of `entity`'s dead-lettered records: not sent again until `sync-pipeline resend` re-queues them."""
+        try:
+            with self.engine.connect() as conn:
+                return frozenset(conn.execute(dead_records_query, {"entity_type": entity}).scalars())
+        except sa.exc.SQLAlchemyError as exc:
+            raise TrackingUnavailable(f"cannot read {rejected_table.name}: {describe_db_error(exc)}") from exc
 
 
 def clear_rejection(conn: sa.Connection, entity: str, entity_id: str) -> None:
@@ -201,13 +227,21 @@ def clear_rejection(conn: sa.Connection, entity: str, entity_id: str) -> None:
     )
 
 
-_rejected_among = sa.select(rejected_table.c.EntityId).where(
+_rejected_among = sa.select(
+    rejected_table.c.EntityId, rejected_table.c.RejectionCount, rejected_table.c.DeadLetteredOn
+).where(
     rejected_table.c.EntityType == sa.bindparam("entity_type"),
     rejected_table.c.EntityId.in_(sa.bindparam("entity_ids", expanding=True)),
 )
-"""Which of a chunk of IDs already have a TB_R_SYNC_REJECTED row (the entity lock makes this race-free)."""
+"""Which of a chunk of IDs already have a TB_R_SYNC_REJECTED row, with their count and whether they are dead
+(the entity lock makes this race-free)."""
 
-_rejected_again = (
+dead_records_query = sa.select(rejected_table.c.EntityId).where(
+    rejected_table.c.EntityType == sa.bindparam("entity_type"), rejected_table.c.DeadLetteredOn.is_not(None)
+)
+"""An entity's dead-lettered records: one index range, read once per run."""
+
+rejected_again = (
     sa.update(rejected_table)
     .where(rejected_table.c.EntityType == sa.bindparam("b_EntityType"))
     .where(rejected_table.c.EntityId == sa.bindparam("b_EntityId"))
@@ -217,13 +251,17 @@ _rejected_again = (
         Reason=sa.bindparam("b_Reason"),
         ResponseExcerpt=sa.bindparam("b_ResponseExcerpt"),
         LastRejectedOn=sa.bindparam("b_LastRejectedOn"),
+        DeadLetteredOn=sa.func.coalesce(
+            rejected_table.c.DeadLetteredOn, sa.bindparam("b_DeadLetteredOn", type_=DateTime2)
+        ),
     )
 )
-"""A record refused again: one more, and the latest status, reason and time (an executemany)."""
+"""A record refused again: one more, the latest status, reason and time, and when it died if it just did
+(a dead one stays dead since it first was; an executemany)."""
 
 
 def _rejection_values(entity: str, rejection: Rejection, now: dt.datetime) -> dict[str, object]:
-    """The columns a rejection sets, keyed for the INSERT; `_rejected_again` takes them with a `b_` prefix."""
+    """The columns a rejection sets, keyed for the INSERT; `rejected_again` takes them with a `b_` prefix."""
     return {
         "EntityType": entity,
         "EntityId": rejection.entity_id,
