@@ -313,6 +313,11 @@ class RetentionSettings(ScheduleSettings):
     cron: str = "30 3 * * *"
 
 
+FIRST_WINDOW_DAYS = 30.0
+"""How far back a windowed search reads before it has a mark, unless its entity's settings say."""
+_API_NAME = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
+
+
 class EntitySettings(_Strict):
     """Where one entity lives in this deployment: the table it is read from (a database source), the
     endpoint it is read from or sent to (the HTTP API), the table it is written to (a SQL sink)."""
@@ -322,12 +327,26 @@ class EntitySettings(_Strict):
     endpoint: Annotated[str, Field(min_length=1)] | None = None
     target_table: str | None = None
     batch_size: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    source_endpoint: Annotated[str, Field(min_length=1)] | None = None
+    """Where its HTTP source reads, when not at `endpoint` (which its HTTP sink then sends to)."""
+    source_api: _API_NAME | None = None
+    sink_api: _API_NAME | None = None
+    """The API (in `apis`) its HTTP source reads from, its HTTP sink sends to; unset: the sync's `api`."""
     lookback_seconds: Annotated[float, Field(ge=0, le=30 * 86_400)] = 0.0
     """A since-cursor's read starts this long before its mark: rows a late commit stamped before it are read."""
-    first_window_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
-    """How far back a windowed search reads before it has a mark."""
+    first_window_days: Annotated[float, Field(gt=0, le=3650)] | None = None
+    """How far back a windowed search reads before it has a mark (unset: `FIRST_WINDOW_DAYS`)."""
 
     _tables = field_validator("table", "target_table")(_qualified_table_name)
+
+    def apis_called(self, spec: EntitySpec) -> list[str | None]:
+        """The APIs the entity calls, by name in `apis` (None: the sync's `api`): its source's, its sink's."""
+        called: list[str | None] = []
+        if spec.http_source is not None or (spec.sql_sink is not None and spec.sql_sink.details is not None):
+            called.append(self.source_api)
+        if spec.sql_sink is None:
+            called.append(self.sink_api)
+        return list(dict.fromkeys(called))
 
     @property
     def schema_name(self) -> str | None:
@@ -357,6 +376,8 @@ class Settings(_Strict):
 
     api: ApiSettings | None = None
     """The sync's HTTP API; required when an entity reads from it or sends to it."""
+    apis: dict[_API_NAME, ApiSettings] = Field(default_factory=dict)
+    """More APIs by name (CHR's beside Praxedo), for entities naming one as `source_api` or `sink_api`."""
     customers: CustomersSettings | None = None
     """Set: the sync runs once per customer, with each customer's API base URL and credentials."""
     retention: RetentionSettings | None = None
@@ -421,14 +442,24 @@ class Settings(_Strict):
             if self.api.base_url is not None and urlsplit(self.api.base_url).query:
                 raise ValueError("api.base_url: a Praxedo services URL has no query string")
             for name, entity in self.entities.items():
-                manager = (entity.endpoint or "").rstrip("/").rsplit("/", 1)[-1]
-                if entity.endpoint is not None and manager not in MANAGERS:
-                    raise ValueError(
-                        f"entities.{name}.endpoint: {entity.endpoint!r} names no Praxedo manager; one of "
-                        f"{', '.join(MANAGERS)}"
-                    )
+                on_praxedo = (
+                    ("endpoint", entity.endpoint if entity.sink_api is None else None),
+                    ("source_endpoint", entity.source_endpoint if entity.source_api is None else None),
+                )
+                for setting, endpoint in on_praxedo:
+                    manager = (endpoint or "").rstrip("/").rsplit("/", 1)[-1]
+                    if endpoint is not None and manager not in MANAGERS:
+                        raise ValueError(
+                            f"entities.{name}.{setting}: {endpoint!r} names no Praxedo manager; one of "
+                            f"{', '.join(MANAGERS)}"
+                        )
         if self.api is not None and self.api.base_url is None and self.customers is None:
             raise ValueError("api.base_url: is required (unless the sync runs per customer: customers:)")
+        for name, extra in self.apis.items():
+            if extra.protocol != "rest" or extra.base_url is None:
+                raise ValueError(f"apis.{name}: another API is a REST API with its base_url (protocol rest)")
+        if self.apis and self.customers is not None:
+            raise ValueError("apis: a sync run per customer calls each customer's own API only; remove apis")
         if self.customers is not None and self.customers.db not in self.databases:
             raise ValueError(
                 f"customers.db: {self.customers.db!r} is not in databases (the environment variable of its URL)"
@@ -479,22 +510,59 @@ class Settings(_Strict):
                     part = _ROLES[setting][0]
                     raise ValueError(f"entities.{name}.{setting}: not read, {name} has no {part}; remove it")
             _check_cursor_settings(name, entity, spec)
-            if entity.endpoint is not None and self.api is not None and self.api.base_url is not None:
-                try:
-                    check_http_url(self.endpoint_url(name))
-                except ValueError as exc:
-                    raise ValueError(f"entities.{name}.endpoint: {_shown(entity.endpoint)!r} {exc}") from None
+            self._check_entity_apis(name, entity, spec)
         return self
 
+    def _check_entity_apis(self, name: str, entity: EntitySettings, spec: EntitySpec) -> None:
+        """The APIs an entity names exist and fit its source and sink; its endpoints are http(s) URLs."""
+        has_http_sink = spec.sql_sink is None
+        for setting, api, allowed in (
+            ("source_api", entity.source_api, spec.http_source is not None),
+            ("source_endpoint", entity.source_endpoint, spec.http_source is not None and has_http_sink),
+            ("sink_api", entity.sink_api, has_http_sink),
+        ):
+            if api is not None and not allowed:
+                raise ValueError(f"entities.{name}.{setting}: not read, {name} has no HTTP {setting.split('_')[0]}")
+            if setting.endswith("_api") and api is not None and api not in self.apis:
+                known = ", ".join(self.apis) or "none"
+                raise ValueError(f"entities.{name}.{setting}: {api!r} is not one of apis ({known})")
+        for setting, url in (("endpoint", self._url_of(name, False)), ("source_endpoint", self._url_of(name, True))):
+            if url is not None:
+                try:
+                    check_http_url(url)
+                except ValueError as exc:
+                    shown = getattr(entity, setting) or entity.endpoint
+                    raise ValueError(f"entities.{name}.{setting}: {_shown(shown)!r} {exc}") from None
+
+    def _url_of(self, entity: str, source: bool) -> str | None:
+        """An entity's sink (or source) URL, None where it has no endpoint or its API no base URL."""
+        where = self.entities[entity]
+        endpoint = (where.source_endpoint or where.endpoint) if source else where.endpoint
+        name = where.source_api if source else where.sink_api
+        api = self.apis.get(name) if name else self.api
+        if endpoint is None or api is None or api.base_url is None:
+            return None
+        return endpoint_url(api.base_url, endpoint)
+
+    def source_url(self, entity: str) -> str:
+        """The absolute URL an entity's HTTP source reads: `source_endpoint` (else `endpoint`) on its
+        `source_api` (else `api`)."""
+        url = self._url_of(entity, True)
+        if url is None:
+            raise SettingsError(f"entities.{entity}.endpoint: there is no base_url to resolve it against")
+        return url
+
     def endpoint_url(self, entity: str) -> str:
-        """The absolute URL an entity is sent to or read from: its endpoint, relative to `api.base_url`.
+        """The absolute URL an entity is sent to or read from: its endpoint, relative to `api.base_url` (or the
+        base URL of its `sink_api`).
 
         The base is treated as a folder whether or not it ends in `/`, so `https://h/v1` + `users`
         is `https://h/v1/users`, not urljoin's `https://h/users`.
         """
-        if self.api is None or self.api.base_url is None:
+        url = self._url_of(entity, False)
+        if url is None:
             raise SettingsError(f"entities.{entity}.endpoint: there is no api.base_url to resolve it against")
-        return endpoint_url(self.api.base_url, self.entities[entity].endpoint or "")
+        return url
 
     @property
     def retention_in_force(self) -> RetentionSettings | None:
@@ -519,7 +587,7 @@ def _check_cursor_settings(name: str, entity: EntitySettings, spec: EntitySpec) 
             f"field; {name} has {'cursor ' + cursor.name + ' of type ' + cursor.type.value if cursor else 'no cursor'}"
         )
     windowed = spec.http_source is not None and spec.http_source.window is not None
-    if "first_window_days" in entity.model_fields_set and not windowed:
+    if entity.first_window_days is not None and not windowed:
         raise ValueError(f"entities.{name}.first_window_days: only read for a windowed search (source.window)")
 
 
@@ -590,6 +658,11 @@ def settings_path() -> Path:
 def load_settings(path: Path | None = None, sync: SyncSpec = TAMHR_SYNC) -> Settings:
     """Read and validate `sync`'s settings file; every problem is reported with the setting's name."""
     path = path or settings_path()
+    return parse_settings(read_settings_file(path), source=f"settings file {path}", sync=sync)
+
+
+def read_settings_file(path: Path) -> object:
+    """The YAML document of a settings file, not validated yet; a file that cannot be read is a `SettingsError`."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -601,4 +674,4 @@ def load_settings(path: Path | None = None, sync: SyncSpec = TAMHR_SYNC) -> Sett
         ) from None
     except yaml.YAMLError as exc:
         raise SettingsError(f"settings file {path} is not valid YAML: {exc}") from None
-    return parse_settings(raw, source=f"settings file {path}", sync=sync)
+    return raw

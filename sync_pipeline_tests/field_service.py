@@ -82,9 +82,10 @@ def field_service(
     monkeypatch: pytest.MonkeyPatch,
     data: ChrData,
     settings: Mapping[str, Any] | None = None,
+    seed_database: bool = True,
 ) -> Iterator[FieldService]:
-    """The syncs of CHR's `data` (in the database at `urls['chr']`) to a local Praxedo, logged in `urls['log']`:
-    two attempts per call, fast."""
+    """The syncs of CHR's `data` (in the database at `urls['chr']`, unless `seed_database` is False: CHR is
+    reached through its API) to a local Praxedo, logged in `urls['log']`: two attempts per call, fast."""
     monkeypatch.setenv("CHR_DB_URL", urls["chr"])
     monkeypatch.setenv("SYNC_LOG_DB_URL", urls["log"])
     monkeypatch.setenv("PRAXEDO_PASSWORD", PASSWORD)
@@ -93,7 +94,8 @@ def field_service(
     with PraxedoSimulator(PRAXEDO_USER, PASSWORD) as praxedo:
         changes = {"retries": {"max_attempts": 2, "initial_delay_seconds": 0.01, "max_delay_seconds": 0.05}}
         chosen = field_service_settings(praxedo.base_url, {**changes, **(settings or {})})
-        seed_chr(chr_db, declared_spec(SYNC), chosen, data)
+        if seed_database:
+            seed_chr(chr_db, declared_spec(SYNC), chosen, data)
         yield FieldService(praxedo, chr_db, log, field_service_definitions(chosen), dg.DagsterInstance.ephemeral())
     chr_db.dispose()
     log.dispose()

@@ -220,6 +220,24 @@ def test_a_window_still_too_full_at_its_smallest_stops_the_read_naming_it(praxed
         ),
         (
             {},
+            {"entities": {"Accounts": {"source_api": "chr"}}},
+            "entities.Accounts.source_api: not read, Accounts has no HTTP source",
+        ),
+        (
+            {},
+            {
+                "apis": {"chr": {"base_url": "https://chr.example.com/api/v1/"}},
+                "entities": {"CompletedWorkOrders": {"source_api": "crm"}},
+            },
+            r"entities.CompletedWorkOrders.source_api: 'crm' is not one of apis \(chr\)",
+        ),
+        (
+            {},
+            {"entities": {"Invoices": {"sink": {"kind": "http_records"}}}},
+            "entities.Invoices: is not a known entity",
+        ),
+        (
+            {},
             {"entities": {"Accounts": {"lookback_seconds": 60}}},
             "entities.Accounts.lookback_seconds: only read for a since_cursor entity whose cursor is a datetime",
         ),

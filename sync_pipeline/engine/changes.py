@@ -59,9 +59,11 @@ def changes_of(
     counts: ChangeCounts,
     references: ReferenceCheck | None = None,
     dead: Collection[str] = frozenset(),
+    update_at: str | None = None,
 ) -> ChangeBatch:
     """The creates and updates one batch needs, in its order; unchanged, held-back and `dead` records are only
-    counted."""
+    counted. With `update_at` nothing is created: a record never sent is an update at the id in that field
+    (the receiver holds every record already, as CHR holds its work orders)."""
     refused = list(batch.refused)
     refused_rows = batch.refused_rows
     entity_ids, records = batch.entity_ids, batch.records
@@ -97,7 +99,14 @@ def changes_of(
     new = set(state.new)
     changes: list[RecordChange] = []
     for entity_id, record, digest in hashed:
-        if entity_id in new:
+        if entity_id in new and update_at is not None:
+            at = record.get(update_at)
+            if at is None or at == "":
+                refused.append(Rejection(entity_id, None, f"not sent: no {update_at} to update the record at"))
+                refused_rows += 1
+            else:
+                changes.append(RecordChange(entity_id, record, digest, str(at)))
+        elif entity_id in new:
             changes.append(RecordChange(entity_id, record, digest, None))
         elif entity_id in state.changed:
             external_id = state.changed[entity_id]
@@ -130,8 +139,10 @@ class ChangeSender:
         entity_type: str,
         references: ReferenceCheck | None = None,
         dead: Collection[str] = frozenset(),
+        update_at: str | None = None,
     ) -> None:
         self.changes = ChangeCounts()
+        self._update_at = update_at
         self._dead = dead
         self._records = records
         self._mapping = mapping
@@ -147,7 +158,14 @@ class ChangeSender:
     def send(self, batch: Batch) -> None:
         """Classify the batch (a Log database read), then reject and send what it needs."""
         planned = changes_of(
-            batch, self._mapping, self._hashes, self._entity_type, self.changes, self._references, self._dead
+            batch,
+            self._mapping,
+            self._hashes,
+            self._entity_type,
+            self.changes,
+            self._references,
+            self._dead,
+            self._update_at,
         )
         self._records.reject(planned.refused, planned.refused_rows)
         if planned.changes:

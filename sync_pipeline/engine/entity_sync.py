@@ -87,6 +87,8 @@ class EntitySyncPlan:
     """Columns a SQL sink sets on every row: the partition column with the run's customer."""
     references: tuple[ReferencedEntity, ...] = ()
     """The spec's references, each with the EntityType of the records it points at."""
+    source_url: str = ""
+    """Where its HTTP source reads, when not at `endpoint_url` (another API's endpoint: CHR's accounts)."""
     lookback: dt.timedelta = dt.timedelta(0)
     """A since-cursor's read starts this long before the mark: rows a late commit stamped before the mark
     are read too (re-reading the others is harmless: the sinks' keys and row hashes)."""
@@ -96,7 +98,7 @@ class EntitySyncPlan:
     @property
     def source_name(self) -> str:
         """Where the records are read, for messages: the table's name or the endpoint."""
-        return self.table.fullname if self.table is not None else f"GET {self.endpoint_url}"
+        return self.table.fullname if self.table is not None else f"GET {self.source_url or self.endpoint_url}"
 
     @property
     def destination_name(self) -> str:
@@ -244,11 +246,13 @@ def sync_entity(
     clock: Callable[[], float] = time.monotonic,
     target: sa.Engine | None = None,
     run_id: str | None = None,
+    source_api: RecordRequester | None = None,
 ) -> EntitySyncReport:
     """Send the entity's selected rows (by default: untracked); never raises for database, API,
     lock or data faults. `source` is the source database (None for an HTTP source), `target` the
     database of a SQL sink. A dry run reads, selects and validates, but neither sends nor writes.
-    `clock` times the progress lines; `run_id` names the run in the history a SQL sink keeps."""
+    `clock` times the progress lines; `run_id` names the run in the history a SQL sink keeps; `source_api`
+    is the API an HTTP source reads, when not the sink's `api`."""
     entity = plan.entity_type
     report = EntitySyncReport(entity)
     scan = ScanCounts()
@@ -256,7 +260,11 @@ def sync_entity(
     lock = EntityLock(tracking.engine, entity, owner, policy.lock_lease_seconds, policy.lock_wait_seconds, sleep)
     # A dry run holds no lock and writes nothing: its reads are counted, not written to SchedulerLog.
     reads = AuditedReads(
-        entity, cast(RecordRequester, api), tracking, _nothing if dry_run else lock.refresh_if_due, not dry_run
+        entity,
+        source_api or cast(RecordRequester, api),
+        tracking,
+        _nothing if dry_run else lock.refresh_if_due,
+        not dry_run,
     )
     cursor = plan.spec.cursor_field if plan.spec.state is StateKind.SINCE_CURSOR else None
     key_index = [f.name for f in plan.spec.fields].index(plan.key_column)
@@ -416,7 +424,7 @@ def entity_source(
 
         def pages(params: Mapping[str, str], too_many: tuple[str, object] | None = None) -> HttpPagesSource:
             return HttpPagesSource(
-                plan.endpoint_url,
+                plan.source_url or plan.endpoint_url,
                 http.pagination,
                 spec.fields,
                 plan.key_column,
@@ -540,4 +548,5 @@ def entity_delivery(
     )
     hashes = RowHashStore(tracking.engine)
     references = ReferenceCheck(plan.references, hashes) if plan.references else None
-    return ChangeSender(records, plan.mapping, hashes, entity, references, tracking.dead_records(entity))
+    update_at = None if spec.record_sink.create else spec.record_sink.id_field
+    return ChangeSender(records, plan.mapping, hashes, entity, references, tracking.dead_records(entity), update_at)

@@ -19,7 +19,14 @@ from pydantic import Field, ValidationError
 
 from sync_pipeline.engine.mapping.field_map import FieldMapError
 from sync_pipeline.orchestration.sync_definitions import build_sync_definitions
-from sync_pipeline.settings import Settings, SettingsError, describe_errors, load_settings, parse_settings
+from sync_pipeline.settings import (
+    Settings,
+    SettingsError,
+    describe_errors,
+    parse_settings,
+    read_settings_file,
+    settings_path,
+)
 from sync_pipeline.specs.catalog import SYNCS
 from sync_pipeline.specs.declaration import SyncDeclaration
 from sync_pipeline.specs.sync import SyncSpec, SyncSpecError
@@ -78,20 +85,37 @@ class SyncComponent(dg.Component, dg.Model, dg.Resolvable):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         """The sync's definitions under its settings; a bad declaration or bad settings fail the load, named."""
-        sync = self.sync_spec(context.path)
-        settings = self.sync_settings(context.path, sync)
+        sync, settings = self.resolved(context.path)
         try:
             return build_sync_definitions(sync, settings)
         except FieldMapError as exc:
             raise SettingsError(f"{context.path}: {exc}") from None
 
-    def sync_settings(self, where: Path, sync: SyncSpec) -> Settings:
-        """The settings of this instance's sync (`where` is its folder): written here, or its settings file."""
+    def resolved(self, where: Path) -> tuple[SyncSpec, Settings]:
+        """The sync this instance runs and its settings (`where` is its folder); a sync declared here takes the
+        source and sink its settings give an entity instead of the declared ones (see `OVERRIDES`)."""
+        declared = self.sync_spec(where)
+        raw: object
         if self.settings is not None:
             if self.settings_file is not None:
                 raise SettingsError(f"{where}: give settings or settings_file, not both")
-            return parse_settings(self.settings, f"{where} settings", sync)
-        return load_settings(self.settings_path(sync, where), sync)
+            raw, source = self.settings, f"{where} settings"
+        else:
+            path = self.settings_path(declared, where) or settings_path()
+            raw, source = read_settings_file(path), f"settings file {path}"
+        if not isinstance(raw, dict):
+            return declared, parse_settings(raw, source, declared)
+        overrides, rest = _split_overrides(raw)
+        if not overrides:
+            return declared, parse_settings(rest, source, declared)
+        if self.entities is None:
+            named = next(iter(overrides))
+            raise SettingsError(
+                f"{source}: entities.{named}: {', '.join(overrides[named])} can only be set for a sync declared "
+                "with entities, not a packaged one"
+            )
+        sync = self._declared(where, _overridden(self.entities, overrides, source))
+        return sync, parse_settings(rest, source, sync)
 
     def settings_path(self, sync: SyncSpec, where: Path) -> Path | None:
         """The settings file: the one `SYNC_PIPELINE_<NAME>_SETTINGS` names, else `settings_file` (relative
@@ -106,17 +130,7 @@ class SyncComponent(dg.Component, dg.Model, dg.Resolvable):
         if (self.sync is None) == (self.entities is None):
             raise SettingsError(f"{where}: give either sync (a packaged sync) or entities (declared here)")
         if self.entities is not None:
-            if self.name is None:
-                raise SettingsError(f"{where}: a sync declared with entities needs a name")
-            try:
-                declaration = SyncDeclaration.model_validate(
-                    {"name": self.name, "namespace": self.namespace, "entities": self.entities}
-                )
-                return declaration.sync_spec()
-            except ValidationError as exc:
-                raise SettingsError(f"{where} is invalid:\n  {describe_errors(exc)}") from None
-            except SyncSpecError as exc:
-                raise SettingsError(f"{where}: {exc}") from None
+            return self._declared(where, self.entities)
         declared = SYNCS.get(str(self.sync))
         if declared is None:
             known = ", ".join(SYNCS)
@@ -124,6 +138,58 @@ class SyncComponent(dg.Component, dg.Model, dg.Resolvable):
         if self.name is None and self.namespace is None:
             return declared
         return declared.renamed(self.name or declared.name, self.namespace)
+
+    def _declared(self, where: Path, entities: list[dict[str, Any]]) -> SyncSpec:
+        """The sync of these declared entities, under this instance's name and namespace."""
+        if self.name is None:
+            raise SettingsError(f"{where}: a sync declared with entities needs a name")
+        try:
+            declaration = SyncDeclaration.model_validate(
+                {"name": self.name, "namespace": self.namespace, "entities": entities}
+            )
+            return declaration.sync_spec()
+        except ValidationError as exc:
+            raise SettingsError(f"{where} is invalid:\n  {describe_errors(exc)}") from None
+        except SyncSpecError as exc:
+            raise SettingsError(f"{where}: {exc}") from None
+
+
+OVERRIDES = ("source_db", "source", "sink")
+"""What a deployment's settings may give an entity instead of its declaration: where it is read (a database
+table, or an HTTP API) and where it goes. CHR reached through its API rather than its database is settings."""
+
+
+def _split_overrides(raw: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The entities' source and sink overrides, by entity, and the settings without them."""
+    entities = raw.get("entities")
+    if not isinstance(entities, dict):
+        return {}, raw
+    overrides: dict[str, dict[str, Any]] = {}
+    kept: dict[str, Any] = {}
+    for name, entity in entities.items():
+        if isinstance(entity, dict) and any(key in entity for key in OVERRIDES):
+            overrides[name] = {key: entity[key] for key in OVERRIDES if key in entity}
+            entity = {key: value for key, value in entity.items() if key not in OVERRIDES}
+        kept[name] = entity
+    return overrides, {**raw, "entities": kept}
+
+
+def _overridden(
+    entities: list[dict[str, Any]], overrides: dict[str, dict[str, Any]], source: str
+) -> list[dict[str, Any]]:
+    """The declared entities with the settings' sources and sinks in place of theirs (a source replaces a
+    declared source_db, and the other way round)."""
+    names = [str(entity.get("name")) for entity in entities]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise SettingsError(f"{source}: entities.{unknown[0]}: is not a known entity; known: {', '.join(names)}")
+    changed = []
+    for entity in entities:
+        override = overrides.get(str(entity.get("name")), {})
+        if "source" in override or "source_db" in override:
+            entity = {key: value for key, value in entity.items() if key not in ("source", "source_db")}
+        changed.append({**entity, **override})
+    return changed
 
 
 DEFS_FOLDER = Path(__file__).parent.parent / "defs"
@@ -134,8 +200,8 @@ COMPONENT_TYPE = f"{SyncComponent.__module__}.{SyncComponent.__qualname__}"
 def declared_sync(name: str, defs_folder: Path = DEFS_FOLDER) -> tuple[SyncSpec, Settings]:
     """The sync called `name` among the SyncComponent instances under `defs_folder`, with its settings, as the
     code location loads them (for commands run beside it, such as `sync-pipeline requeue`)."""
-    instance, sync, folder = _declared_instance(name, defs_folder)
-    return sync, instance.sync_settings(folder, sync)
+    instance, _, folder = _declared_instance(name, defs_folder)
+    return instance.resolved(folder)
 
 
 def declared_spec(name: str, defs_folder: Path = DEFS_FOLDER) -> SyncSpec:

@@ -35,7 +35,7 @@ def build_preview_op(sync: SyncSpec, spec: EntitySpec, settings: Settings) -> dg
     @dg.op(
         name=f"preview_{spec.asset_name}",
         ins={"after": dg.In(dg.Nothing)},
-        required_resource_keys=required_resource_keys(sync, spec, settings.customers is not None),
+        required_resource_keys=required_resource_keys(sync, spec, settings),
         description=f"What a sync of {spec.name} would send: counts and the first payload, without sending.",
     )
     def preview(context: dg.OpExecutionContext, config: SyncRunConfig) -> None:

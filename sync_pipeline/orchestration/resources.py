@@ -8,7 +8,7 @@ from sync_pipeline.resources.api_client import HttpSyncApiClient
 from sync_pipeline.resources.customers import CustomerDirectory
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.resources.praxedo_client import PraxedoApiClient
-from sync_pipeline.settings import BasicAuth, Settings
+from sync_pipeline.settings import ApiSettings, BasicAuth, Settings, SettingsError
 from sync_pipeline.specs.sync import SyncSpec
 
 CUSTOMERS = "customers"
@@ -45,17 +45,35 @@ def build_resources(sync: SyncSpec, settings: Settings) -> dict[str, dg.Configur
             call_deadline_seconds=api.deadline_seconds,
             verify_tls=api.verify_tls,
         )
-        return {**databases, sync.resource_key("sync_api"): praxedo}
+        return {**databases, sync.resource_key("sync_api"): praxedo, **_named_apis(sync, settings)}
+    return {**databases, sync.resource_key("sync_api"): _rest_client(api, settings), **_named_apis(sync, settings)}
+
+
+def api_resource_key(name: str | None) -> str:
+    """The resource key (before the sync's namespace) of the API an entity names: `sync_api` for the sync's
+    own, `<name>_api` for one of `apis`."""
+    return "sync_api" if name is None else f"{name}_api"
+
+
+def _named_apis(sync: SyncSpec, settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """A client for each of the sync's other APIs (`apis`: CHR's beside Praxedo)."""
     return {
-        **databases,
-        sync.resource_key("sync_api"): HttpSyncApiClient(
-            api_key=dg.EnvVar(api.api_key_env_var),
-            api_key_env_var=api.api_key_env_var,
-            api_key_header=api.api_key_header,
-            auth_kind=auth.kind,
-            rate_limit_max_wait_seconds=settings.retries.max_delay_seconds,
-            timeout_seconds=api.timeout_seconds,
-            call_deadline_seconds=api.deadline_seconds,
-            verify_tls=api.verify_tls,
-        ),
+        sync.resource_key(api_resource_key(name)): _rest_client(api, settings) for name, api in settings.apis.items()
     }
+
+
+def _rest_client(api: ApiSettings, settings: Settings) -> HttpSyncApiClient:
+    """A REST API's client, its secret from the variable its settings name."""
+    auth = api.auth
+    if isinstance(auth, BasicAuth):  # the settings allow basic only with protocol praxedo
+        raise SettingsError("api.auth.kind: basic is only read with api.protocol praxedo")
+    return HttpSyncApiClient(
+        api_key=dg.EnvVar(api.api_key_env_var),
+        api_key_env_var=api.api_key_env_var,
+        api_key_header=api.api_key_header,
+        auth_kind=auth.kind,
+        rate_limit_max_wait_seconds=settings.retries.max_delay_seconds,
+        timeout_seconds=api.timeout_seconds,
+        call_deadline_seconds=api.deadline_seconds,
+        verify_tls=api.verify_tls,
+    )

@@ -25,12 +25,12 @@ from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
 from sync_pipeline.engine.state.tracking import TrackingStore, TrackingUnavailable
 from sync_pipeline.engine.tables import source_table
 from sync_pipeline.orchestration.customers import customer_partitions, customer_run
-from sync_pipeline.orchestration.resources import CUSTOMERS
+from sync_pipeline.orchestration.resources import CUSTOMERS, api_resource_key
 from sync_pipeline.orchestration.run_config import SyncRunConfig, selection_from
 from sync_pipeline.orchestration.run_outcome import COMPLETE, OUTCOME, fail_run_if_incomplete
 from sync_pipeline.resources.api_client import SyncApiClient
 from sync_pipeline.resources.database import DatabaseUrlError, SyncDatabase
-from sync_pipeline.settings import AcknowledgementSettings, Settings
+from sync_pipeline.settings import FIRST_WINDOW_DAYS, AcknowledgementSettings, Settings
 from sync_pipeline.specs.model import EntitySpec, Reference, StateKind
 from sync_pipeline.specs.sync import SyncSpec
 
@@ -57,12 +57,13 @@ def entity_plan(sync: SyncSpec, spec: EntitySpec, settings: Settings) -> EntityS
         key_column=where.key_column,
         # A sync run per customer resolves its endpoint against each customer's base URL, in the run.
         endpoint_url=settings.endpoint_url(spec.name) if where.endpoint and not per_customer else where.endpoint or "",
+        source_url=settings.source_url(spec.name) if where.source_endpoint and not per_customer else "",
         batch_size=settings.batch_size_for(spec.name),
         mapping=mapping,
         target_table=where.target_table,
         references=tuple(_referenced(sync, ref, settings) for ref in spec.references),
         lookback=dt.timedelta(seconds=where.lookback_seconds),
-        first_window=dt.timedelta(days=where.first_window_days),
+        first_window=dt.timedelta(days=where.first_window_days or FIRST_WINDOW_DAYS),
     )
 
 
@@ -271,8 +272,11 @@ def run_entity(
             customer.client.close()
         report.token_requests = customer.credentials.counts.requests
         return report
-    api: SyncApiClient | None = getattr(context.resources, sync.resource_key("sync_api"), None)
-    return _run_entity(context, sync, plan, policy, log_columns, selection, dry_run, api)
+    where = settings.entities[plan.spec.name] if settings is not None else None
+    sink_api, source_api = (where.sink_api, where.source_api) if where is not None else (None, None)
+    api: SyncApiClient | None = getattr(context.resources, sync.resource_key(api_resource_key(sink_api)), None)
+    reader = getattr(context.resources, sync.resource_key(api_resource_key(source_api)), None)
+    return _run_entity(context, sync, plan, policy, log_columns, selection, dry_run, api, reader)
 
 
 def _run_entity(
@@ -284,6 +288,7 @@ def _run_entity(
     selection: Selection,
     dry_run: bool,
     api: BatchPoster | RecordRequester | None,
+    source_api: RecordRequester | None = None,
 ) -> EntitySyncReport:
     spec = plan.spec
     log_db: SyncDatabase = getattr(context.resources, sync.resource_key("log_db"))
@@ -312,6 +317,7 @@ def _run_entity(
         dry_run,
         target=target_engine,
         run_id=context.run.run_id,
+        source_api=source_api,
     )
     if report.preview:
         outcome = f"would send {report.preview.would_send}, would refuse {report.preview.would_refuse} (dry run)"
@@ -348,7 +354,7 @@ def build_entity_asset(
         name=spec.asset_name,
         group_name=sync.group,
         deps=[upstream] if upstream else None,
-        required_resource_keys=required_resource_keys(sync, spec, per_customer),
+        required_resource_keys=required_resource_keys(sync, spec, settings),
         partitions_def=customer_partitions(sync) if per_customer else None,
         pool=sync.name if per_customer else None,
         check_specs=[
@@ -420,10 +426,14 @@ def keep_dead_letter(context: dg.AssetExecutionContext, sync: SyncSpec, report: 
         context.log.error(f"{report.entity}: cannot keep its dead letter: {exc}")
 
 
-def required_resource_keys(sync: SyncSpec, spec: EntitySpec, per_customer: bool = False) -> set[str]:
-    """The resources an entity's asset or preview uses: its databases, the Log database, the API if it calls
-    it (a per-customer sync: the customer directory, each customer's client being built in its run)."""
-    api = [CUSTOMERS if per_customer else "sync_api"] if spec.calls_the_api else []
+def required_resource_keys(sync: SyncSpec, spec: EntitySpec, settings: Settings) -> set[str]:
+    """The resources an entity's asset or preview uses: its databases, the Log database, the APIs it calls
+    (a per-customer sync: the customer directory, each customer's client being built in its run)."""
+    where = settings.entities[spec.name]
+    if settings.customers is not None:
+        api = [CUSTOMERS] if spec.calls_the_api else []
+    else:
+        api = [api_resource_key(name) for name in where.apis_called(spec)]
     keys = [*spec.databases, "log_db", *api]
     return {sync.resource_key(key) for key in keys}
 

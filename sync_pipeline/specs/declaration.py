@@ -99,6 +99,7 @@ class SinkDeclaration(_Strict):
     update_method: Literal["PUT", "PATCH"] = "PUT"
     id_field: Annotated[str, Field(min_length=1)] = "id"
     on_conflict: Literal["fail", "update"] | None = None
+    create: bool | None = None
     db: _KEY | None = None
     key_columns: Annotated[list[_NAME], Field(min_length=1)] | None = None
     timestamp_column: _NAME | None = None
@@ -142,6 +143,8 @@ class SinkDeclaration(_Strict):
             raise ValueError(f"sink.{extra[0]}: not read by a {self.kind} sink; remove it")
         if self.on_conflict is not None and self.kind != "http_records":
             raise ValueError(f"sink.on_conflict: only read by an http_records sink, not {self.kind}; remove it")
+        if self.create is not None and self.kind != "http_records":
+            raise ValueError(f"sink.create: only read by an http_records sink, not {self.kind}; remove it")
         if self.forward_only is not None and self.forward_only.column not in (self.columns or []):
             raise ValueError(
                 f"sink.forward_only.column: {self.forward_only.column!r} is not one of the columns the update "
@@ -153,7 +156,7 @@ class SinkDeclaration(_Strict):
         """The per-record sink this declares, if it is one."""
         if self.kind != "http_records":
             return None
-        return RecordSinkSpec(self.update_method, self.id_field, self.on_conflict or "fail")
+        return RecordSinkSpec(self.update_method, self.id_field, self.on_conflict or "fail", self.create is not False)
 
     def sql_sink(self) -> SqlSinkSpec | None:
         """The SQL sink this declares, if it is one."""
@@ -305,14 +308,15 @@ class EntityDeclaration(_Strict):
 
     @model_validator(mode="after")
     def _an_adopting_sink_sends_the_id(self) -> EntityDeclaration:
-        if self.sink.on_conflict != "update":
+        if self.sink.on_conflict != "update" and self.sink.create is not False:
             return self
         top = self.sink.id_field.split(".")[0]
         sent = {name.split(".")[0] for name in self.mapping.root} if self.mapping else {f.name for f in self.fields}
         if top not in sent:
             raise ValueError(
-                f"entities.{self.name}.sink.id_field: {self.sink.id_field!r} is not in the record sent, so a create "
-                f"answered 409 could not be updated at it (on_conflict: update); sent: {', '.join(sorted(sent))}"
+                f"entities.{self.name}.sink.id_field: {self.sink.id_field!r} is not in the record sent, so the "
+                f"record could not be updated at it (on_conflict: update, or create: false); sent: "
+                f"{', '.join(sorted(sent))}"
             )
         return self
 

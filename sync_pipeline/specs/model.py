@@ -65,6 +65,9 @@ class RecordSinkSpec:
     update_method: str = "PUT"
     id_field: str = "id"
     on_conflict: ConflictAction = "fail"
+    create: bool = True
+    """False: the receiver holds every record already (CHR its work orders), so each is only ever updated, at
+    the id in its `id_field`; a 404 is a refusal."""
 
 
 @dataclass(frozen=True)
