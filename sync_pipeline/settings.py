@@ -417,9 +417,10 @@ class Settings(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _record_attempts_outlast_the_alert(self) -> Settings:
+    def _record_attempts_outlast_the_alert(self, info: ValidationInfo) -> Settings:
         attempts = self.retries.max_record_attempts
-        if attempts < self.alerts.record_failures:
+        per_record = any(spec.record_sink is not None for spec in sync_of(info).entities)
+        if per_record and attempts < self.alerts.record_failures:
             raise ValueError(
                 f"retries.max_record_attempts: must be at least alerts.record_failures "
                 f"({self.alerts.record_failures}), so a failing record is alerted on before it is dead-lettered "
@@ -432,7 +433,11 @@ class Settings(_Strict):
         calling = [spec.name for spec in sync_of(info).entities if spec.calls_the_api]
         if calling and self.api is None:
             raise ValueError(f"api: is required: {', '.join(calling)} read from or send to the API")
-        batched = [spec.name for spec in sync_of(info).entities if spec.record_sink is None and spec.sql_sink is None]
+        batched = [
+            spec.name
+            for spec in sync_of(info).entities
+            if spec.record_sink is None and spec.sql_sink is None and self._entity(spec.name).sink_api is None
+        ]
         if self.api is not None and self.api.protocol == "praxedo":
             if batched:
                 raise ValueError(
@@ -442,8 +447,12 @@ class Settings(_Strict):
             if self.api.base_url is not None and urlsplit(self.api.base_url).query:
                 raise ValueError("api.base_url: a Praxedo services URL has no query string")
             for name, entity in self.entities.items():
+                spec = next((known for known in sync_of(info).entities if known.name == name), None)
+                if spec is None:
+                    continue  # an unknown entity: refused, named, by _entities_match_specs
+                endpoint_api = entity.sink_api if spec.sql_sink is None else entity.source_api
                 on_praxedo = (
-                    ("endpoint", entity.endpoint if entity.sink_api is None else None),
+                    ("endpoint", entity.endpoint if endpoint_api is None else None),
                     ("source_endpoint", entity.source_endpoint if entity.source_api is None else None),
                 )
                 for setting, endpoint in on_praxedo:
@@ -518,7 +527,7 @@ class Settings(_Strict):
         has_http_sink = spec.sql_sink is None
         for setting, api, allowed in (
             ("source_api", entity.source_api, spec.http_source is not None),
-            ("source_endpoint", entity.source_endpoint, spec.http_source is not None and has_http_sink),
+            ("source_endpoint", entity.source_endpoint, spec.http_source is not None),
             ("sink_api", entity.sink_api, has_http_sink),
         ):
             if api is not None and not allowed:
@@ -533,6 +542,10 @@ class Settings(_Strict):
                 except ValueError as exc:
                     shown = getattr(entity, setting) or entity.endpoint
                     raise ValueError(f"entities.{name}.{setting}: {_shown(shown)!r} {exc}") from None
+
+    def _entity(self, name: str) -> EntitySettings:
+        """An entity's settings; an entity without any (refused by `_entities_match_specs`) as the defaults."""
+        return self.entities.get(name) or EntitySettings()
 
     def _url_of(self, entity: str, source: bool) -> str | None:
         """An entity's sink (or source) URL, None where it has no endpoint or its API no base URL."""

@@ -19,13 +19,18 @@ from sqlalchemy.dialects import mssql
 
 from sync_pipeline.engine.audit.scheduler_log import SchedulerLogWriter
 from sync_pipeline.engine.sources.sql_table import page_queries, row_count_query
-from sync_pipeline.engine.state.retry_queue import dead_among_query, queue_counts_query, queue_query, requeue_statement
+from sync_pipeline.engine.state.retry_queue import (
+    dead_among_query,
+    queue_counts_query,
+    queue_ids_query,
+    queue_query,
+    requeue_statement,
+)
 from sync_pipeline.engine.state.row_hashes import RowHashStore, row_hash, upsert_row_hashes
 from sync_pipeline.engine.state.tracking import (
     MAX_IDS_PER_LOOKUP,
     Rejection,
     TrackingStore,
-    dead_records_query,
     rejected_again,
 )
 from sync_pipeline.engine.tables import (
@@ -368,7 +373,7 @@ def test_the_retry_queue_listings_compile_for_sql_server_with_top_and_the_dead_l
     queued = str(queue_query(["field_service.Contacts"], dead=False, limit=200).compile(dialect=MSSQL))
     dead = str(queue_query(["field_service.Contacts"], dead=True, limit=200).compile(dialect=MSSQL))
     counts = str(queue_counts_query("field_service.Contacts").compile(dialect=MSSQL))
-    dead_ids = str(dead_records_query.compile(dialect=MSSQL))
+    dead_ids = str(queue_ids_query("field_service.Contacts", dead=True).compile(dialect=MSSQL))
 
     assert queued.startswith("SELECT TOP __[POSTCOMPILE_param_1] ") and dead.startswith("SELECT TOP ")
     assert "[TB_R_SYNC_REJECTED].[DeadLetteredOn] IS NULL" in queued

@@ -220,6 +220,11 @@ def test_a_window_still_too_full_at_its_smallest_stops_the_read_naming_it(praxed
         ),
         (
             {},
+            {"retries": {"max_record_attempts": 2}},
+            r"retries.max_record_attempts: must be at least alerts.record_failures \(3\)",
+        ),
+        (
+            {},
             {"entities": {"Accounts": {"source_api": "chr"}}},
             "entities.Accounts.source_api: not read, Accounts has no HTTP source",
         ),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from sync_pipeline.engine.batching import Batch
 from sync_pipeline.engine.mapping.field_map import FieldMap
 from sync_pipeline.engine.mapping.payload import PayloadError, Record
-from sync_pipeline.engine.sinks.http_records import RecordChange, RecordCounts, RecordSender
+from sync_pipeline.engine.sinks.http_records import RecordChange, RecordCounts, RecordSender, id_at
 from sync_pipeline.engine.state.references import ReferenceCheck
 from sync_pipeline.engine.state.row_hashes import RowHashStore, row_hash
 from sync_pipeline.engine.state.tracking import Rejection
@@ -100,12 +100,12 @@ def changes_of(
     changes: list[RecordChange] = []
     for entity_id, record, digest in hashed:
         if entity_id in new and update_at is not None:
-            at = record.get(update_at)
-            if at is None or at == "":
+            at = id_at(record, update_at.split("."))
+            if at is None:
                 refused.append(Rejection(entity_id, None, f"not sent: no {update_at} to update the record at"))
                 refused_rows += 1
             else:
-                changes.append(RecordChange(entity_id, record, digest, str(at)))
+                changes.append(RecordChange(entity_id, record, digest, at))
         elif entity_id in new:
             changes.append(RecordChange(entity_id, record, digest, None))
         elif entity_id in state.changed:

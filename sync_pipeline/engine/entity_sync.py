@@ -58,7 +58,7 @@ from sync_pipeline.engine.sources.sql_table import SinceFilter, SourceRefused, S
 from sync_pipeline.engine.state.change_history import ChangeHistory
 from sync_pipeline.engine.state.entity_lock import EntityLock, EntityLocked, LockLost
 from sync_pipeline.engine.state.references import ReferenceCheck, ReferencedEntity
-from sync_pipeline.engine.state.retry_queue import queued_entity_ids
+from sync_pipeline.engine.state.retry_queue import queue_ids
 from sync_pipeline.engine.state.row_hashes import RowHashStore
 from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
 from sync_pipeline.engine.state.since_cursor import CursorStore, CursorWatermark, cursor_text, cursor_value
@@ -273,7 +273,7 @@ def sync_entity(
         mark = CursorStore(tracking.engine).load(entity) if cursor else None
         reader = entity_source(plan, source, mark, reads, policy.retry, sleep)
         # Past the mark, the retry queue's records are read again by key first (see engine/sources/queued.py).
-        queued = queued_entity_ids(tracking.engine, entity) if mark is not None and reader.reads_by_key else []
+        queued = queue_ids(tracking.engine, entity, dead=False) if mark is not None and reader.reads_by_key else []
         delivery = entity_delivery(
             plan, api, tracking, target, lock, selection, policy, log, sleep, reads, run_id, frozenset(queued)
         )
@@ -311,8 +311,11 @@ def sync_entity(
                     failed_before, held_before = delivery.counts.failed, _held_back(delivery)
                     delivery.send(batch)
                     if watermark is not None and cursor is not None:
-                        # another batch's failure holds it too: safe
-                        held = delivery.counts.failed > failed_before or _held_back(delivery) > held_before
+                        # A failed record is in the retry queue, which a source read by key brings back past the
+                        # mark; from any other source it must hold the mark. Another batch's failure holds it
+                        # too: safe.
+                        failed = delivery.counts.failed > failed_before and not reader.reads_by_key
+                        held = failed or _held_back(delivery) > held_before
                         watermark.observe([record.get(cursor) for record in batch.records], held)
                     progress.batch_settled(delivery.counts)
 
@@ -422,7 +425,11 @@ def entity_source(
     http = spec.http_source
     if http is not None:
 
-        def pages(params: Mapping[str, str], too_many: tuple[str, object] | None = None) -> HttpPagesSource:
+        def pages(
+            params: Mapping[str, str],
+            too_many: tuple[str, object] | None = None,
+            since: tuple[str, str] | None = None,
+        ) -> HttpPagesSource:
             return HttpPagesSource(
                 plan.source_url or plan.endpoint_url,
                 http.pagination,
@@ -431,6 +438,7 @@ def entity_source(
                 get=reads.get,
                 on_attempt=reads.on_attempt,
                 params={**dict(http.params), **params},
+                since=since,  # not in the by-key reads of the retry queue, whose records are behind the mark
                 retry=retry,
                 sleep=sleep,
                 too_many=too_many,
@@ -442,9 +450,10 @@ def entity_source(
             end = dt.datetime.now(dt.UTC)
             start = _aware(since_value) if since_value is not None else end - plan.first_window
             too_many = (window.too_many_path, window.too_many_value)
-            return WindowedPagesSource(window, start, end, lambda params: pages(params, too_many))
+            cursor_index = [f.name for f in spec.fields].index(cursor) if cursor else None
+            return WindowedPagesSource(window, start, end, lambda params: pages(params, too_many), cursor_index)
         since_text = None if since_value is None or cursor is None else cursor_text(since_value, spec.field(cursor))
-        return pages({http.since_param: since_text} if http.since_param and since_text is not None else {})
+        return pages({}, since=(http.since_param, since_text) if http.since_param and since_text is not None else None)
     if source is None or plan.table is None:
         raise SourceUnavailable(f"{spec.name}: no source database was given")
     since = SinceFilter(cursor, since_value) if cursor and since_value is not None else None
@@ -549,4 +558,12 @@ def entity_delivery(
     hashes = RowHashStore(tracking.engine)
     references = ReferenceCheck(plan.references, hashes) if plan.references else None
     update_at = None if spec.record_sink.create else spec.record_sink.id_field
-    return ChangeSender(records, plan.mapping, hashes, entity, references, tracking.dead_records(entity), update_at)
+    return ChangeSender(
+        records,
+        plan.mapping,
+        hashes,
+        entity,
+        references,
+        frozenset(queue_ids(tracking.engine, entity, dead=True)),
+        update_at,
+    )

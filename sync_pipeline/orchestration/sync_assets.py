@@ -57,7 +57,10 @@ def entity_plan(sync: SyncSpec, spec: EntitySpec, settings: Settings) -> EntityS
         key_column=where.key_column,
         # A sync run per customer resolves its endpoint against each customer's base URL, in the run.
         endpoint_url=settings.endpoint_url(spec.name) if where.endpoint and not per_customer else where.endpoint or "",
-        source_url=settings.source_url(spec.name) if where.source_endpoint and not per_customer else "",
+        # An HTTP source reads on its own API (`source_api`), which may not be the sink's.
+        source_url=settings.source_url(spec.name)
+        if spec.http_source is not None and (where.source_endpoint or where.endpoint) and not per_customer
+        else "",
         batch_size=settings.batch_size_for(spec.name),
         mapping=mapping,
         target_table=where.target_table,

@@ -118,15 +118,15 @@ def test_completed_orders_update_only_their_tickets_from_the_mark_on_and_a_stray
     assert mark["EntityType"] == "status_back.CompletedOrders"
     assert dt.datetime.fromisoformat(mark["CursorValue"]) == START + dt.timedelta(hours=4)
 
-    result = run(defs)  # nothing new: only the orders at the mark are read again, and change nothing
-    assert materialized(result)["rows_found"] == 1
+    result = run(defs)  # nothing new: the order at the mark is read again, and the queued stray by its key
+    assert (materialized(result)["rows_found"], materialized(result)["rejected"]) == (2, 1)
     assert rows_by(crm, tickets, "ticket_id") == stored
 
     later = [(ids[n], "VALIDATED", START + dt.timedelta(days=1, hours=n)) for n in (6, 7)]
     with field.begin() as conn:
         conn.execute(sa.insert(orders), [{"Id": i, "Status": s, "CompletedOn": t} for i, s, t in later])
     result = run(defs)
-    assert materialized(result)["rows_found"] == 3  # the two new ones and the one at the mark
+    assert materialized(result)["rows_found"] == 4  # the two new ones, the one at the mark, the queued stray
     now = rows_by(crm, tickets, "ticket_id")
     assert [now[str(ids[n])]["status"] for n in (6, 7)] == ["closed", "closed"]
     changed = (str(ids[6]), str(ids[7]))

@@ -292,7 +292,9 @@ def pending_records(plan: EntitySyncPlan, source: sa.Engine, log_engine: sa.Engi
         return [PendingRecord(entity, "", reads)]
     hashes = RowHashStore(log_engine)
     references = ReferenceCheck(plan.references, hashes) if plan.references else None
-    queued = queue_ids(log_engine, entity)
+    queued = frozenset(queue_ids(log_engine, entity))
+    sink = plan.spec.record_sink
+    update_at = sink.id_field if sink is not None and not sink.create else None
     columns = [f.name for f in plan.spec.fields]
     reader = SqlTableSource(source, plan.table, columns, plan.key_column, plan.batch_size)
     batches = untracked_batches(
@@ -307,7 +309,7 @@ def pending_records(plan: EntitySyncPlan, source: sa.Engine, log_engine: sa.Engi
     )
     found: list[PendingRecord] = []
     for batch in batches:
-        planned = changes_of(batch, plan.mapping, hashes, entity, ChangeCounts(), references, queued)
+        planned = changes_of(batch, plan.mapping, hashes, entity, ChangeCounts(), references, queued, update_at)
         found.extend(
             PendingRecord(entity, change.entity_id, "new: never sent" if change.is_new else "changed since last sent")
             for change in planned.changes
@@ -318,7 +320,6 @@ def pending_records(plan: EntitySyncPlan, source: sa.Engine, log_engine: sa.Engi
         found.extend(
             PendingRecord(entity, refusal.entity_id, f"would be refused: {refusal.reason}")
             for refusal in planned.refused
-            if refusal.entity_id not in queued
         )
         if len(found) >= limit:
             break

@@ -306,11 +306,7 @@ class RecordSender:
 
     def _id_in(self, found: object) -> str | None:
         """The value at `id_field` (dots into nested objects) as text; None when absent or not an id."""
-        for part in self._id_path:
-            found = found.get(part) if isinstance(found, Mapping) else None
-        if isinstance(found, bool) or not isinstance(found, str | int) or found == "":
-            return None
-        return str(found)
+        return id_at(found, self._id_path)
 
     def _count_failed(self, records: int, error: str) -> None:
         with self._counting:
@@ -328,3 +324,13 @@ class RecordSender:
         """Keep the refusals in TB_R_SYNC_REJECTED (the row hashes stay as they were, so the records go again
         next run); `rows` is how many source rows they stand for, when not one each."""
         self._refusals.record(rejections, rows)
+
+
+def id_at(found: object, path: Sequence[str]) -> str | None:
+    """The value at a dotted path (`path` its parts) into nested objects, as text; None when absent or not an id
+    (a boolean, an object, an empty text)."""
+    for part in path:
+        found = found.get(part) if isinstance(found, Mapping) else None
+    if isinstance(found, bool) or not isinstance(found, str | int) or found == "":
+        return None
+    return str(found)

@@ -152,6 +152,8 @@ class SqlBatchSender:
         self.counts = counts
         self._queued = queued
         """The records read again from the retry queue: taken off it once a batch writes (or keeps) them."""
+        self._through: list[str] = []
+        """Queued records a run transaction wrote: taken off the queue when it commits, not before."""
         self.missing = missing
         """Set when the sink marks the rows a complete listing left out (a deleted column)."""
         self.history = history
@@ -214,7 +216,10 @@ class SqlBatchSender:
             through = [
                 entity_id for entity_id in by_key.values() if entity_id in self._queued and entity_id not in again
             ]
-            if through:
+            if through and self._transaction is not None:  # off the queue once the run's writes commit
+                with self._counting:
+                    self._through.extend(through)
+            elif through:
                 take_off_queue(self._tracking.engine, self._entity, through)
         with self._counting:
             self._seen.add(by_key.keys())
@@ -252,6 +257,8 @@ class SqlBatchSender:
             ) from exc
         if self.history is not None:
             self.history.applied()
+        if self._through:
+            take_off_queue(self._tracking.engine, self._entity, self._through)
 
     def roll_back(self) -> str | None:
         """After a run that stopped: undo its transaction, if it has one, and drop its unapplied changes;

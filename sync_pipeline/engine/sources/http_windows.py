@@ -32,6 +32,7 @@ class WindowedPagesSource:
         start: dt.datetime,
         end: dt.datetime,
         pages_of: Callable[[dict[str, str]], HttpPagesSource],
+        cursor_index: int | None = None,
     ) -> None:
         if start.utcoffset() is None or end.utcoffset() is None:
             raise ValueError("a search window's start and end must carry a time zone")
@@ -39,6 +40,8 @@ class WindowedPagesSource:
         self._start = start
         self._end = end
         self._pages_of = pages_of
+        self._cursor_index = cursor_index
+        """Where the cursor is in a row: a stamp without an offset there is taken as UTC, as the windows are."""
         self.splits = 0
         """Windows halved because the API answered that they held too many results."""
 
@@ -49,7 +52,8 @@ class WindowedPagesSource:
         while pending:
             low, high = pending.pop(0)
             try:
-                yield from self._pages_of(self._params(low, high)).pages()
+                for page in self._pages_of(self._params(low, high)).pages():
+                    yield self._in_utc(page)
             except TooManyResults as exc:
                 if high - low <= least:
                     raise SourceRefused(
@@ -67,7 +71,17 @@ class WindowedPagesSource:
 
     def by_keys(self, entity_ids: Sequence[str]) -> Iterator[SourcePage]:
         """The records of these EntityIds, searched by key without a time window (the retry queue's)."""
-        return self._pages_of({}).by_keys(entity_ids)
+        return map(self._in_utc, self._pages_of({}).by_keys(entity_ids))
+
+    def _in_utc(self, page: SourcePage) -> SourcePage:
+        index = self._cursor_index
+        if index is None or not any(_naive(row[index]) for row in page.rows):
+            return page
+        rows = [list(row) for row in page.rows]
+        for row in rows:
+            if _naive(row[index]):
+                row[index] = row[index].replace(tzinfo=dt.UTC)
+        return SourcePage(rows, page.unreadable, page.null_keys)
 
     def count(self) -> int | None:
         """Not known before the windows are read."""
@@ -84,3 +98,7 @@ class WindowedPagesSource:
 
     def _params(self, low: dt.datetime, high: dt.datetime) -> dict[str, str]:
         return {self._window.from_param: low.isoformat(), self._window.to_param: high.isoformat()}
+
+
+def _naive(value: Any) -> bool:
+    return isinstance(value, dt.datetime) and value.utcoffset() is None

@@ -151,7 +151,9 @@ def page_queries(
             name: since_scoped(sa.select(selected(name)), table, since_column).where(one_key) for name in columns
         },
         null_keys=row_count_query(table, since_column).where(key.is_(None)),
-        keyed=sa.select(*map(selected, columns)).where(key.in_(sa.bindparam("keys", expanding=True))).order_by(key),
+        keyed=sa.select(*map(selected, columns))
+        .where(key.in_(sa.bindparam("keys", expanding=True, type_=real_type)))
+        .order_by(key),
     )
 
 
@@ -239,33 +241,43 @@ KEYS_PER_READ = 1000
 def read_keys(
     engine: sa.Engine, table: sa.Table, columns: Sequence[str], key_column: str, entity_ids: Sequence[str]
 ) -> Iterator[SourcePage]:
-    """The rows of these EntityIds (canonical text, turned into what the key column holds), a page per
-    `KEYS_PER_READ` keys; a key the table no longer holds, or never could, is simply absent."""
+    """The rows of these EntityIds (canonical text, matched in each form the key column may hold them),
+    a page per chunk under `KEYS_PER_READ` bound values; a key the table no longer holds, or never could,
+    is simply absent."""
+    guid = isinstance(table.c[key_column].type, sa.Uuid)
     try:
         with engine.connect() as conn:
             key_type = real_key_type(conn, table, key_column)
-            keys = []
-            for entity_id in entity_ids:
-                try:
-                    keys.append(stored_key(entity_id, key_type))
-                except ValueError:
-                    continue  # not a value of the key's type: no row can hold it
             query = page_queries(table, columns, key_column, KEYS_PER_READ, key_type).keyed
-            for start in range(0, len(keys), KEYS_PER_READ):
-                chunk = list(keys[start : start + KEYS_PER_READ])
+            chunk: list[Any] = []
+            for entity_id in entity_ids:
+                forms = stored_forms(entity_id, key_type, guid)
+                if len(chunk) + len(forms) > KEYS_PER_READ:
+                    yield SourcePage([list(row) for row in conn.execute(query, {"keys": chunk})])
+                    chunk = []
+                chunk.extend(forms)
+            if chunk:
                 yield SourcePage([list(row) for row in conn.execute(query, {"keys": chunk})])
     except sa.exc.SQLAlchemyError as exc:
         raise SourceUnavailable(f"cannot read {table.fullname} by key: {describe_db_error(exc)}") from exc
 
 
-def stored_key(entity_id: str, key_type: sa.types.TypeEngine[Any]) -> Any:
-    """A canonical EntityId as a key column of `key_type` holds it: a uuid for a uuid column, an int for an
-    integer one, else the text itself."""
-    if _is_uuid(key_type):
-        return uuid.UUID(entity_id)
-    if isinstance(key_type, sa.Integer):
-        return int(entity_id)
-    return entity_id
+def stored_forms(entity_id: str, key_type: sa.types.TypeEngine[Any], guid: bool) -> list[Any]:
+    """The values a key column of `key_type` may hold a canonical EntityId as: a uuid for a uuid column, an
+    int for an integer one; a GUID in a text column as text with or without hyphens, in either case (SQLite
+    and MariaDB keep SQLAlchemy's Uuid as 32 hex digits); other text as it is; none for an id no row of
+    the column could hold."""
+    try:
+        if _is_uuid(key_type):
+            return [uuid.UUID(entity_id)]
+        if isinstance(key_type, sa.Integer):
+            return [int(entity_id)]
+        if guid:
+            value = uuid.UUID(entity_id)
+            return list(dict.fromkeys([str(value), str(value).upper(), value.hex, value.hex.upper()]))
+    except ValueError:
+        return []  # not a value of the key's type: no row can hold it
+    return [entity_id]
 
 
 Entry = Sequence[Any] | UnreadableRow

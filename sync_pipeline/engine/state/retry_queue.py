@@ -101,12 +101,20 @@ def queue_counts(engine: sa.Engine, entity_type: str) -> QueueCounts:
     return QueueCounts(int(total) - int(dead), int(dead))
 
 
-def queue_ids(engine: sa.Engine, entity_type: str) -> frozenset[str]:
-    """The IDs of every record of the entity in the retry queue, queued or dead-lettered."""
-    query = sa.select(_queue.EntityId).where(_queue.EntityType == entity_type)
+def queue_ids_query(entity_type: str, dead: bool | None = None) -> sa.Select[Any]:
+    """The IDs of the entity's records in the retry queue: all, or only the dead-lettered (`dead` True) or the
+    still tried (False) ones; one index range of (EntityType, EntityId)."""
+    query = sa.select(_queue.EntityId).where(_queue.EntityType == entity_type).order_by(_queue.EntityId)
+    if dead is not None:
+        query = query.where(_queue.DeadLetteredOn.is_not(None) if dead else _queue.DeadLetteredOn.is_(None))
+    return query
+
+
+def queue_ids(engine: sa.Engine, entity_type: str, dead: bool | None = None) -> list[str]:
+    """The IDs of the entity's records in the retry queue, in id order (see `queue_ids_query`)."""
     try:
         with engine.connect() as conn:
-            return frozenset(conn.execute(query).scalars())
+            return list(conn.execute(queue_ids_query(entity_type, dead)).scalars())
     except sa.exc.SQLAlchemyError as exc:
         raise TrackingUnavailable(f"cannot read {rejected_table.name}: {describe_db_error(exc)}") from exc
 
@@ -150,20 +158,6 @@ def resend(engine: sa.Engine, entity_type: str, entity_ids: Sequence[str] | None
             )
     except sa.exc.SQLAlchemyError as exc:
         raise TrackingUnavailable(f"cannot write {rejected_table.name}: {describe_db_error(exc)}") from exc
-
-
-def queued_entity_ids(engine: sa.Engine, entity: str) -> list[str]:
-    """The EntityIds of the entity's records in the retry queue that are still tried (not dead-lettered)."""
-    query = (
-        sa.select(_queue.EntityId)
-        .where(_queue.EntityType == entity, _queue.DeadLetteredOn.is_(None))
-        .order_by(_queue.EntityId)
-    )
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(query).scalars())
-    except sa.exc.SQLAlchemyError as exc:
-        raise TrackingUnavailable(f"cannot read {rejected_table.name}: {describe_db_error(exc)}") from exc
 
 
 def take_off_queue(engine: sa.Engine, entity: str, entity_ids: Iterable[str]) -> None:

@@ -210,14 +210,6 @@ class TrackingStore:
             raise TrackingUnavailable(f"cannot write {rejected_table.name}: {describe_db_error(exc)}") from exc
         return dead
 
-    def dead_records(self, entity: str) -> frozenset[str]:
-        """The IDs of `entity`'s dead-lettered records: not sent again until `sync-pipeline resend` re-queues them."""
-        try:
-            with self.engine.connect() as conn:
-                return frozenset(conn.execute(dead_records_query, {"entity_type": entity}).scalars())
-        except sa.exc.SQLAlchemyError as exc:
-            raise TrackingUnavailable(f"cannot read {rejected_table.name}: {describe_db_error(exc)}") from exc
-
 
 def clear_rejection(conn: sa.Connection, entity: str, entity_id: str) -> None:
     """A refused record went through at last: its TB_R_SYNC_REJECTED row goes, inside the caller's transaction,
@@ -235,11 +227,6 @@ _rejected_among = sa.select(
 )
 """Which of a chunk of IDs already have a TB_R_SYNC_REJECTED row, with their count and whether they are dead
 (the entity lock makes this race-free)."""
-
-dead_records_query = sa.select(rejected_table.c.EntityId).where(
-    rejected_table.c.EntityType == sa.bindparam("entity_type"), rejected_table.c.DeadLetteredOn.is_not(None)
-)
-"""An entity's dead-lettered records: one index range, read once per run."""
 
 rejected_again = (
     sa.update(rejected_table)
