@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from sync_pipeline.demo.receiver import ReceivingApi
+from sync_pipeline.engine.http.api import ApiResponse
 from sync_pipeline.engine.http.auth import ApiKeyHeader
 from sync_pipeline.engine.http.retry import Attempt, RetryPolicy
 from sync_pipeline.engine.http.transport import Transport
@@ -510,3 +511,34 @@ def test_records_posted_and_seeded_are_listed_in_the_order_they_were_stored(rece
     assert [record["workerId"] for record in listed["data"]] == ["a", "b"]
     assert listed["total"] == 3
     assert listed["next"].startswith(f"{receiver.records_url(COLLECTION)}?page_size=2&cursor=")
+
+
+def test_the_retry_queue_is_read_by_key_without_the_since_filter_its_records_are_behind(
+    attempts: list[Attempt],
+) -> None:
+    asked: list[dict[str, str]] = []
+
+    def get(url: str) -> ApiResponse:
+        asked.append(dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query)))
+        return ApiResponse(200, json.dumps({"data": [worker(1)]}), content_type="application/json")
+
+    keyed = HttpPagesSource(
+        "http://127.0.0.1:9/workers",
+        Pagination("page_number", page_size=2, records_path="data"),
+        FIELDS,
+        "workerId",
+        get,
+        attempts.append,
+        params={"team": "north"},
+        since=("updated_since", "2026-01-02T00:00:00+00:00"),
+        key_param="ids",
+    )
+
+    assert keyed.reads_by_key
+    assert rows_of(list(keyed.by_keys([worker_id(1), worker_id(2), worker_id(3)]))) == [row(1), row(1)]
+    assert asked == [
+        {"team": "north", "ids": f"{worker_id(1)},{worker_id(2)}", "page_size": "2", "page": "1"},
+        {"team": "north", "ids": worker_id(3), "page_size": "2", "page": "1"},
+    ]
+    list(keyed.pages())
+    assert asked[-1]["updated_since"] == "2026-01-02T00:00:00+00:00", "the cursor's own read keeps its filter"

@@ -22,6 +22,7 @@ from sync_pipeline.engine.sources.http_windows import WindowedPagesSource
 from sync_pipeline.engine.sources.sql_table import SourceRefused
 from sync_pipeline.orchestration.alerts import ALERT_WEBHOOK_KEY, RECORDS_FAILING, AlertWebhook, build_alert_sensor
 from sync_pipeline.orchestration.component import SyncComponent, declared_spec
+from sync_pipeline.orchestration.sync_assets import entity_plan
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.resources.praxedo_client import PraxedoApiClient
 from sync_pipeline.settings import AlertSettings, SettingsError
@@ -358,3 +359,21 @@ def test_a_record_refused_three_runs_in_a_row_raises_an_alert_naming_it_that_cle
         sync.run()
         (resolved,) = tick()
         assert resolved["state"] == "resolved" and resolved["entity"] == "field_service.Contacts"
+
+
+def test_an_http_source_on_another_api_reads_at_that_apis_base_url_with_its_client() -> None:
+    chr_base = "https://chr.example.com/api/v1/"
+    attributes = packaged(
+        apis={"chr": {"base_url": chr_base, "api_key_env_var": "CHR_API_KEY"}},
+        entities={"CompletedWorkOrders": {"source_api": "chr", "endpoint": "workorders/completed"}},
+    )
+    component = SyncComponent.resolve_from_dict(attributes)
+    sync, settings = component.resolved(Path("."))
+
+    plan = entity_plan(sync, sync.entity("CompletedWorkOrders"), settings)
+
+    assert plan.source_url == f"{chr_base}workorders/completed"
+    defs = dg.build_defs_for_component(component)
+    asset = defs.resolve_assets_def("field_service_completed_work_orders")
+    assert asset.required_resource_keys >= {"field_service_chr_api"}
+    assert "field_service_sync_api" not in asset.required_resource_keys, "it calls Praxedo not at all"
