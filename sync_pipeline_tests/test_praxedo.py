@@ -160,7 +160,8 @@ def completed_search(praxedo: PraxedoSimulator, start: dt.datetime, end: dt.date
             too_many=too_many,
         )
 
-    return WindowedPagesSource(window, start, end, pages)
+    names = [field.name for field in spec.fields]
+    return WindowedPagesSource(window, start, end, pages, names.index("lastModificationDate"), names.index("id"))
 
 
 def test_a_search_matching_more_than_2000_events_is_split_in_date_windows_and_reads_each_event_once(
@@ -183,7 +184,9 @@ def test_a_search_matching_more_than_2000_events_is_split_in_date_windows_and_re
     assert search.splits == 1
     searches = praxedo.searches()
     assert {s["batchSize"] for s in searches} == {50}, "Praxedo answers at most 50 a call"
-    assert len(searches) == 1 + 2 * 21, "one answer 155, then 1,050 events a half: 21 full pages, no empty one"
+    # One answer 155, then each half of 1,050 by keyset: a page starts at the newest stamp of the one before
+    # (one event read again, and dropped), so 50 + 21 x 49 events in 22 requests, the last one short.
+    assert len(searches) == 1 + 2 * 22
 
 
 def test_a_window_still_too_full_at_its_smallest_stops_the_read_naming_it(praxedo: PraxedoSimulator) -> None:
@@ -377,3 +380,23 @@ def test_an_http_source_on_another_api_reads_at_that_apis_base_url_with_its_clie
     asset = defs.resolve_assets_def("field_service_completed_work_orders")
     assert asset.required_resource_keys >= {"field_service_chr_api"}
     assert "field_service_sync_api" not in asset.required_resource_keys, "it calls Praxedo not at all"
+
+
+def test_an_event_modified_out_of_the_window_while_it_is_paged_makes_no_other_event_skipped(
+    praxedo: PraxedoSimulator,
+) -> None:
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    for n in range(120):
+        modified = (start + dt.timedelta(minutes=n)).isoformat()
+        praxedo.put(
+            "BusinessEventManager", {"id": f"WO-{n:03d}", "status": "COMPLETED", "lastModificationDate": modified}
+        )
+    search = completed_search(praxedo, start, start + dt.timedelta(days=1))
+    pages = search.pages()
+
+    ids = [row[0] for row in next(pages).rows]
+    # A technician edits an event already read: its stamp leaves the window (by offset, WO-050 would be skipped).
+    praxedo.complete(["WO-010"], "VALIDATED", start, modified_on=start + dt.timedelta(days=2))
+    ids += [row[0] for page in pages for row in page.rows]
+
+    assert sorted(ids) == [f"WO-{n:03d}" for n in range(120)] and len(ids) == 120

@@ -450,8 +450,11 @@ def entity_source(
             end = dt.datetime.now(dt.UTC)
             start = _aware(since_value) if since_value is not None else end - plan.first_window
             too_many = (window.too_many_path, window.too_many_value)
-            cursor_index = [f.name for f in spec.fields].index(cursor) if cursor else None
-            return WindowedPagesSource(window, start, end, lambda params: pages(params, too_many), cursor_index)
+            names = [f.name for f in spec.fields]
+            cursor_index = names.index(cursor) if cursor else None
+            return WindowedPagesSource(
+                window, start, end, lambda params: pages(params, too_many), cursor_index, names.index(plan.key_column)
+            )
         since_text = None if since_value is None or cursor is None else cursor_text(since_value, spec.field(cursor))
         return pages({}, since=(http.since_param, since_text) if http.since_param and since_text is not None else None)
     if source is None or plan.table is None:

@@ -115,6 +115,11 @@ class HttpPagesSource:
         return total
 
     @property
+    def page_size(self) -> int:
+        """Records a full page holds."""
+        return self._pagination.page_size
+
+    @property
     def reads_by_key(self) -> bool:
         """Whether the API is asked for records by key (`source.key_param`)."""
         return self._key_param is not None

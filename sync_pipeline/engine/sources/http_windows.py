@@ -33,6 +33,7 @@ class WindowedPagesSource:
         end: dt.datetime,
         pages_of: Callable[[dict[str, str]], HttpPagesSource],
         cursor_index: int | None = None,
+        key_index: int = 0,
     ) -> None:
         if start.utcoffset() is None or end.utcoffset() is None:
             raise ValueError("a search window's start and end must carry a time zone")
@@ -41,6 +42,7 @@ class WindowedPagesSource:
         self._end = end
         self._pages_of = pages_of
         self._cursor_index = cursor_index
+        self._key_index = key_index
         """Where the cursor is in a row: a stamp without an offset there is taken as UTC, as the windows are."""
         self.splits = 0
         """Windows halved because the API answered that they held too many results."""
@@ -52,8 +54,7 @@ class WindowedPagesSource:
         while pending:
             low, high = pending.pop(0)
             try:
-                for page in self._pages_of(self._params(low, high)).pages():
-                    yield self._in_utc(page)
+                yield from self._window_pages(low, high)
             except TooManyResults as exc:
                 if high - low <= least:
                     raise SourceRefused(
@@ -63,6 +64,36 @@ class WindowedPagesSource:
                 middle = low + (high - low) / 2
                 pending[0:0] = [(low, middle), (middle, high)]
                 self.splits += 1
+
+    def _window_pages(self, low: dt.datetime, high: dt.datetime) -> Iterator[SourcePage]:
+        """One window's records, a page at a time by keyset on the cursor: each request starts at the newest
+        stamp the page before held (inclusive; the records at that stamp already read are dropped), so a
+        record that moves out of the window while it is read cannot shift another past an offset. A page
+        all of one stamp cannot move the keyset on: the rest of the window is then paged by offset."""
+        index = self._cursor_index
+        start, edge, newest = low, set[object](), None
+        while True:
+            source = self._pages_of(self._params(start, high))
+            if index is None:
+                yield from map(self._in_utc, source.pages())
+                return
+            first = next(source.pages(), None)  # one request: the rest of this read is never asked for
+            if first is None:
+                return
+            page = self._in_utc(first)
+            rows = [row for row in page.rows if not (row[index] == newest and row[self._key_index] in edge)]
+            yield SourcePage(rows, page.unreadable, page.null_keys)
+            if len(page.rows) + len(page.unreadable) + page.null_keys < source.page_size:
+                return
+            stamps = [row[index] for row in page.rows if isinstance(row[index], dt.datetime)]
+            if not stamps or max(stamps) <= start:
+                yield from (
+                    self._in_utc(more) for number, more in enumerate(source.pages()) if number > 0
+                )  # the page read already is its first
+                return
+            newest = max(stamps)
+            edge = {row[self._key_index] for row in page.rows if row[index] == newest}
+            start = newest
 
     @property
     def reads_by_key(self) -> bool:
