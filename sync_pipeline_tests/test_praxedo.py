@@ -400,3 +400,14 @@ def test_an_event_modified_out_of_the_window_while_it_is_paged_makes_no_other_ev
     ids += [row[0] for page in pages for row in page.rows]
 
     assert sorted(ids) == [f"WO-{n:03d}" for n in range(120)] and len(ids) == 120
+
+
+def test_a_sink_given_in_the_settings_that_cannot_work_is_refused_naming_the_settings_and_the_sink() -> None:
+    attributes = packaged(entities={"CompletedWorkOrders": {"sink": {"kind": "http_batch"}}})
+
+    with pytest.raises(SettingsError) as raised:
+        dg.build_defs_for_component(SyncComponent.resolve_from_dict(attributes))
+
+    message = str(raised.value)
+    assert "gives entities.CompletedWorkOrders.sink in place of the declaration's" in message
+    assert "entities.CompletedWorkOrders.state: since_cursor cannot go with a http_batch sink" in message

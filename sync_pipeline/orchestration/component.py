@@ -114,7 +114,11 @@ class SyncComponent(dg.Component, dg.Model, dg.Resolvable):
                 f"{source}: entities.{named}: {', '.join(overrides[named])} can only be set for a sync declared "
                 "with entities, not a packaged one"
             )
-        sync = self._declared(where, _overridden(self.entities, overrides, source))
+        try:
+            sync = self._declared(where, _overridden(self.entities, overrides, source))
+        except SettingsError as exc:
+            given = ", ".join(f"entities.{name}.{key}" for name, keys in overrides.items() for key in keys)
+            raise SettingsError(f"{source} gives {given} in place of the declaration's; then {exc}") from None
         return sync, parse_settings(rest, source, sync)
 
     def settings_path(self, sync: SyncSpec, where: Path) -> Path | None:
