@@ -171,6 +171,8 @@ def test_a_2xx_create_without_the_id_field_fails_that_record_naming_the_field_an
     assert f"record {order_id(0)} failed after 1 attempt(s)" in caplog.text and "'data.id'" in caplog.text
     assert (sender.counts.sent, sender.counts.failed, sender.counts.batches_failed) == (1, 1, 1)
     assert sender.counts.rejected == 0, "not a refusal of its content: created again next run"
+    assert rejected(log_db) == [], "queued when the run settles, not before"
+    sender.queue_failures()
     assert rejected(log_db) == [(order_id(0), 201, None)], "one failed run counted in the retry queue"
 
 
@@ -204,6 +206,7 @@ def test_any_other_refusal_fails_the_record_its_hash_untouched_not_retried_and_t
     assert [status for _, _, status in receiver.collections.methods(COLLECTION)] == [fault, 201]
     assert sender.counts.first_error is not None and sender.counts.first_error.startswith(error)
     assert (sender.counts.failed, sender.counts.sent, sender.counts.retries, sender.counts.rejected) == (1, 1, 0, 0)
+    sender.queue_failures()
     assert rejected(log_db) == [(order_id(0), fault, None)], "one failed run counted in the retry queue"
 
 
@@ -247,6 +250,7 @@ def test_no_secret_reaches_the_logs_schedulerlog_or_the_rejected_records(
 
     with caplog.at_level(logging.DEBUG):
         sender.send([change(0), change(1), change(2)])
+        sender.queue_failures()
 
     with log_db.connect() as conn:
         kept = [*conn.execute(sa.select(scheduler_log_table)).all(), *conn.execute(sa.select(rejected_table)).all()]

@@ -161,6 +161,11 @@ class PraxedoSimulator(BackgroundServer):
         with self._lock:
             self._state.failing.extend((status, echo_credentials) for status in statuses)
 
+    def stop_failing(self) -> None:
+        """Answer every call again (the maintenance is over): the faults not yet answered are dropped."""
+        with self._lock:
+            self._state.failing.clear()
+
     def change_password(self, password: str, after_calls: int = 0) -> None:
         """The web-service user's password changed (after `after_calls` more calls, as an admin rotating it
         while a run is under way): the old one is answered 401 from then on."""

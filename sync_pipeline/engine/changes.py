@@ -155,6 +155,10 @@ class ChangeSender:
         """What was sent, failed and rejected so far, shared by the batches in flight."""
         return self._records.counts
 
+    def queue_failures(self) -> None:
+        """The run's transient failures into the retry queue (see `RecordSender.queue_failures`)."""
+        self._records.queue_failures()
+
     def send(self, batch: Batch) -> None:
         """Classify the batch (a Log database read), then reject and send what it needs."""
         planned = changes_of(

@@ -320,6 +320,8 @@ def sync_entity(
                     progress.batch_settled(delivery.counts)
 
                 send_in_flight(batches, send_and_report, senders, policy.max_in_flight)
+                if isinstance(delivery, ChangeSender):  # before the mark moves past them
+                    delivery.queue_failures()
                 if isinstance(delivery, SqlBatchSender) and delivery.missing is not None:
                     marked = delivery.mark_missing(utc_now())
                     report.deleted = marked.deleted if marked else None

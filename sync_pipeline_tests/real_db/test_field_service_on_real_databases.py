@@ -416,3 +416,23 @@ def test_a_confirmed_resend_requeues_a_dead_record_and_the_next_run_sends_it_onc
         assert [row for row in table_rows(sync.log, rejected_table) if row["EntityId"] == refused] == []
         sync.run()
         assert calls_for(sync, refused) == 4  # delivered: unchanged from then on
+
+
+def test_a_receiver_down_for_more_runs_than_the_attempts_dead_letters_no_record(
+    urls: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = {"retries": {"max_attempts": 2, "max_record_attempts": 3}}
+    with field_service(urls, monkeypatch, DATA, settings) as sync:
+        for _ in range(4):  # Praxedo in maintenance: every call of four runs answered 503
+            sync.praxedo.stop_failing()
+            sync.praxedo.fail_next_calls(*[503] * 200)
+            accounts = sync.figures(sync.run())["accounts"]
+            assert (accounts["created"], accounts["failed"], accounts["dead"]) == (0, 6, 0)
+        assert {row["RejectionCount"] for row in table_rows(sync.log, rejected_table)} == {4}
+        assert all(row["DeadLetteredOn"] is None for row in table_rows(sync.log, rejected_table))
+        sync.praxedo.stop_failing()  # back
+
+        back = sync.figures(sync.run())
+
+        assert [back[e]["created"] for e in ("accounts", "contacts", "work_orders")] == [6, 12, 18]
+        assert table_rows(sync.log, rejected_table) == [], "each went through and left the queue"

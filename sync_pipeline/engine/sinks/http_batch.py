@@ -95,11 +95,13 @@ class Refusals:
             self._counts.rejected_ids.extend(r.entity_id for r in rejections[: max(room, 0)])
         self._log.warning(f"{self._entity}: {len(rejections)} record(s) refused, e.g. {rejections[0].describe()}")
 
-    def queue(self, failures: Sequence[Rejection]) -> None:
+    def queue(self, failures: Sequence[Rejection], may_die: bool = True) -> None:
         """Keep records in the retry queue, one more attempt each, without counting them as refused (a failed
-        call is counted as failed by its sender); those reaching `max_attempts` are dead-lettered, and logged."""
+        call is counted as failed by its sender); those reaching `max_attempts` are dead-lettered, and logged,
+        unless `may_die` is False (nothing shows the receiver up yet: their count grows, their turn waits)."""
         with self._rejecting:  # the lock keeps other runs out, not this run's own sender threads
-            dead = self._tracking.record_rejected(self._entity, failures, self._max_attempts)
+            limit = self._max_attempts if may_die else None
+            dead = self._tracking.record_rejected(self._entity, failures, limit)
         if dead:
             self._log.error(
                 f"{self._entity}: {len(dead)} record(s) dead-lettered after {self._max_attempts} failed runs, no "

@@ -159,6 +159,8 @@ class RecordSender:
         self._id_field = id_field
         self._acknowledgement = acknowledgement
         self._on_conflict = on_conflict
+        self._failures: list[Rejection] = []
+        """Records that failed transiently in this run, for `queue_failures`."""
 
     def send(self, changes: Sequence[RecordChange]) -> None:
         """Send each change with its own call, in order; an unreachable endpoint stops the batch and the entity."""
@@ -212,16 +214,28 @@ class RecordSender:
         return self._failed(change, call)
 
     def _failed(self, change: RecordChange, call: ApiCall) -> bool:
-        """A record left for the next run: counted, logged with why and kept in the retry queue (one more
-        failed run: a record failing every run is dead-lettered like a refused one); always False."""
+        """A record left for the next run: counted, logged with why and, once the run settles, kept in the retry
+        queue (one more failed run: a record failing every run is dead-lettered like a refused one); False."""
         self._count_failed(1, call.error or "")
         self._log.error(
             f"{self.entity_type}: record {change.entity_id} failed after {call.attempt} attempt(s), "
             f"left for the next run: {call.error}"
         )
         reason = f"failed to {change.action} after {call.attempt} attempt(s): {call.error}"
-        self._refusals.queue([Rejection(change.entity_id, call.http_status, reason)])
+        with self._counting:  # queued when the run has settled, see `queue_failures`
+            self._failures.append(Rejection(change.entity_id, call.http_status, reason))
         return False
+
+    def queue_failures(self) -> None:
+        """At the end of a run that went through, before its mark moves: keep the records that failed
+        transiently in the retry queue. When several failed and the receiver took none (an outage of the whole
+        receiver, night after night), their count grows but none is dead-lettered: that needs a run showing the
+        receiver up, or a record failing on its own."""
+        with self._counting:
+            failures, self._failures = self._failures, []
+            receiver_up = self.counts.sent > 0
+        if failures:
+            self._refusals.queue(failures, may_die=receiver_up or len(failures) == 1)
 
     def _keep(self, change: RecordChange, outcome: _Outcome, conflicted: ApiCall | None = None) -> None:
         """The row hash and external id upserted with the call's SchedulerLog row (and the 409 before it, for an
