@@ -273,7 +273,8 @@ def sync_entity(
         mark = CursorStore(tracking.engine).load(entity) if cursor else None
         reader = entity_source(plan, source, mark, reads, policy.retry, sleep)
         # Past the mark, the retry queue's records are read again by key first (see engine/sources/queued.py).
-        queued = queue_ids(tracking.engine, entity, dead=False) if mark is not None and reader.reads_by_key else []
+        by_key = reader.reads_by_key
+        queued = queue_ids(tracking.engine, entity, dead=False) if mark is not None and by_key else []
         delivery = entity_delivery(
             plan, api, tracking, target, lock, selection, policy, log, sleep, reads, run_id, frozenset(queued)
         )
@@ -314,7 +315,7 @@ def sync_entity(
                         # A failed record is in the retry queue, which a source read by key brings back past the
                         # mark; from any other source it must hold the mark. Another batch's failure holds it
                         # too: safe.
-                        failed = delivery.counts.failed > failed_before and not reader.reads_by_key
+                        failed = delivery.counts.failed > failed_before and not by_key
                         held = failed or _held_back(delivery) > held_before
                         watermark.observe([record.get(cursor) for record in batch.records], held)
                     progress.batch_settled(delivery.counts)

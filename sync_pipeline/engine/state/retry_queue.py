@@ -15,7 +15,8 @@ or left as they were because the table is as far on already (`take_off_queue`).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,26 @@ from sync_pipeline.engine.state.tracking_sql import MAX_IDS_PER_LOOKUP
 from sync_pipeline.engine.tables import rejected_table
 
 _queue = rejected_table.c
+
+
+@contextmanager
+def _reading(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection to read the queue; a database error is `TrackingUnavailable`, naming the table."""
+    try:
+        with engine.connect() as conn:
+            yield conn
+    except sa.exc.SQLAlchemyError as exc:
+        raise TrackingUnavailable(f"cannot read {rejected_table.name}: {describe_db_error(exc)}") from exc
+
+
+@contextmanager
+def _writing(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction to write the queue; a database error is `TrackingUnavailable`, naming the table."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except sa.exc.SQLAlchemyError as exc:
+        raise TrackingUnavailable(f"cannot write {rejected_table.name}: {describe_db_error(exc)}") from exc
 
 
 @dataclass(frozen=True)
@@ -78,11 +99,8 @@ def queue_query(entity_types: Sequence[str], dead: bool, limit: int) -> sa.Selec
 
 def queued_records(engine: sa.Engine, entity_types: Sequence[str], dead: bool, limit: int) -> list[QueuedRecord]:
     """The records of these entities in the retry queue (`dead`: the dead-lettered ones), at most `limit`."""
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(queue_query(entity_types, dead, limit)).all()
-    except sa.exc.SQLAlchemyError as exc:
-        raise TrackingUnavailable(f"cannot read {rejected_table.name}: {describe_db_error(exc)}") from exc
+    with _reading(engine) as conn:
+        rows = conn.execute(queue_query(entity_types, dead, limit)).all()
     return [QueuedRecord(*row) for row in rows]
 
 
@@ -93,11 +111,8 @@ def queue_counts_query(entity_type: str) -> sa.Select[int, int]:
 
 def queue_counts(engine: sa.Engine, entity_type: str) -> QueueCounts:
     """How many of the entity's records are queued (tried again next run) and dead-lettered, now."""
-    try:
-        with engine.connect() as conn:
-            total, dead = conn.execute(queue_counts_query(entity_type)).one()
-    except sa.exc.SQLAlchemyError as exc:
-        raise TrackingUnavailable(f"cannot read {rejected_table.name}: {describe_db_error(exc)}") from exc
+    with _reading(engine) as conn:
+        total, dead = conn.execute(queue_counts_query(entity_type)).one()
     return QueueCounts(int(total) - int(dead), int(dead))
 
 
@@ -112,11 +127,8 @@ def queue_ids_query(entity_type: str, dead: bool | None = None) -> sa.Select[Any
 
 def queue_ids(engine: sa.Engine, entity_type: str, dead: bool | None = None) -> list[str]:
     """The IDs of the entity's records in the retry queue, in id order (see `queue_ids_query`)."""
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(queue_ids_query(entity_type, dead)).scalars())
-    except sa.exc.SQLAlchemyError as exc:
-        raise TrackingUnavailable(f"cannot read {rejected_table.name}: {describe_db_error(exc)}") from exc
+    with _reading(engine) as conn:
+        return list(conn.execute(queue_ids_query(entity_type, dead)).scalars())
 
 
 def dead_among_query(entity_type: str, entity_ids: Sequence[str]) -> sa.Select[Any]:
@@ -136,38 +148,29 @@ def requeue_statement(entity_type: str, entity_ids: Sequence[str] | None) -> sa.
 
 def dead_among(engine: sa.Engine, entity_type: str, entity_ids: Sequence[str]) -> set[str]:
     """Those of `entity_ids` that are dead-lettered records of `entity_type`."""
-    try:
-        with engine.connect() as conn:
-            found: set[str] = set()
-            for chunk in chunks(list(entity_ids), MAX_IDS_PER_LOOKUP):
-                found.update(conn.execute(dead_among_query(entity_type, chunk)).scalars())
-            return found
-    except sa.exc.SQLAlchemyError as exc:
-        raise TrackingUnavailable(f"cannot read {rejected_table.name}: {describe_db_error(exc)}") from exc
+    with _reading(engine) as conn:
+        found: set[str] = set()
+        for chunk in chunks(list(entity_ids), MAX_IDS_PER_LOOKUP):
+            found.update(conn.execute(dead_among_query(entity_type, chunk)).scalars())
+        return found
 
 
 def resend(engine: sa.Engine, entity_type: str, entity_ids: Sequence[str] | None) -> int:
     """Re-queue the entity's dead records (these, or all when None), in one transaction; how many were."""
-    try:
-        with engine.begin() as conn:
-            if entity_ids is None:
-                return int(conn.execute(requeue_statement(entity_type, None)).rowcount)
-            return sum(
-                int(conn.execute(requeue_statement(entity_type, chunk)).rowcount)
-                for chunk in chunks(list(entity_ids), MAX_IDS_PER_LOOKUP)
-            )
-    except sa.exc.SQLAlchemyError as exc:
-        raise TrackingUnavailable(f"cannot write {rejected_table.name}: {describe_db_error(exc)}") from exc
+    with _writing(engine) as conn:
+        if entity_ids is None:
+            return int(conn.execute(requeue_statement(entity_type, None)).rowcount)
+        return sum(
+            int(conn.execute(requeue_statement(entity_type, chunk)).rowcount)
+            for chunk in chunks(list(entity_ids), MAX_IDS_PER_LOOKUP)
+        )
 
 
 def take_off_queue(engine: sa.Engine, entity: str, entity_ids: Iterable[str]) -> None:
     """These queued records went through: their TB_R_SYNC_REJECTED rows go (chunks under 2,100 parameters)."""
-    try:
-        with engine.begin() as conn:
-            for chunk in chunks(sorted(set(entity_ids)), MAX_IDS_PER_LOOKUP):
-                conn.execute(_taken_off, {"entity_type": entity, "entity_ids": list(chunk)})
-    except sa.exc.SQLAlchemyError as exc:
-        raise TrackingUnavailable(f"cannot write {rejected_table.name}: {describe_db_error(exc)}") from exc
+    with _writing(engine) as conn:
+        for chunk in chunks(sorted(set(entity_ids)), MAX_IDS_PER_LOOKUP):
+            conn.execute(_taken_off, {"entity_type": entity, "entity_ids": list(chunk)})
 
 
 _taken_off = sa.delete(rejected_table).where(
