@@ -14,7 +14,7 @@ import pytest
 from sync_pipeline.demo.chr import ChrSimulator
 from sync_pipeline.demo.field_service_seed import ChrData, chr_rows
 from sync_pipeline.engine.tables import rejected_table
-from sync_pipeline_tests.field_service import FieldService, field_service
+from sync_pipeline_tests.field_service import PASSWORD, FieldService, field_service
 from sync_pipeline_tests.real_db.conftest import table_rows
 
 DATA = ChrData(accounts=4, contacts=2, work_orders=2, dangling_contacts=1)
@@ -97,6 +97,8 @@ def test_accounts_contacts_and_work_orders_are_read_from_chrs_api_and_statuses_g
 
     assert len(chr_api.patches) == patches, "the statuses re-read inside the lookback are unchanged: no call"
     assert third["completed_work_orders"]["rows_found"] == 3 and third["completed_work_orders"]["sent"] == 0
+    leaked = [where for where, text in sync.outputs().items() if CHR_KEY in text or PASSWORD in text]
+    assert leaked == [], "CHR's API key and Praxedo's password are in no log row, table or event"
 
 
 def test_a_completed_work_order_chrs_api_does_not_know_is_queued_with_its_404(
