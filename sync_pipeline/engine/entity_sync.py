@@ -60,7 +60,7 @@ from sync_pipeline.engine.state.entity_lock import EntityLock, EntityLocked, Loc
 from sync_pipeline.engine.state.references import ReferenceCheck, ReferencedEntity
 from sync_pipeline.engine.state.retry_queue import queue_ids
 from sync_pipeline.engine.state.row_hashes import RowHashStore
-from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection
+from sync_pipeline.engine.state.selection import SEND_UNTRACKED, Selection, TrackedSnapshot
 from sync_pipeline.engine.state.since_cursor import CursorStore, CursorWatermark, cursor_text, cursor_value
 from sync_pipeline.engine.state.tracking import DeliveredButUntracked, TrackingStore, TrackingUnavailable, utc_now
 from sync_pipeline.specs.model import EntitySpec, StateKind
@@ -179,6 +179,9 @@ class EntitySyncReport:
     """A per-record sink's dead-lettered records read and not sent (no call); None for other sinks."""
     retryable: bool = False
     """It stopped early for a reason that may be gone later (see `is_retryable`)."""
+    tracked: int | None = None
+    """A never-sent entity's tracked records once the run ended, when its tracked snapshot says so without a
+    COUNT (the snapshot's size plus what the run tracked); None otherwise."""
 
     @property
     def succeeded(self) -> bool:
@@ -281,15 +284,17 @@ def sync_entity(
     except (SourceUnavailable, TrackingUnavailable, SinkUnavailable) as exc:
         report.retryable = is_retryable(exc)
         return _stopped(report, str(exc), started, log)
+    # Only a never-sent entity's state is TB_R_SYNC_TRACKING; the others read every row of the source.
+    already_sent = (
+        selection.already_sent(entity, tracking) if plan.spec.state is StateKind.NEVER_SENT else _nothing_tracked
+    )
+    snapshot = already_sent if isinstance(already_sent, TrackedSnapshot) else None
     batches = untracked_batches(
         queued_first(reader, queued, key_index, key_type) if queued else reader.pages(),
         key_column=plan.key_column,
         key_index=key_index,
         key_type=key_type,
-        # Only a never-sent entity's state is TB_R_SYNC_TRACKING; the others read every row of the source.
-        tracked_among=selection.already_sent(entity, tracking)
-        if plan.spec.state is StateKind.NEVER_SENT
-        else _nothing_tracked,
+        tracked_among=already_sent,
         records=RecordBuilder(plan.spec, plan.key_column),
         batch_size=plan.batch_size,
         counts=scan,
@@ -305,7 +310,10 @@ def sync_entity(
                 interval = policy.progress_interval_seconds
                 if interval:
                     subtract = plan.spec.state is StateKind.NEVER_SENT
-                    report.candidates = count_candidates(entity, reader.count, tracking, selection, log, subtract)
+                    tracked = (
+                        partial(len, snapshot) if snapshot is not None else partial(tracking.tracked_count, entity)
+                    )
+                    report.candidates = count_candidates(entity, reader.count, tracked, selection, log, subtract)
                 progress = ProgressReporter(entity, interval, log, report.candidates, clock)
 
                 def send_and_report(batch: Batch) -> None:
@@ -351,6 +359,8 @@ def sync_entity(
         if report.stopped_because is None:
             report.stopped_because, report.retryable = str(exc), is_retryable(exc)
     report.absorb(scan, delivery.counts)
+    if snapshot is not None and snapshot.taken and not dry_run:
+        report.tracked = len(snapshot) + tracking.newly_tracked(entity)
     if report.stopped_because and isinstance(delivery, SqlBatchSender) and (undone := delivery.roll_back()):
         report.stopped_because += f"; {undone}"
         report.sent = 0

@@ -15,20 +15,20 @@ from collections.abc import Callable
 from sync_pipeline.engine.sinks.http_batch import DeliveryCounts
 from sync_pipeline.engine.sources.sql_table import SourceUnavailable
 from sync_pipeline.engine.state.selection import Selection
-from sync_pipeline.engine.state.tracking import TrackingStore, TrackingUnavailable
+from sync_pipeline.engine.state.tracking import TrackingUnavailable
 
 
 def count_candidates(
     entity: str,
     count: Callable[[], int | None],
-    tracking: TrackingStore,
+    tracked: Callable[[], int],
     selection: Selection,
     log: logging.Logger,
     subtract_tracked: bool = True,
 ) -> int | None:
     """How many records the selection will settle (send, reject or fail); None when unknown.
 
-    The untracked selection of a never-sent entity is the source's `count` minus the entity's tracked
+    The untracked selection of a never-sent entity is the source's `count` minus the entity's `tracked`
     count (low when tracked rows were since deleted from the source); any other entity's, and a resend
     of all, is the source's count; a resend of given IDs their number, one of records tracked before a
     time unknown. A count that fails is logged and the sync goes on without a total.
@@ -41,7 +41,7 @@ def count_candidates(
         rows = count()
         if rows is None or selection.resend == "all" or not subtract_tracked:
             return rows
-        return max(rows - tracking.tracked_count(entity), 0)
+        return max(rows - tracked(), 0)
     except (SourceUnavailable, TrackingUnavailable) as exc:
         log.warning(f"{entity}: progress without a total or time left: {exc}")
         return None

@@ -381,7 +381,9 @@ def build_entity_asset(
             keep_dead_letter(context, sync, report)
         log_db: SyncDatabase = getattr(context.resources, sync.resource_key("log_db"))
         never_sent = spec.state is StateKind.NEVER_SENT
-        tracked_now = tracked_count(log_db, report.entity) if never_sent else None
+        tracked_now = report.tracked
+        if never_sent and tracked_now is None:
+            tracked_now = tracked_count(log_db, report.entity)
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         history = history_metadata(log_db, report.entity, now, retry_queue=spec.record_sink is not None)
         yield report_result(

@@ -65,7 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "source COUNT(*)": lambda: count_rows(source, table),
             "tracked count": lambda: tracking.tracked_count(ENTITY),
             "candidates (both)": lambda: (
-                count_candidates(ENTITY, lambda: count_rows(source, table), tracking, SEND_UNTRACKED, log) or 0
+                count_candidates(
+                    ENTITY,
+                    lambda: count_rows(source, table),
+                    lambda: tracking.tracked_count(ENTITY),
+                    SEND_UNTRACKED,
+                    log,
+                )
+                or 0
             ),
         }
         print(f"{args.rows} source rows, {args.rows - args.rows // 2} tracked; first / median of {args.repeat}")

@@ -14,8 +14,10 @@ every record exactly once, the tracking table holds every Id once in canonical f
 SchedulerLog Success row per API call. Then, on the smallest row count, it runs the product against
 a receiver taking 50 ms per call with `api.max_in_flight` 1 and 4, at the default batch size and at
 a smaller one: batches in flight hide the API's latency, so their speed-up depends on how much of a
-call is waiting rather than work. It prints the tables and the targets' PASS/MISS, and exits 1 if
-any run failed verification.
+call is waiting rather than work. After each cell it times Dagster's own floor, `dg launch` of a
+project whose one asset does nothing (`dagster_floor`), and prints it beside the whole-command
+targets with what the product adds beyond its engine and that floor. It prints the tables and the
+targets' PASS/MISS, and exits 1 if any run failed verification.
 
     python -m sync_pipeline_tests.benchmarks.run --rows 100000 --rows 1000000 [--repeat 3]
         [--cases empty,half,all] [--in-flight-rows N] [--in-flight-batch-sizes 3000,500]
@@ -38,6 +40,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,7 +52,7 @@ from typing import Any
 
 from sync_pipeline.settings import SETTINGS_ENV_VAR
 from sync_pipeline.specs.tamhr import API_KEY_ENV_VAR, DATABASE_URL_ENV_VARS
-from sync_pipeline_tests.benchmarks import databases, product
+from sync_pipeline_tests.benchmarks import dagster_floor, databases, product
 from sync_pipeline_tests.benchmarks.databases import LogCounts, PostgresServer
 from sync_pipeline_tests.benchmarks.receiver import ReceiverProcess
 
@@ -105,11 +108,13 @@ def tracked_for_case(case: str, ids: Sequence[str]) -> Sequence[str]:
     return {"empty": [], "half": ids[::2], "all": ids}[case]
 
 
-def run_child(command: Sequence[str], env: dict[str, str], log_file: Path) -> dict[str, Any]:
-    """Run `command` under `launcher` to completion, its output appended to `log_file`: the launcher's figures."""
+def run_child(command: Sequence[str], env: dict[str, str], log_file: Path, cwd: Path = REPO) -> dict[str, Any]:
+    """Run `command` in `cwd` under `launcher` to completion, its output appended to `log_file`: the
+    launcher's figures."""
     figures_file = log_file.with_suffix(".process.json")
     figures_file.unlink(missing_ok=True)
     launcher = [sys.executable, "-m", "sync_pipeline_tests.benchmarks.launcher", "--result-file", str(figures_file)]
+    launcher += ["--cwd", str(cwd)]
     started = time.perf_counter()
     with log_file.open("ab") as log:
         subprocess.run(
@@ -209,6 +214,8 @@ class Bench:
     measurements: list[Measurement] = field(default_factory=list)
     latency_ms: float = 0.0
     in_flight_runs: list[Measurement] = field(default_factory=list)
+    floor_seconds: dict[tuple[int, str], float] = field(default_factory=dict)
+    """(rows, case): Dagster's floor, `dg launch` of a no-op asset, timed right after that cell's runs."""
 
     def settings_file(self, max_in_flight: int | None, batch_size: int) -> Path:
         """The product's settings file for these knobs: the packaged defaults, sending to the receiver."""
@@ -271,6 +278,20 @@ class Bench:
             latency_ms=self.latency_ms,
             problems=problems,
         )
+
+    def run_floor(self, rows: int, case: str, repeat: int) -> float:
+        """Time `dagster_floor`'s project under the same load as the cell just run: the median of `repeat`."""
+        folder = dagster_floor.write_project(self.workdir / "dagster_floor")
+        home = make_dagster_home(self.workdir / "dagster_floor_home")
+        env = dagster_floor.environment(self.environment(f"bench_default_{rows}"), folder, home)
+        runs = []
+        for _ in range(repeat):
+            figures = run_child(dagster_floor.command(str(VENV_BIN / "dg")), env, self.workdir / "floor.log", folder)
+            if figures["exit_code"] != 0:
+                raise SystemExit(f"Dagster's floor project failed (see {self.workdir / 'floor.log'})")
+            runs.append(float(figures["seconds"]))
+        self.floor_seconds[rows, case] = statistics.median(runs)
+        return self.floor_seconds[rows, case]
 
     def run_in_flight(self, rows: int, latency_ms: float, batch_sizes: Sequence[int], repeat: int) -> None:
         """The product against a receiver taking `latency_ms` per call, per batch size and `api.max_in_flight`."""
@@ -344,6 +365,8 @@ class Bench:
                     file=sys.stderr,
                     flush=True,
                 )
+            floor = self.run_floor(rows, case, max(3, repeat))
+            print(f"{rows:>9} {case:<5} Dagster's floor (dg launch of a no-op asset) {floor:7.2f}s", file=sys.stderr)
 
     def find(self, rows: int, case: str, impl: str) -> Measurement | None:
         """The measurement for one cell of the table, if it was run."""
@@ -390,7 +413,9 @@ COLUMNS = """\
   rec/s        records sent per engine second
   peak RSS MB  wait4's ru_maxrss of the command's process: its largest resident set (floor: the
                launcher's own ~{floor:.0f} MB)
-  whole cmd    product proc s / baseline proc s;  engine: product engine s / baseline engine s"""
+  whole cmd    product proc s / baseline proc s;  engine: product engine s / baseline engine s
+  floor        Dagster's own floor, timed after each cell (median of 3): `dg launch` of a project
+               whose one asset does nothing (dagster_floor), same venv and dagster.yaml"""
 
 
 def results_table(bench: Bench) -> str:
@@ -467,6 +492,9 @@ def ratio_checks(bench: Bench) -> list[str]:
                 lines.append(f"----  {figures} (no target below {WHOLE_COMMAND_TARGETS[-1][0]} rows)")
             else:
                 lines.append(f"{_verdict(ratio <= target)}  {figures} (target <= {target}x)")
+            floor = bench.floor_seconds.get((rows, case))
+            if floor is not None:
+                lines.append("      " + floor_line(floor, product_run, baseline, target))
             if rows == sizes[-1]:
                 engine = _ratio(product_run.engine_seconds, baseline.engine_seconds)
                 lines.append(
@@ -475,6 +503,19 @@ def ratio_checks(bench: Bench) -> list[str]:
                     f"(target <= {ENGINE_RATIO_TARGET}x)"
                 )
     return lines
+
+
+def floor_line(floor: float, product_run: Measurement, baseline: Measurement, target: float | None) -> str:
+    """Dagster's floor against the baseline and the target, and what the product adds beyond its engine and
+    that floor (its own imports, definitions and run-level work)."""
+    floor_ratio = _ratio(floor, baseline.process_seconds)
+    own = product_run.process_seconds - product_run.engine_seconds - floor
+    below = target is not None and floor_ratio > target
+    return (
+        f"Dagster's floor (dg launch of a no-op asset) {floor:.2f}s = {floor_ratio:.2f}x the baseline"
+        + ("; the target is below it: no code location launched by dg can meet it" if below else "")
+        + f"; the product beyond its engine and that floor: {own:.2f}s"
+    )
 
 
 def target_checks(bench: Bench) -> list[str]:

@@ -31,7 +31,8 @@ class Selection:
         return self.resend != "none"
 
     def already_sent(self, entity: str, tracking: TrackingStore) -> Callable[[Sequence[str]], set[str]]:
-        """For a page of EntityIds, those this run must not send."""
+        """For a page of EntityIds, those this run must not send; for the untracked selection a
+        `TrackedSnapshot`, which also says how many records are tracked."""
         if self.resend == "all":
             return lambda ids: set()
         if self.resend == "ids":
@@ -39,26 +40,42 @@ class Selection:
         if self.resend == "tracked_before":
             assert self.tracked_before is not None
             before = self.tracked_before
-            tracked_before = _snapshot_on_first_page(lambda: tracking.tracked_ids(entity, tracked_before=before))
+            tracked_before = TrackedSnapshot(lambda: tracking.tracked_ids(entity, tracked_before=before))
             return lambda ids: set(ids) - tracked_before(ids)
-        return _snapshot_on_first_page(lambda: tracking.tracked_ids(entity))
+        return TrackedSnapshot(lambda: tracking.tracked_ids(entity))
 
 
-def _snapshot_on_first_page(snapshot: Callable[[], TrackedIds]) -> Callable[[Sequence[str]], set[str]]:
-    """Look pages up in a snapshot of the tracked IDs taken when the first page comes.
+class TrackedSnapshot:
+    """Pages looked up in a snapshot of the tracked IDs, taken when first needed: the first page, or the
+    count of the tracked records when the run counts its candidates first.
 
-    The first page is read under the entity's lock, so no other run can track anything of this
-    entity afterwards, and what this run delivers is never read again: the snapshot stays exact.
-    A first sync (or a full resync of an emptied table) reads an empty one and looks nothing up.
+    Both come under the entity's lock, so no other run can track anything of this entity afterwards,
+    and what this run delivers is never read again: the snapshot stays exact, and its size plus the
+    rows this run tracks is the entity's tracked count, with no COUNT over the tracking table (at a
+    million rows on PostgreSQL, 0.25-0.45 s just after they were written). A first sync (or a full
+    resync of an emptied table) reads an empty one and looks nothing up.
     """
-    taken: list[TrackedIds] = []
 
-    def tracked_among(ids: Sequence[str]) -> set[str]:
-        if not taken:
-            taken.append(snapshot())
-        return taken[0].among(ids)
+    def __init__(self, read: Callable[[], TrackedIds]) -> None:
+        self._read = read
+        self._taken: TrackedIds | None = None
 
-    return tracked_among
+    def __call__(self, entity_ids: Sequence[str]) -> set[str]:
+        return self._snapshot().among(entity_ids)
+
+    def __len__(self) -> int:
+        """How many records were tracked when the snapshot was taken (taking it now if it was not)."""
+        return len(self._snapshot())
+
+    @property
+    def taken(self) -> bool:
+        """Whether the snapshot was read (a run that read no page may not have taken it)."""
+        return self._taken is not None
+
+    def _snapshot(self) -> TrackedIds:
+        if self._taken is None:
+            self._taken = self._read()
+        return self._taken
 
 
 SEND_UNTRACKED = Selection()

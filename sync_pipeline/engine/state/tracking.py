@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,8 @@ class TrackingStore:
         self._lookup, self._ids_per_lookup = id_lookup(engine.dialect.name)
         self._deferred: list[dict[str, Any]] = []
         self._deferring = threading.Lock()  # reads and batch writes log from several threads
+        self._newly_tracked: Counter[str] = Counter()
+        self._counting = threading.Lock()  # batches are tracked from several sender threads
 
     def tracked_ids(self, entity: str, tracked_before: dt.datetime | None = None) -> TrackedIds:
         """A snapshot of the IDs of `entity` tracked (before `tracked_before`, if given), by one streaming read.
@@ -143,6 +146,14 @@ class TrackingStore:
                 f"with the same Idempotency-Key): {describe_db_error(exc)}",
                 len(entity_ids),
             ) from exc
+        if not refresh:
+            with self._counting:
+                self._newly_tracked[entity] += len(entity_ids)
+
+    def newly_tracked(self, entity: str) -> int:
+        """Tracking rows of `entity` this store added (a refresh replaces rows, adding none)."""
+        with self._counting:
+            return self._newly_tracked[entity]
 
     def record_call(self, entity: str, call: ApiCall, deferred: bool = False) -> None:
         """Log a call that tracks nothing: a failed one (its records go again next run), a read, a table write;
