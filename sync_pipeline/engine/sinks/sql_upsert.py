@@ -2,10 +2,10 @@
 updated only by a newer record.
 
 On PostgreSQL a batch is one statement, `INSERT … SELECT … FROM unnest(<one array per column>) ON CONFLICT
-(key) DO UPDATE … WHERE t.ts IS NULL OR excluded.ts > t.ts RETURNING (xmax = 0)`: a row comes back for each
-row written, its flag telling an insert (a new row version no transaction has locked) from an update (the
-version ON CONFLICT locked first), so the counts are exact without reading the stored rows first, even
-while someone else writes the same keys.
+(key) DO UPDATE … WHERE t.ts IS NULL OR excluded.ts > t.ts RETURNING (xmax = 0)`, its returned flags counted
+by the database (a data-modifying WITH): each flag tells a row inserted (a new row version no transaction
+has locked) from one updated (the version ON CONFLICT locked first), so the counts are exact without
+reading the stored rows first, even while someone else writes the same keys, and one row comes back.
 
 Elsewhere, and on PostgreSQL when the sink keeps history or reads details (both need the stored values
 first) or when the database refused a record of the batch, the stored rows its keys match are read first,
@@ -35,6 +35,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -147,6 +148,10 @@ class SqlUpsertSink:
         """A record's key values, as refusals and unmatched records are reported by."""
         return self._columns.key_of(record)
 
+    def keys_of(self, records: Sequence[Mapping[str, Any]]) -> list[Key]:
+        """Each record's `key_of`, in order."""
+        return self._columns.keys_of(records)
+
     def write(self, records: Sequence[Mapping[str, Any]]) -> UpsertCounts:
         """Upsert a batch; a refused record is reported by key, column and reason, and the others are written.
 
@@ -164,6 +169,10 @@ class SqlUpsertSink:
         candidates: dict[Any, int] = {}  # key -> position of its newest record in `records`
         if self.details is not None:  # filled by the fetch: checked as if it had failed
             records = [{**self._detail_placeholders, **record} for record in records]
+        if self._columns.all_writable(records, self._not_null):  # the usual batch: nothing refused
+            keys = self._columns.keys_of(records)
+            if len(set(keys)) == len(keys):  # and no key twice: every record is its key's newest
+                return list(records)
         for position, record in enumerate(records):
             refusal = self._columns.refusal(record, self._not_null)
             if refusal is not None:
@@ -311,9 +320,9 @@ class UpsertStatement:
 @dataclass(frozen=True)
 class ArrayUpsert:
     """PostgreSQL's upsert of many rows in one statement: one array parameter per written column, `c0`…`cN`,
-    unnested into the INSERT, and a row back for each row written, telling an insert from an update."""
+    unnested into the INSERT, and one row back: how many rows it inserted and how many it wrote."""
 
-    statement: sa.Insert
+    statement: sa.Select[int, int]
     names: Sequence[str]
 
     def execute(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> WrittenRows:
@@ -322,10 +331,10 @@ class ArrayUpsert:
         inserted = written = 0
         for start in range(0, len(rows), IDS_PER_ARRAY):
             chunk = rows[start : start + IDS_PER_ARRAY]
-            arrays = {f"c{n}": [row[name] for row in chunk] for n, name in enumerate(self.names)}
-            flags = conn.execute(self.statement, arrays).scalars().all()
-            inserted += sum(flags)
-            written += len(flags)
+            arrays = {f"c{n}": list(map(itemgetter(name), chunk)) for n, name in enumerate(self.names)}
+            chunk_inserted, chunk_written = conn.execute(self.statement, arrays).one()
+            inserted += chunk_inserted
+            written += chunk_written
         return WrittenRows(inserted, written - inserted)
 
 
@@ -357,10 +366,12 @@ def upsert_statement(
 
 
 def _postgresql_array_upsert(columns: TableColumns, timestamp: sa.Column[Any]) -> ArrayUpsert:
-    """`INSERT … SELECT … FROM unnest(:c0::type[], …) ON CONFLICT (key) DO UPDATE … WHERE <newer> RETURNING
-    (xmax = 0)`: a row inserted by the statement has no locker yet (xmax 0); one it updated carries the lock
-    ON CONFLICT took first (xmax its transaction). Texts travel as text[], not varchar(n)[]: a cast to
-    varchar(n) would cut a long value silently, where the column itself refuses it."""
+    """`WITH written AS (INSERT … SELECT … FROM unnest(:c0::type[], …) ON CONFLICT (key) DO UPDATE … WHERE
+    <newer> RETURNING (xmax = 0)) SELECT count(*) FILTER (WHERE inserted), count(*) FROM written`: a row inserted
+    by the statement has no locker yet (xmax 0); one it updated carries the lock ON CONFLICT took first (xmax
+    its transaction). Counted in the database, the flags of a batch cost one row back, not one per row. Texts
+    travel as text[], not varchar(n)[]: a cast to varchar(n) would cut a long value silently, where the column
+    itself refuses it."""
     names = [column.name for column in columns.written]
     arrays = [
         sa.bindparam(f"c{n}", type_=postgresql.ARRAY(_unbounded(column.type)))
@@ -373,7 +384,9 @@ def _postgresql_array_upsert(columns: TableColumns, timestamp: sa.Column[Any]) -
         set_={column.name: insert.excluded[column.name] for column in columns.updated},
         where=sa.or_(timestamp.is_(None), insert.excluded[timestamp.name] > timestamp),
     ).returning(sa.literal_column("xmax = 0", sa.Boolean).label("inserted"))
-    return ArrayUpsert(statement, names)
+    written = statement.cte("written")
+    counted = sa.select(sa.func.count().filter(written.c.inserted), sa.func.count()).select_from(written)
+    return ArrayUpsert(counted, names)
 
 
 def _unbounded(column_type: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
