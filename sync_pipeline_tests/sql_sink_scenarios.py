@@ -202,7 +202,7 @@ def a_newer_row_another_writer_stores_between_lookup_and_write_is_kept(engine: s
     meanwhile = {"name": "Written meanwhile", "updated_at": T0 + dt.timedelta(hours=2)}
 
     def another_writer(conn: sa.Connection, clause: Any, *_: Any) -> None:
-        if isinstance(clause, sa.Insert):  # the sink's upsert, after its lookup said "newer"
+        if _is_upsert(clause):  # the sink's upsert, after its lookup said "newer"
             with engine.begin() as other:
                 other.execute(sa.update(workflows).where(workflows.c.workflow_id == 1).values(meanwhile))
 
@@ -214,6 +214,12 @@ def a_newer_row_another_writer_stores_between_lookup_and_write_is_kept(engine: s
 
     stored = stored_workflows(engine)[(TENANT, 1)]
     assert (stored["name"], stored["updated_at"]) == (meanwhile["name"], meanwhile["updated_at"])
+
+
+def _is_upsert(clause: Any) -> bool:
+    """Whether a statement is the upsert sink's write: an INSERT, or on PostgreSQL the count of one (its WITH)."""
+    froms = clause.get_final_froms() if isinstance(clause, sa.Select) else []
+    return isinstance(clause, sa.Insert) or any(isinstance(getattr(f, "element", None), sa.Insert) for f in froms)
 
 
 def statuses_update_matched_work_orders_and_unknown_orders_come_back_by_key(engine: sa.Engine) -> None:

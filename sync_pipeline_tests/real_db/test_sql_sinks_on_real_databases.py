@@ -76,7 +76,8 @@ def test_postgresql_upserts_a_batch_of_3000_in_one_statement_of_five_arrays_with
     counts = sink.write([workflow(n, later if n % 4 == 0 else T0, version=2) for n in range(3000)])
 
     assert counts == UpsertCounts(inserted=1500, updated=750, skipped=750)
-    assert sent == [("INSERT", 5)], "tenants, workflow ids, timestamps, names, versions: one array each"
+    # WITH written AS (INSERT … FROM json_to_recordset(:rows) … RETURNING …) SELECT count(…): counted by the database
+    assert sent == [("WITH", 1)], "the batch as one JSON text"
     stored = stored_workflows(engine)
     assert sum(row["version"] == 2 for row in stored.values()) == 750 + 1500
 
@@ -110,7 +111,7 @@ def test_postgresql_with_history_reads_the_stored_rows_once_and_writes_the_batch
 
     assert (counts.updated, len(counts.changes)) == (3000, 3000)
     assert counts.changes[0].old == {"name": "Invoice run 0", "updated_at": T0}
-    assert sent == [("SELECT", 3), ("INSERT", 5)]
+    assert sent == [("SELECT", 3), ("WITH", 1)]  # the lookup, then the counted upsert of the rows as JSON
 
 
 def test_postgresql_refuses_a_number_too_long_for_its_text_column_rather_than_cutting_it(
@@ -153,25 +154,55 @@ def test_postgresql_writes_two_keys_it_takes_for_one_each_in_turn_last_write_win
     assert stored == ["newer, padded"]
 
 
-def test_postgresql_gets_a_batchs_columns_as_binary_arrays_that_keep_every_value(
+def test_postgresql_gets_a_batch_json_cannot_carry_exactly_as_arrays_and_stores_what_they_bring(
     postgresql_target: tuple[sa.Engine, list[tuple[str, int]]],
 ) -> None:
-    engine, _ = postgresql_target
+    engine, sent = postgresql_target
+    aware = dt.datetime(2026, 11, 1, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))  # for a naive column
+
+    counts = workflow_sink(engine).write([workflow(1, aware), workflow(2, aware + dt.timedelta(seconds=1))])
+
+    assert counts == UpsertCounts(inserted=2)
+    assert sent == [("WITH", 5)], "tenants, workflow ids, timestamps, names, versions: one array each"
+    stored = stored_workflows(engine)
+    assert [stored[(TENANT, n)]["updated_at"] for n in (1, 2)] == [
+        as_the_session_reads(engine, aware + dt.timedelta(seconds=n)) for n in (0, 1)
+    ]
+
+
+def as_the_session_reads(engine: sa.Engine, aware: dt.datetime) -> dt.datetime:
+    """An aware timestamp as a naive column stores it from a timestamptz array: in the session's time zone."""
+    with engine.connect() as conn:
+        naive: dt.datetime = conn.scalar(
+            sa.select(sa.cast(sa.literal(aware, sa.DateTime(timezone=True)), sa.DateTime()))
+        )
+    return naive
+
+
+@pytest.mark.parametrize("sent_as", ["json", "arrays"])
+def test_postgresql_keeps_every_value_of_a_batch_sent_as_json_or_as_binary_arrays(
+    postgresql_target: tuple[sa.Engine, list[tuple[str, int]]], sent_as: str
+) -> None:
+    engine, sent = postgresql_target
     formats: list[str] = []
 
     def dumper_format(conn: sa.Connection, cursor: Any, *_: Any) -> None:
         formats.append(cursor.adapters.get_dumper(list, PyFormat.AUTO).format.name)
 
-    names = ['say "hi"', "back\\slash", "NULL", "", "{braces, comma}", "Ünïcode ✓"]
+    names = ['say "hi"', "back\\slash", "NULL", "", "{braces, comma}", "Ünïcode ✓", "tab\tnew\nline", "\\u00e9 as text"]
+    stamps = [T0 + dt.timedelta(microseconds=n) for n in range(len(names))]
+    if sent_as == "arrays":  # aware timestamps for a naive column: JSON would not bring them as the arrays do
+        stamps = [stamp.replace(tzinfo=dt.UTC) for stamp in stamps]
+    records = [
+        workflow(n, stamp, name=name, version=None) for n, (name, stamp) in enumerate(zip(names, stamps, strict=True))
+    ]
     sa.event.listen(engine, "before_cursor_execute", dumper_format)
-    counts = workflow_sink(engine).write(
-        [workflow(n, T0 + dt.timedelta(microseconds=n), name=name, version=None) for n, name in enumerate(names)]
-    )
+    counts = workflow_sink(engine).write(records)
 
-    assert counts.inserted == len(names) and set(formats) == {"BINARY"}
+    assert counts.inserted == len(records) and set(formats) == {"BINARY"}
+    assert sent == [("WITH", 5 if sent_as == "arrays" else 1)]
+    expected = [as_the_session_reads(engine, stamp) if sent_as == "arrays" else stamp for stamp in stamps]
     stored = stored_workflows(engine)
     assert [stored[(TENANT, n)]["name"] for n in range(len(names))] == names
-    assert [stored[(TENANT, n)]["updated_at"] for n in range(len(names))] == [
-        T0 + dt.timedelta(microseconds=n) for n in range(len(names))
-    ]
+    assert [stored[(TENANT, n)]["updated_at"] for n in range(len(names))] == expected
     assert {row["version"] for row in stored.values()} == {None}

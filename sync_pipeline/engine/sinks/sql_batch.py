@@ -17,6 +17,8 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import methodcaller
 from typing import Any
 
 import sqlalchemy as sa
@@ -108,17 +110,36 @@ def text_converter(column: sa.Column[Any]) -> Callable[[str], Any] | None:
     return None
 
 
+def texts_converter(column: sa.Column[Any]) -> Callable[[list[str]], list[Any]] | None:
+    """`text_converter` of a whole column of texts at once: one `map` in C, no Python call per value
+    where it can (a column of UTC timestamps)."""
+    convert = text_converter(column)
+    if convert is None:
+        return None
+    if convert is _naive_utc:
+        return _naive_utc_texts
+    return lambda texts: list(map(convert, texts))
+
+
 _UTC_OFFSET = "+00:00"
+_SHORTEST_UTC_TIME = len("2026-11-01" + _UTC_OFFSET) + 1
 
 
 def _naive_utc(text: str) -> dt.datetime:
     """ISO text as a timestamp without time zone: one with an offset turned into UTC first. A date and
     time in UTC already (as the record builder writes a source's UTC timestamp) only loses its offset:
     parsed without it, six times faster than converting an aware timestamp."""
-    if text.endswith(_UTC_OFFSET) and len(text) > len("2026-11-01" + _UTC_OFFSET):
+    if text.endswith(_UTC_OFFSET) and len(text) >= _SHORTEST_UTC_TIME:
         return dt.datetime.fromisoformat(text.removesuffix(_UTC_OFFSET))
     parsed = dt.datetime.fromisoformat(text)
     return parsed if parsed.tzinfo is None else parsed.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def _naive_utc_texts(texts: list[str]) -> list[dt.datetime]:
+    """`_naive_utc` of each text; a column all in UTC (the usual one) by the string methods themselves."""
+    if all(map(str.endswith, texts, repeat(_UTC_OFFSET))) and min(map(len, texts)) >= _SHORTEST_UTC_TIME:
+        return list(map(dt.datetime.fromisoformat, map(str.removesuffix, texts, repeat(_UTC_OFFSET))))
+    return list(map(_naive_utc, texts))
 
 
 def _python_type(column: sa.Column[Any]) -> type | None:
@@ -175,6 +196,10 @@ class SqlBatchSender:
             (column.name, convert) for column in sink.table.c if (convert := text_converter(column)) is not None
         ]
         """The columns whose text values `_rows` converts, and how."""
+        self._column_converters = {
+            column.name: texts for column in sink.table.c if (texts := texts_converter(column)) is not None
+        }
+        """The same conversions, of a whole column of texts at once."""
 
     def send(self, batch: Batch) -> None:
         """Write one batch; what the table refused or could not match is quarantined by EntityId."""
@@ -194,7 +219,7 @@ class SqlBatchSender:
             self._refused_any |= bool(refused)
             return
         started = time.perf_counter()
-        by_key = {self._sink.key_of(row): entity_id for row, entity_id in zip(rows, row_ids, strict=True)}
+        by_key = dict(zip(self._sink.keys_of(rows), row_ids, strict=True))
         counts = self._sink.write(rows)  # SqlSinkUnavailable stops the entity
         not_written = [
             Rejection(by_key.get(refusal.key, str(refusal.key)), None, f"not written: {_why(refusal)}")
@@ -320,8 +345,31 @@ class SqlBatchSender:
     def _rows(
         self, entity_ids: Sequence[str], records: Sequence[Mapping[str, Any]], refused: list[Rejection]
     ) -> tuple[list[dict[str, Any]], list[str]]:
-        """The records with values as their columns store them (`column_value`); one that cannot be converted
-        is refused."""
+        """The records with values as their columns store them (`column_value`), converted a column at a time;
+        one that cannot be converted is refused (found out record by record)."""
+        converted: list[tuple[str, list[Any]]] = []
+        for name, convert in self._converters:
+            values = list(map(methodcaller("get", name), records))
+            types = set(map(type, values))
+            if str not in types:
+                continue
+            try:
+                if types == {str}:
+                    converted.append((name, self._column_converters[name](values)))
+                else:
+                    converted.append((name, [convert(value) if isinstance(value, str) else value for value in values]))
+            except ValueError:
+                return self._rows_one_by_one(entity_ids, records, refused)
+        rows: list[dict[str, Any]] = [{**self._fixed, **record} for record in records]
+        for name, values in converted:
+            for row, value in zip(rows, values, strict=True):
+                row[name] = value
+        return rows, list(entity_ids)
+
+    def _rows_one_by_one(
+        self, entity_ids: Sequence[str], records: Sequence[Mapping[str, Any]], refused: list[Rejection]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """`_rows` of a batch holding a value that cannot be converted: each such record refused with its reason."""
         rows: list[dict[str, Any]] = []
         kept: list[str] = []
         for entity_id, record in zip(entity_ids, records, strict=True):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter, methodcaller
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,6 +41,9 @@ _CONSTRAINT_IN_MESSAGE = (
     re.compile(r"CONSTRAINT [`'\"]?(\w+)[`'\"]? failed"),  # MariaDB CHECK
     re.compile(r"CHECK constraint failed: (\w+)"),  # SQLite
 )
+
+
+_TEXT_OR_NULL = frozenset({str, type(None)})
 
 
 class SqlSinkUnavailable(Exception):
@@ -82,6 +86,30 @@ class TableColumns:
     def key_of(self, record: Mapping[str, Any]) -> Key:
         """The record's key values (None where one is missing)."""
         return tuple(map(record.get, self._key_order))
+
+    def keys_of(self, records: Sequence[Mapping[str, Any]]) -> list[Key]:
+        """Each record's `key_of`, a column at a time: a batch's keys without a Python call per record."""
+        return list(zip(*(map(methodcaller("get", name), records) for name in self._key_order), strict=True))
+
+    def all_writable(self, records: Sequence[Mapping[str, Any]], not_null: Mapping[str, str] | None = None) -> bool:
+        """Whether `refusal` finds nothing in any of the records, checked a column at a time (a few passes
+        in C over a batch, not a loop per record); False also when it cannot tell so cheaply (a record with
+        other columns, a text column holding other values), and the caller asks `refusal` record by record."""
+        if records and set(map(len, records)) != {len(self._written_names)}:  # a column not written, or one missing
+            return False
+        for name, is_key, nullable, length in self._checks:
+            try:
+                values = list(map(itemgetter(name), records))
+            except KeyError:
+                return False
+            if None in values and (is_key or not nullable or (not_null is not None and name in not_null)):
+                return False
+            if length is not None:
+                if not set(map(type, values)) <= _TEXT_OR_NULL:
+                    return False
+                if max(map(len, filter(None, values)), default=0) > length:
+                    return False
+        return True
 
     def refusal(self, record: Mapping[str, Any], not_null: Mapping[str, str] | None = None) -> RefusedRecord | None:
         """Why the record cannot be written as it is, or None: checked here so the column can be named.

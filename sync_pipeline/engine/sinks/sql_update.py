@@ -72,6 +72,10 @@ class SqlUpdateSink:
         """A record's key values, as refusals and unmatched records are reported by."""
         return self._columns.key_of(record)
 
+    def keys_of(self, records: Sequence[Mapping[str, Any]]) -> list[Key]:
+        """Each record's `key_of`, in order."""
+        return self._columns.keys_of(records)
+
     def write(self, records: Sequence[Mapping[str, Any]]) -> UpdateCounts:
         """Update the rows the records match; the unmatched are returned by key, the refused with their reason.
 
