@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 from typing import Any
 
 import dagster as dg
@@ -10,6 +11,7 @@ import pytest
 
 import sync_pipeline.definitions
 from sync_pipeline.definitions import build_definitions
+from sync_pipeline.engine.http.api import ApiResponse
 from sync_pipeline.orchestration.sync_assets import CHECK_NAME, build_entity_assets
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, Settings, load_settings, parse_settings
@@ -149,6 +151,32 @@ def seeded(databases: SyncDatabases) -> SyncDatabases:
     for spec in TAMHR_ENTITIES:
         databases.insert_rows(spec.name, 5)
     return databases
+
+
+FROZEN_AT_CALLS: list[int] = []
+"""How many objects the garbage collector was told to leave alone, at each batch `FreezeWatchingApi` took."""
+
+
+class FreezeWatchingApi(RecordingApiClient):
+    """Notes the freeze count at every batch it takes (in `FROZEN_AT_CALLS`: a resource keeps no state)."""
+
+    def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
+        FROZEN_AT_CALLS.append(gc.get_freeze_count())
+        return super().post_batch(url, body, idempotency_key)
+
+
+def test_an_entity_syncs_with_what_the_process_held_before_it_frozen_and_thawed_after(
+    seeded: SyncDatabases, settings: Settings
+) -> None:
+    FROZEN_AT_CALLS.clear()
+
+    result = dg.materialize(
+        build_entity_assets(TAMHR_SYNC, settings)[:1], resources=run_resources(seeded, FreezeWatchingApi())
+    )
+
+    assert result.success and FROZEN_AT_CALLS
+    assert min(FROZEN_AT_CALLS) > 10_000, "Dagster and the code location are out of the collector's scans"
+    assert gc.get_freeze_count() == 0, "thawed: what the run drops later is collected as usual"
 
 
 def test_materializing_the_group_syncs_every_entity_and_reports_it(seeded: SyncDatabases, settings: Settings) -> None:
