@@ -309,11 +309,8 @@ def sync_entity(
                     watermark.cap(reader.ceiling(cursor))
                 interval = policy.progress_interval_seconds
                 if interval:
-                    subtract = plan.spec.state is StateKind.NEVER_SENT
-                    tracked = (
-                        partial(len, snapshot) if snapshot is not None else partial(tracking.tracked_count, entity)
-                    )
-                    report.candidates = count_candidates(entity, reader.count, tracked, selection, log, subtract)
+                    tracked = partial(len, snapshot) if snapshot is not None else None
+                    report.candidates = count_candidates(entity, reader.count, tracked, selection, log)
                 progress = ProgressReporter(entity, interval, log, report.candidates, clock)
 
                 def send_and_report(batch: Batch) -> None:

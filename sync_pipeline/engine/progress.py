@@ -21,15 +21,14 @@ from sync_pipeline.engine.state.tracking import TrackingUnavailable
 def count_candidates(
     entity: str,
     count: Callable[[], int | None],
-    tracked: Callable[[], int],
+    tracked: Callable[[], int] | None,
     selection: Selection,
     log: logging.Logger,
-    subtract_tracked: bool = True,
 ) -> int | None:
     """How many records the selection will settle (send, reject or fail); None when unknown.
 
     The untracked selection of a never-sent entity is the source's `count` minus the entity's `tracked`
-    count (low when tracked rows were since deleted from the source); any other entity's, and a resend
+    count (low when tracked rows were since deleted from the source); any other entity's (`tracked` None), and a resend
     of all, is the source's count; a resend of given IDs their number, one of records tracked before a
     time unknown. A count that fails is logged and the sync goes on without a total.
     """
@@ -39,7 +38,7 @@ def count_candidates(
         return None
     try:
         rows = count()
-        if rows is None or selection.resend == "all" or not subtract_tracked:
+        if rows is None or selection.resend == "all" or tracked is None:
             return rows
         return max(rows - tracked(), 0)
     except (SourceUnavailable, TrackingUnavailable) as exc:
