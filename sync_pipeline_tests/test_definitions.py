@@ -12,7 +12,7 @@ import pytest
 import sync_pipeline.definitions
 from sync_pipeline.definitions import build_definitions
 from sync_pipeline.engine.http.api import ApiResponse
-from sync_pipeline.orchestration.sync_assets import CHECK_NAME, build_entity_assets
+from sync_pipeline.orchestration.sync_assets import CHECK_NAME, YOUNG_OBJECTS_PER_COLLECTION, build_entity_assets
 from sync_pipeline.resources.database import SyncDatabase
 from sync_pipeline.settings import DEFAULT_SETTINGS_PATH, Settings, load_settings, parse_settings
 from sync_pipeline.specs.tamhr import DATABASE_URL_ENV_VARS, TAMHR_ENTITIES, TAMHR_SYNC
@@ -153,30 +153,36 @@ def seeded(databases: SyncDatabases) -> SyncDatabases:
     return databases
 
 
-FROZEN_AT_CALLS: list[int] = []
-"""How many objects the garbage collector was told to leave alone, at each batch `FreezeWatchingApi` took."""
+COLLECTOR_AT_CALLS: list[tuple[int, int]] = []
+"""At each batch `CollectorWatchingApi` took: how many objects the garbage collector was told to leave alone,
+and its first threshold."""
 
 
-class FreezeWatchingApi(RecordingApiClient):
-    """Notes the freeze count at every batch it takes (in `FROZEN_AT_CALLS`: a resource keeps no state)."""
+class CollectorWatchingApi(RecordingApiClient):
+    """Notes the collector's freeze count and threshold at every batch it takes (in `COLLECTOR_AT_CALLS`: a
+    resource keeps no state)."""
 
     def post_batch(self, url: str, body: bytes, idempotency_key: str) -> ApiResponse:
-        FROZEN_AT_CALLS.append(gc.get_freeze_count())
+        COLLECTOR_AT_CALLS.append((gc.get_freeze_count(), gc.get_threshold()[0]))
         return super().post_batch(url, body, idempotency_key)
 
 
-def test_an_entity_syncs_with_what_the_process_held_before_it_frozen_and_thawed_after(
+def test_an_entity_syncs_with_what_the_process_held_before_it_frozen_and_the_collector_quiet_then_restored(
     seeded: SyncDatabases, settings: Settings
 ) -> None:
-    FROZEN_AT_CALLS.clear()
+    COLLECTOR_AT_CALLS.clear()
+    thresholds = gc.get_threshold()
 
     result = dg.materialize(
-        build_entity_assets(TAMHR_SYNC, settings)[:1], resources=run_resources(seeded, FreezeWatchingApi())
+        build_entity_assets(TAMHR_SYNC, settings)[:1], resources=run_resources(seeded, CollectorWatchingApi())
     )
 
-    assert result.success and FROZEN_AT_CALLS
-    assert min(FROZEN_AT_CALLS) > 10_000, "Dagster and the code location are out of the collector's scans"
+    assert result.success and COLLECTOR_AT_CALLS
+    frozen, young = zip(*COLLECTOR_AT_CALLS, strict=True)
+    assert min(frozen) > 10_000, "Dagster and the code location are out of the collector's scans"
+    assert set(young) == {YOUNG_OBJECTS_PER_COLLECTION}, "young collections wait for a few pages' worth"
     assert gc.get_freeze_count() == 0, "thawed: what the run drops later is collected as usual"
+    assert gc.get_threshold() == thresholds
 
 
 def test_materializing_the_group_syncs_every_entity_and_reports_it(seeded: SyncDatabases, settings: Settings) -> None:

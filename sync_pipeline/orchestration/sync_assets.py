@@ -284,10 +284,15 @@ def run_entity(
     return _run_entity(context, sync, plan, policy, log_columns, selection, dry_run, api, reader)
 
 
+YOUNG_OBJECTS_PER_COLLECTION = 50_000
+"""The collector's first threshold while an entity syncs (Python's is 700): a few pages' worth of objects."""
+
+
 @contextmanager
-def loaded_objects_frozen() -> Iterator[None]:
+def quiet_collector() -> Iterator[None]:
     """While an entity syncs, keep what the process held before it (Dagster, the code location, the run's
-    resources: hundreds of thousands of objects) out of the garbage collector's view, then hand them back.
+    resources: hundreds of thousands of objects) out of the garbage collector's view, and let it run
+    less often; then hand both back.
 
     An entity allocates a few dicts per record, so the collector runs often, and each of its full
     collections would walk all of those objects again: with them frozen (`gc.freeze`), a 300,000-record
@@ -295,11 +300,20 @@ def loaded_objects_frozen() -> Iterator[None]:
     15.1 s (same session). No collection first (0.1 s on a loaded code location, every entity): garbage
     frozen with the rest is handed back by `gc.unfreeze` afterwards, and collected then, as is what the
     run drops later.
+
+    Its young collections then still ran every 700 allocations, each walking the page and batch in
+    hand, and moved them on to older generations walked again: 3,942 young and 358 middle collections,
+    0.9 s of a 300,000-record pull. At `YOUNG_OBJECTS_PER_COLLECTION` most records are freed before a
+    collection sees them: 550 and 49, 0.17 s. Records hold no reference cycles and are freed by their
+    reference counts as before; only cyclic garbage waits longer, a few pages' worth at most.
     """
+    thresholds = gc.get_threshold()
     gc.freeze()
+    gc.set_threshold(YOUNG_OBJECTS_PER_COLLECTION, *thresholds[1:])
     try:
         yield
     finally:
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
 
 
@@ -329,7 +343,7 @@ def _run_entity(
     write_to = f"{plan.destination_name} on {target.describe()}" if target else plan.destination_name
     context.log.info(f"{spec.name}: {read_from} -> {write_to}")
     owner = f"{socket.gethostname()}:{os.getpid()}:run {context.run.run_id}"
-    with loaded_objects_frozen():
+    with quiet_collector():
         report = sync_entity(
             plan,
             source_engine,
