@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -184,6 +185,74 @@ def test_a_complete_listing_marks_what_it_left_out_deleted_and_clears_what_came_
     with pytest.raises(ValueError, match="deleted_column: 'id' is not a nullable non-key column of workflows"):
         MissingRows(table, ["customer", "id"], "id", {})
     engine.dispose()
+
+
+def workflows_with(engine: sa.Engine, key_type: sa.types.TypeEngine[Any], stored: int, marked: set[int]) -> sa.Table:
+    """A customer's workflows table keyed by (customer, id) of `key_type`, holding ids 1..`stored` of customer
+    `a`, those in `marked` marked deleted."""
+    table = sa.Table(
+        "workflows",
+        sa.MetaData(),
+        sa.Column("customer", sa.String(20), primary_key=True),
+        sa.Column("id", key_type, primary_key=True, autoincrement=False),
+        sa.Column("deleted_at", sa.DateTime, nullable=True),
+    )
+    table.metadata.create_all(engine)
+    rows = [
+        {"customer": "a", "id": key_type.python_type(n), "deleted_at": T0 if n in marked else None}
+        for n in range(1, stored + 1)
+    ]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(table), rows)
+    return table
+
+
+def key_reads(engine: sa.Engine) -> list[str]:
+    """The statements on `engine` from now on that read the workflows' keys (not a count of them)."""
+    reads: list[str] = []
+
+    def note(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        if statement.startswith("SELECT workflows.customer"):
+            reads.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", note)
+    return reads
+
+
+@pytest.mark.parametrize(
+    ("marked", "reads"),
+    [(set(), []), ({2}, ["WHERE workflows.customer = ? AND workflows.deleted_at IS NOT NULL"])],
+    ids=["none-marked", "one-marked"],
+)
+def test_a_listing_that_left_nothing_out_is_told_by_a_count_and_reads_only_the_rows_marked_deleted(
+    tmp_path: Path, marked: set[int], reads: list[str]
+) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    table = workflows_with(engine, sa.Integer(), 4, marked)
+    seen = SeenKeys()
+    seen.add([("a", 1), ("a", 2)])
+    seen.add([("a", 3), ("a", 4), ("a", 1)])  # a key seen twice counts once
+    read = key_reads(engine)
+
+    counts = MissingRows(table, ["customer", "id"], "deleted_at", {"customer": "a"}).mark(engine, seen, T0)
+
+    assert (counts.deleted, counts.revived) == (0, len(marked))
+    assert [statement.split("\n")[-1].strip() for statement in read] == reads
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).where(table.c.deleted_at.is_not(None))).scalar_one() == 0
+    engine.dispose()
+
+
+def test_text_keys_are_compared_one_by_one_since_a_collation_may_make_two_seen_keys_one_row(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    table = workflows_with(engine, sa.String(20), 3, set())
+    seen = SeenKeys()
+    seen.add([("a", "1"), ("a", "2"), ("a", "x")])  # as many keys as stored rows, one of them not stored
+    read = key_reads(engine)
+
+    counts = MissingRows(table, ["customer", "id"], "deleted_at", {"customer": "a"}).mark(engine, seen, T0)
+
+    assert counts.gone == [("a", "3")] and len(read) == 1
 
 
 def test_a_listing_with_a_refused_record_marks_nothing_deleted_since_its_key_is_unknown(
