@@ -18,13 +18,13 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from operator import methodcaller
 from typing import Any
 
 import sqlalchemy as sa
 
 from sync_pipeline.engine.audit.scheduler_log import ApiCall
 from sync_pipeline.engine.batching import Batch
+from sync_pipeline.engine.columns import values_of
 from sync_pipeline.engine.db_errors import describe_db_error
 from sync_pipeline.engine.mapping.field_map import FieldMap
 from sync_pipeline.engine.sinks.http_batch import DeliveryCounts, Refusals
@@ -349,7 +349,7 @@ class SqlBatchSender:
         one that cannot be converted is refused (found out record by record)."""
         converted: list[tuple[str, list[Any]]] = []
         for name, convert in self._converters:
-            values = list(map(methodcaller("get", name), records))
+            values = values_of(records, name)
             types = set(map(type, values))
             if str not in types:
                 continue

@@ -14,12 +14,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter, methodcaller
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from sync_pipeline.engine.columns import values_of
 from sync_pipeline.engine.db_errors import describe_db_error
 from sync_pipeline.engine.sinks.sql_target import SqlTarget
 from sync_pipeline.engine.state.tracking_sql import IDS_PER_ARRAY
@@ -89,7 +90,7 @@ class TableColumns:
 
     def keys_of(self, records: Sequence[Mapping[str, Any]]) -> list[Key]:
         """Each record's `key_of`, a column at a time: a batch's keys without a Python call per record."""
-        return list(zip(*(map(methodcaller("get", name), records) for name in self._key_order), strict=True))
+        return list(zip(*(values_of(records, name) for name in self._key_order), strict=True))
 
     def all_writable(self, records: Sequence[Mapping[str, Any]], not_null: Mapping[str, str] | None = None) -> bool:
         """Whether `refusal` finds nothing in any of the records, checked a column at a time (a few passes

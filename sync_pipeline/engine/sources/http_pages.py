@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from sync_pipeline.engine.columns import values_of
 from sync_pipeline.engine.http.api import ApiResponse
 from sync_pipeline.engine.http.retry import Attempt, RetryPolicy, call_with_retries
 from sync_pipeline.engine.sources.sql_table import SourcePage, SourceRefused, SourceUnavailable, UnreadableRow
@@ -82,6 +83,7 @@ class HttpPagesSource:
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._names = names
+        self._key_position = names.index(key_field)
         self._converters = [
             (index, field.name, convert)
             for index, field in enumerate(fields)
@@ -237,6 +239,34 @@ class HttpPagesSource:
         return items
 
     def _page(self, items: Sequence[Any], number: int) -> SourcePage:
+        """The page's rows, a column at a time when every item is an object with its key and every value
+        converts (the usual page: one pass in C per field); else item by item, each problem kept."""
+        columns = self._columns(items)
+        if columns is not None:
+            return SourcePage(list(map(list, zip(*columns, strict=True))))
+        return self._page_item_by_item(items, number)
+
+    def _columns(self, items: Sequence[Any]) -> list[list[Any]] | None:
+        """The items' values field by field, converted; None if an item is not an object, lacks its key or
+        holds a value that does not convert (and `_page_item_by_item` says which)."""
+        if set(map(type, items)) != {dict}:
+            return None
+        columns = [values_of(items, name) for name in self._names]
+        if None in columns[self._key_position]:
+            return None
+        for index, _, convert in self._converters:
+            values = columns[index]
+            texts = _TEXTS_CONVERTERS.get(convert)
+            try:
+                if texts is not None and set(map(type, values)) == {str}:
+                    columns[index] = list(map(texts, values))
+                else:
+                    columns[index] = [value if value is None else convert(value) for value in values]
+            except ValueError:
+                return None
+        return columns
+
+    def _page_item_by_item(self, items: Sequence[Any], number: int) -> SourcePage:
         rows: list[list[Any]] = []
         unreadable: list[UnreadableRow] = []
         null_keys = 0
@@ -338,6 +368,11 @@ def _decimal(value: object) -> object:
 
 _CONVERTERS: dict[FieldType, Callable[[object], object]] = {FieldType.DATETIME: _datetime, FieldType.DECIMAL: _decimal}
 """The types JSON cannot carry; the others go as found, for the model to check."""
+
+_TEXTS_CONVERTERS: dict[Callable[[object], object], Callable[[str], object]] = {_datetime: dt.datetime.fromisoformat}
+"""What a converter does to a text, without its checks, where that is one call in C: for a column of
+texts only, whose first value that does not convert raises ValueError (then the page is read again
+item by item, with the reason)."""
 
 
 def _at_path(body: object, path: str) -> object:
