@@ -108,7 +108,13 @@ def test_a_page_with_one_key_that_is_not_a_guid_is_refused_naming_it(page: list[
 
 def test_a_page_of_non_guid_keys_is_tracked_as_their_text() -> None:
     assert canonical_entity_ids([42, "ORG-001"], FieldType.TEXT) == ["42", "ORG-001"]
+    assert canonical_entity_ids([7, 1001], FieldType.INT) == ["7", "1001"]
     assert canonical_entity_ids([], FieldType.GUID) == []
+
+
+def test_a_page_of_non_guid_keys_with_a_null_is_refused_as_its_null_key_is() -> None:
+    with pytest.raises(InvalidEntityId, match="NULL"):
+        canonical_entity_ids([7, None, 9], FieldType.INT)
 
 
 def org_row(**values: object) -> list[object]:

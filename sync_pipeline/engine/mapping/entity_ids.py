@@ -57,12 +57,15 @@ def canonical_entity_ids(values: Sequence[object], key_type: FieldType) -> list[
 
     A page of GUIDs the database printed as text (how the source is read) is checked as a whole,
     in a few passes over the joined text instead of a regular expression per value: the same
-    rule, about 30 times cheaper, which is most of a million-row sync's key handling.
+    rule, about 30 times cheaper, which is most of a million-row sync's key handling. Other keys
+    without a NULL are their texts, by one `map(str, …)`: a fifth of a call per value.
     """
     if key_type is FieldType.GUID:
         printed = _printed_guids(values)
         if printed is not None:
             return printed
+    elif None not in values:
+        return list(map(str, values))
     return [canonical_entity_id(value, key_type) for value in values]
 
 
