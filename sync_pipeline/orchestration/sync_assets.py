@@ -304,8 +304,10 @@ def quiet_collector() -> Iterator[None]:
     Its young collections then still ran every 700 allocations, each walking the page and batch in
     hand, and moved them on to older generations walked again: 3,942 young and 358 middle collections,
     0.9 s of a 300,000-record pull. At `YOUNG_OBJECTS_PER_COLLECTION` most records are freed before a
-    collection sees them: 550 and 49, 0.17 s. Records hold no reference cycles and are freed by their
-    reference counts as before; only cyclic garbage waits longer, a few pages' worth at most.
+    collection sees them: 550 and 49, 0.17 s (1,000,000 Users with nothing tracked: engine 15.5 to 16.2 s
+    before, 13.6 to 13.9 s after, alternated in one session). Records hold no reference cycles and are
+    freed by their reference counts as before; only cyclic garbage waits longer, a few pages' worth at
+    most.
     """
     thresholds = gc.get_threshold()
     gc.freeze()
