@@ -30,6 +30,8 @@ from sync_pipeline.engine.state.tracking import Rejection, TrackingStore
 from sync_pipeline.engine.tables import rejected_table, scheduler_log_table
 from sync_pipeline.specs.model import SqlSinkSpec
 
+from .test_mssql_rules import StatementRecorder
+
 T0 = dt.datetime(2026, 11, 1, 8, 0)
 ENTITY = "pull.Orders"
 
@@ -240,6 +242,24 @@ def test_a_listing_that_left_nothing_out_is_told_by_a_count_and_reads_only_the_r
     assert [statement.split("\n")[-1].strip() for statement in read] == reads
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).where(table.c.deleted_at.is_not(None))).scalar_one() == 0
+    engine.dispose()
+
+
+def test_marking_compiles_for_sql_server_within_its_limits_counted_or_compared_key_by_key(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    table = workflows_with(engine, sa.Integer(), 2500, {7})
+    recorder = StatementRecorder()
+    sa.event.listen(engine, "before_execute", recorder.before_execute)
+    sa.event.listen(engine, "before_cursor_execute", recorder.before_cursor_execute)
+    missing = MissingRows(table, ["customer", "id"], "deleted_at", {"customer": "a"})
+    every, some = SeenKeys(), SeenKeys()
+    every.add([("a", n) for n in range(1, 2501)])
+    some.add([("a", n) for n in range(1, 2501, 2)])
+
+    assert missing.mark(engine, every, T0).revived == 1  # counted: only the marked row read
+    assert missing.mark(engine, some, T0).deleted == 1250  # compared: every key, 1,250 marked
+
+    assert len(recorder.executions) == 6 and recorder.violations() == []
     engine.dispose()
 
 
